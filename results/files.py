@@ -1,0 +1,76 @@
+"""The study folder: resolved config, trials.csv, pareto.csv/json and front adapters."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from peftsearch.results.front import COLUMNS
+
+__all__ = [
+    "ADAPTERS",
+    "CONFIG_FILE",
+    "LABELS_FILE",
+    "TRIAL_ADAPTERS",
+    "atomic_write",
+    "copy_front_adapters",
+    "write_tables",
+]
+
+CONFIG_FILE = "config.yaml"
+LABELS_FILE = "labels.json"
+ADAPTERS = "adapters"
+TRIAL_ADAPTERS = "trial_adapters"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _csv(rows: Iterable[dict[str, Any]]) -> str:
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_tables(
+    study_dir: Path, rows: list[dict[str, Any]], front: list[int], extra: dict[str, Any] | None = None
+) -> None:
+    front_rows = [r for r in rows if r["trial"] in front]
+    atomic_write(study_dir / "trials.csv", _csv(rows))
+    atomic_write(study_dir / "pareto.csv", _csv(front_rows))
+    payload = {**(extra or {}), "pareto": front_rows}
+    atomic_write(study_dir / "pareto.json", json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def copy_front_adapters(study_dir: Path, front: list[int]) -> dict[int, Path]:
+    """Make ``adapters/`` hold exactly the front's adapters (all trials keep theirs in
+    ``trial_adapters/`` so any trial stays exportable)."""
+    target = study_dir / ADAPTERS
+    staging = study_dir / f".{ADAPTERS}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    copied = {}
+    for number in front:
+        source = study_dir / TRIAL_ADAPTERS / str(number)
+        if source.is_dir():
+            shutil.copytree(source, staging / str(number))
+            copied[number] = target / str(number)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return copied

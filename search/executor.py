@@ -1,0 +1,54 @@
+"""Where trials run. The driver asks, an executor trains, the driver tells."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from peftsearch.trials import TrialRequest, TrialResult, TrialRunner
+
+__all__ = ["InProcessExecutor", "TrialExecutor"]
+
+
+class TrialExecutor(Protocol):
+    """Contract of a trial executor.
+
+    ``slots`` is how many trials may run at once. ``submit`` hands one request over and
+    returns at once. ``wait`` blocks until at least one submitted trial has finished and
+    returns every finished result not returned before; it returns an empty list only
+    when nothing is in flight. A trial's own failure comes back as a FAIL result, never
+    as an exception. ``close`` frees workers; it is safe to call twice.
+    """
+
+    @property
+    def slots(self) -> int: ...
+
+    def submit(self, request: TrialRequest) -> None: ...
+
+    def wait(self) -> list[TrialResult]: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessExecutor:
+    """Runs trials one at a time in the driver process (debugging, tests, one device)."""
+
+    def __init__(self, runner: TrialRunner) -> None:
+        self.runner = runner
+        self.pending: deque[TrialRequest] = deque()
+
+    @property
+    def slots(self) -> int:
+        return 1
+
+    def submit(self, request: TrialRequest) -> None:
+        self.pending.append(request)
+
+    def wait(self) -> list[TrialResult]:
+        if not self.pending:
+            return []
+        return [self.runner.run(self.pending.popleft())]
+
+    def close(self) -> None:
+        self.pending.clear()

@@ -1,0 +1,115 @@
+"""MLflow tracking: one experiment per study, a parent run per search, a child per trial.
+
+Only the driver talks to MLflow (through an explicit ``MlflowClient``, not the global
+active-run state), so workers never contend for the tracking store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from peftsearch.trials import TrialResult
+
+__all__ = ["Tracker", "flatten"]
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dicts to ``a.b`` keys with string values, as MLflow params want."""
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            text = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+            flat[name] = text[:6000]
+    return flat
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment_name: str, artifact_root: Path) -> None:
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        from mlflow import MlflowClient
+
+        self.uri = uri
+        self.client: MlflowClient = MlflowClient(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment_name)
+        if found is None:
+            artifact_root.mkdir(parents=True, exist_ok=True)
+            self.experiment_id = self.client.create_experiment(
+                experiment_name, artifact_location=artifact_root.resolve().as_uri()
+            )
+        else:
+            self.experiment_id = found.experiment_id
+
+    def start_parent(self, study_name: str, params: dict[str, Any]) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{study_name}-search",
+            tags={"peftsearch.study": study_name, "peftsearch.kind": "search"},
+        )
+        self._log_params(run.info.run_id, flatten(params))
+        return str(run.info.run_id)
+
+    def start_child(self, parent_id: str, study_name: str, number: int, method: str) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{number}-{method}",
+            tags={
+                "mlflow.parentRunId": parent_id,
+                "peftsearch.study": study_name,
+                "peftsearch.trial": str(number),
+                "peftsearch.kind": "trial",
+                "method": method,
+            },
+        )
+        return str(run.info.run_id)
+
+    def finish_child(self, run_id: str, params: dict[str, Any], result: TrialResult) -> None:
+        from mlflow.entities import Metric
+
+        self._log_params(run_id, flatten(params))
+        now = int(time.time() * 1000)
+        metrics = [Metric("train_loss", loss, now, step) for step, loss in enumerate(result.losses, 1)]
+        for name in (
+            "accuracy", "macro_f1", "trainable_params", "trainable_pct", "cost_usd",
+            "device_seconds", "wall_seconds", "setup_seconds", "peak_memory_mb",
+        ):
+            value = getattr(result, name)
+            if value is not None:
+                metrics.append(Metric(name, float(value), now, 0))
+        for start in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        self.client.set_tag(run_id, "status", result.status)
+        if result.error:
+            self.client.set_tag(run_id, "error", result.error[:5000])
+        self.client.set_terminated(run_id, "FINISHED" if result.status == "COMPLETE" else "FAILED")
+
+    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
+
+    def log_file(self, run_id: str, path: Path) -> None:
+        self.client.log_artifact(run_id, str(path))
+
+    def log_parent_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+
+    def _log_params(self, run_id: str, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start : start + 100])

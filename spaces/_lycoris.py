@@ -1,0 +1,64 @@
+"""LoHa and LoKr (LyCORIS): Hadamard- and Kronecker-product low-rank updates."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import Field
+
+from peftsearch.spaces._placement import RankedOptions, suggest_placement, suggest_rank
+from peftsearch.spaces._registry import (
+    LearningRateRange,
+    MethodOptions,
+    PeftChoice,
+    suggest_lr,
+)
+
+if TYPE_CHECKING:
+    import optuna
+
+    from peftsearch.spaces._model_info import ModelInfo
+
+__all__ = ["LycorisOptions", "LycorisSpace"]
+
+
+class LycorisOptions(RankedOptions):
+    lr: LearningRateRange = LearningRateRange(low=1e-4, high=5e-3)
+    module_dropout: list[float] = Field(default=[0.0], min_length=1)
+
+
+class LycorisSpace:
+    """One class for both: they share every knob and differ only in ``peft_type``."""
+
+    options: type[LycorisOptions] = LycorisOptions
+
+    def __init__(self, name: str, peft_type: str) -> None:
+        self.name = name
+        self.peft_type = peft_type
+
+    def supports(self, info: ModelInfo) -> str | None:
+        return None
+
+    def suggest(self, trial: optuna.Trial, options: MethodOptions, info: ModelInfo) -> PeftChoice:
+        assert isinstance(options, LycorisOptions)
+        rank, alpha = suggest_rank(trial, self.name, options)
+        module_dropout = float(
+            trial.suggest_categorical(f"{self.name}.module_dropout", options.module_dropout)
+        )
+        placement, summary = suggest_placement(
+            trial, self.name, list(options.targets), list(options.layers), info
+        )
+        config = {
+            "peft_type": self.peft_type,
+            "task_type": info.task_type,
+            "r": rank,
+            "alpha": alpha,
+            "module_dropout": module_dropout,
+            **placement,
+        }
+        return PeftChoice(
+            method=self.name,
+            peft_config=config,
+            learning_rate=suggest_lr(trial, self.name, options.lr),
+            summary={"rank": rank, "alpha": alpha, **summary},
+        )

@@ -1,0 +1,10 @@
+"""LoHa (Hyeon-Woo et al., 2022): low-rank Hadamard product updates."""
+
+from __future__ import annotations
+
+from peftsearch.spaces._lycoris import LycorisSpace
+from peftsearch.spaces._registry import register
+
+__all__: list[str] = []
+
+register(LycorisSpace(name="loha", peft_type="LOHA"))

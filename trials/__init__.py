@@ -1,0 +1,25 @@
+"""One trial: train, evaluate and measure a peft adapter on a base model."""
+
+from __future__ import annotations
+
+from peftsearch.trials._run import TrialRequest, TrialRunner
+from peftsearch.trials.cost import detect_device, price_per_hour
+from peftsearch.trials.data import PreparedData, prepare_data
+from peftsearch.trials.model import BaseModelSource, inspect_base_model, load_tokenizer
+from peftsearch.trials.result import TrialResult
+from peftsearch.trials.train import TrainSettings, TrialDiverged
+
+__all__ = [
+    "BaseModelSource",
+    "PreparedData",
+    "TrainSettings",
+    "TrialDiverged",
+    "TrialRequest",
+    "TrialResult",
+    "TrialRunner",
+    "detect_device",
+    "inspect_base_model",
+    "load_tokenizer",
+    "prepare_data",
+    "price_per_hour",
+]

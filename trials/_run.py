@@ -1,0 +1,115 @@
+"""One trial: fresh model copy -> peft -> train -> evaluate -> measure -> save adapter."""
+
+from __future__ import annotations
+
+import resource
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from peftsearch.trials.cost import price_per_hour
+from peftsearch.trials.result import TrialResult
+from peftsearch.trials.train import TrainSettings, TrialDiverged, evaluate, train
+
+if TYPE_CHECKING:
+    from peftsearch.trials.data import PreparedData
+    from peftsearch.trials.model import BaseModelSource
+
+__all__ = ["TrialRequest", "TrialRunner"]
+
+
+@dataclass(frozen=True)
+class TrialRequest:
+    """Everything a worker needs for one trial, as plain data."""
+
+    number: int
+    method: str
+    peft_config: dict[str, Any]
+    learning_rate: float
+    adapter_dir: str | None
+
+
+class TrialRunner:
+    """Runs trials in one process against one base model and one tokenized dataset.
+
+    Holds both between trials, which is what makes reuse pay: a worker loads the
+    model once and copies it per trial.
+    """
+
+    def __init__(
+        self, source: BaseModelSource, data: PreparedData, settings: TrainSettings, *,
+        device: str, device_name: str, usd_per_device_hour: dict[str, float] | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        self.source = source
+        self.data = data
+        self.settings = settings
+        self.device = device
+        self.device_name = device_name
+        self.price = price_per_hour(device_name, usd_per_device_hour)
+        self.num_threads = num_threads
+
+    def run(self, request: TrialRequest) -> TrialResult:
+        """Never raises for a trial's own failure: it comes back as FAIL with its reason."""
+        import torch
+
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        started = time.perf_counter()
+        result = TrialResult(number=request.number, method=request.method, status="FAIL", device=self.device_name)
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            model = self._build(request, result)
+            result.setup_seconds = time.perf_counter() - started
+            result.losses = train(
+                model, self.data.train, learning_rate=request.learning_rate,
+                settings=self.settings, pad_token_id=self.data.pad_token_id, device=self.device,
+            )
+            result.steps = len(result.losses)
+            metrics = evaluate(
+                model, self.data.eval, batch_size=self.settings.eval_batch_size,
+                pad_token_id=self.data.pad_token_id, device=self.device,
+                num_labels=self.data.num_labels,
+            )
+            result.accuracy, result.macro_f1 = metrics["accuracy"], metrics["macro_f1"]
+            if request.adapter_dir:
+                Path(request.adapter_dir).mkdir(parents=True, exist_ok=True)
+                model.save_pretrained(request.adapter_dir)
+                result.adapter_dir = request.adapter_dir
+            result.status = "COMPLETE"
+        except TrialDiverged as error:
+            result.error = f"diverged: {error}"
+        except Exception as error:
+            last = traceback.extract_tb(error.__traceback__)[-1]
+            result.error = f"{type(error).__name__}: {error} ({Path(last.filename).name}:{last.lineno})"
+        finally:
+            result.wall_seconds = time.perf_counter() - started
+            result.device_seconds = result.wall_seconds  # one device held for the whole trial
+            result.cost_usd = result.device_seconds / 3600 * self.price
+            result.peak_memory_mb = self._peak_memory_mb()
+        return result
+
+    def _build(self, request: TrialRequest, result: TrialResult) -> Any:
+        from peft import get_peft_config, get_peft_model
+
+        config = dict(request.peft_config)
+        base = self.source.fresh_copy()
+        if self.source.extra_modules:
+            config["modules_to_save"] = sorted({*config.get("modules_to_save", []), *self.source.extra_modules})
+        model = get_peft_model(base, get_peft_config(config))
+        model.to(self.device)
+        trainable, total = model.get_nb_trainable_parameters()
+        result.trainable_params, result.total_params = int(trainable), int(total)
+        result.trainable_pct = 100.0 * trainable / total
+        return model
+
+    def _peak_memory_mb(self) -> float:
+        import torch
+
+        if self.device == "cuda":
+            return torch.cuda.max_memory_allocated() / 2**20
+        # On CPU: the worker process's peak resident set (Linux reports KiB).
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,150 @@
+"""Loading the base model and tokenizer: once per process, a clean copy per trial."""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+from peftsearch.errors import UserError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from peftsearch.spaces import ModelInfo
+
+__all__ = ["BaseModelSource", "inspect_base_model", "load_tokenizer"]
+
+HEAD_MODULES = ("classifier", "score")
+
+
+def _quiet_transformers() -> None:
+    import warnings
+
+    import datasets
+    import transformers
+
+    # Deprecation notices from inside transformers/peft say nothing a user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+def _hub_kwargs(revision: str | None, gguf_file: str | None, trust_remote_code: bool) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision:
+        kwargs["revision"] = revision
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    return kwargs
+
+
+def load_tokenizer(
+    name_or_path: str, *, revision: str | None = None, gguf_file: str | None = None,
+    trust_remote_code: bool = False,
+) -> Any:
+    """The tokenizer, with a pad token: decoders such as LLaMA ship without one."""
+    _quiet_transformers()
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            name_or_path, **_hub_kwargs(revision, gguf_file, trust_remote_code)
+        )
+    except Exception as error:
+        raise UserError(
+            f"cannot load the tokenizer of {name_or_path!r}: {error}",
+            where="model.name_or_path",
+            hint="offline? use a local model folder",
+        ) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+class BaseModelSource:
+    """Loads the pretrained classifier once and hands out fresh deep copies.
+
+    The new classification head is initialised under a fixed seed, so every trial, in
+    every worker process, starts from the same weights. Weights the checkpoint lacks
+    (beyond the head, which peft saves itself) are reported in ``extra_modules`` so the
+    adapter saves them too and an exported adapter reproduces its scores.
+    """
+
+    def __init__(
+        self, name_or_path: str, *, num_labels: int, label_names: list[str], pad_token_id: int,
+        revision: str | None = None, gguf_file: str | None = None,
+        trust_remote_code: bool = False, seed: int = 0,
+    ) -> None:
+        self.name_or_path = name_or_path
+        self.num_labels = num_labels
+        self.label_names = label_names
+        self.pad_token_id = pad_token_id
+        self.kwargs = _hub_kwargs(revision, gguf_file, trust_remote_code)
+        self.seed = seed
+        self._model: nn.Module | None = None
+        self.extra_modules: list[str] = []
+
+    def _load(self) -> nn.Module:
+        _quiet_transformers()
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        torch.manual_seed(self.seed)
+        try:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                self.name_or_path,
+                num_labels=self.num_labels,
+                id2label=dict(enumerate(self.label_names)),
+                label2id={name: i for i, name in enumerate(self.label_names)},
+                output_loading_info=True,
+                dtype=torch.float32,
+                **self.kwargs,
+            )
+        except Exception as error:
+            raise UserError(
+                f"cannot load model {self.name_or_path!r}: {error}", where="model.name_or_path"
+            ) from None
+        model.config.pad_token_id = self.pad_token_id
+        missing = {key.rsplit(".", 1)[0] for key in info.get("missing_keys", ())}
+        self.extra_modules = sorted(
+            m for m in missing if not any(m == h or m.endswith("." + h) for h in HEAD_MODULES)
+        )
+        model.eval()
+        return model
+
+    def fresh_copy(self) -> nn.Module:
+        if self._model is None:
+            self._model = self._load()
+        return copy.deepcopy(self._model)
+
+
+def inspect_base_model(
+    name_or_path: str, *, num_labels: int, revision: str | None = None,
+    gguf_file: str | None = None, trust_remote_code: bool = False,
+) -> ModelInfo:
+    """Model structure from its config alone, built on the meta device: no weights load."""
+    _quiet_transformers()
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from peftsearch.spaces import inspect_model
+
+    try:
+        config = AutoConfig.from_pretrained(
+            name_or_path, num_labels=num_labels,
+            **_hub_kwargs(revision, gguf_file, trust_remote_code),
+        )
+    except Exception as error:
+        raise UserError(
+            f"cannot read the config of {name_or_path!r}: {error}",
+            where="model.name_or_path",
+            hint="offline? use a local model folder",
+        ) from None
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(
+            config, trust_remote_code=trust_remote_code
+        )
+    return inspect_model(model, task_type="SEQ_CLS")

@@ -1,0 +1,46 @@
+"""What one trial produced: objectives, measurements and its fate."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+__all__ = ["TrialResult", "TrialStatus"]
+
+TrialStatus = Literal["COMPLETE", "FAIL", "PRUNED"]
+
+
+@dataclass
+class TrialResult:
+    """Plain data, so it crosses process boundaries and lands in Optuna user attrs."""
+
+    number: int
+    method: str
+    status: TrialStatus
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    trainable_params: int | None = None
+    total_params: int | None = None
+    trainable_pct: float | None = None
+    device: str = "cpu"
+    device_seconds: float = 0.0
+    cost_usd: float = 0.0
+    wall_seconds: float = 0.0
+    setup_seconds: float = 0.0
+    peak_memory_mb: float | None = None
+    steps: int = 0
+    losses: list[float] = field(default_factory=list)
+    adapter_dir: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialResult:
+        return cls(**data)
+
+    def objectives(self) -> list[float]:
+        """(accuracy, trainable params, cost in $), the study's three directions."""
+        assert self.accuracy is not None and self.trainable_params is not None
+        return [self.accuracy, float(self.trainable_params), self.cost_usd]
