@@ -29,6 +29,7 @@ def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSam
     """
     import optuna
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if name == "tpe":
         return optuna.samplers.TPESampler(
             seed=seed, multivariate=True, group=True, constant_liar=True,

@@ -38,6 +38,7 @@ class ModelInfo:
     key_value: tuple[str, ...]
     total_params: int
     decoder_only: bool
+    takes_past_key_values: bool = False
     task_type: str = "SEQ_CLS"
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,7 +153,18 @@ def inspect_model(model: nn.Module, task_type: str = "SEQ_CLS") -> ModelInfo:
         key_value=key_value or fused,
         total_params=sum(p.numel() for p in model.parameters()),
         decoder_only=_decoder_only(model_type),
+        takes_past_key_values=_takes_past_key_values(model),
         task_type=task_type,
+    )
+
+
+def _takes_past_key_values(model: nn.Module) -> bool:
+    """peft's prefix tuning hands its prefixes over as a ``past_key_values`` argument."""
+    import inspect
+
+    backbone = getattr(model, "base_model", model)
+    return any(
+        "past_key_values" in inspect.signature(m.forward).parameters for m in (model, backbone)
     )
 
 

@@ -33,9 +33,14 @@ class PrefixTuningSpace:
     options = PrefixTuningOptions
 
     def supports(self, info: ModelInfo) -> str | None:
-        if info.decoder_only:
-            return None
-        return f"it needs a decoder with a KV cache, and {info.model_type} is an encoder"
+        if not info.decoder_only:
+            return f"it needs a decoder with a KV cache, and {info.model_type} is an encoder"
+        if not info.takes_past_key_values:
+            return (
+                f"peft passes the prefix as `past_key_values`, which this transformers "
+                f"version's {info.model_type} classifier no longer accepts"
+            )
+        return None
 
     def suggest(self, trial: optuna.Trial, options: MethodOptions, info: ModelInfo) -> PeftChoice:
         assert isinstance(options, PrefixTuningOptions)

@@ -1,0 +1,67 @@
+"""Pareto extraction and the study-folder files, on a real in-memory Optuna study."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from peftsearch.results import copy_front_adapters, pareto_numbers, trial_rows, write_tables
+from peftsearch.search import DIRECTIONS
+
+
+def study_with(values: list[tuple[float, float, float] | str]) -> optuna.Study:
+    study = optuna.create_study(directions=list(DIRECTIONS))
+    for value in values:
+        trial = study.ask()
+        trial.set_user_attr("method", "lora")
+        trial.set_user_attr("summary", {"rank": 8, "lr": 1e-3})
+        if isinstance(value, str):
+            trial.set_user_attr("result", {"error": "boom"})
+            study.tell(trial, state=getattr(optuna.trial.TrialState, value))
+        else:
+            trial.set_user_attr("result", {"accuracy": value[0], "trainable_params": value[1], "cost_usd": value[2]})
+            study.tell(trial, list(value))
+    return study
+
+
+def test_front_is_the_non_dominated_set() -> None:
+    study = study_with([
+        (0.90, 1000, 0.10),  # 0: front (most accurate)
+        (0.85, 100, 0.10),   # 1: front (smaller)
+        (0.80, 1000, 0.20),  # 2: dominated by 0
+        (0.70, 100, 0.05),   # 3: front (cheapest)
+        "FAIL",              # 4: never on the front
+        "PRUNED",            # 5: never on the front
+        (0.85, 100, 0.10),   # 6: ties with 1: both stay
+    ])
+    assert pareto_numbers(study) == [0, 1, 3, 6]
+
+
+def test_no_complete_trial_means_empty_front() -> None:
+    assert pareto_numbers(study_with(["FAIL"])) == []
+
+
+def test_rows_and_files(tmp_path: Path) -> None:
+    study = study_with([(0.9, 10, 0.1), (0.8, 20, 0.2), "FAIL"])
+    rows = trial_rows(study)
+    assert [r["status"] for r in rows] == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert rows[0]["params"] == "rank=8" and rows[0]["lr"] == pytest.approx(1e-3)
+    assert rows[2]["error"] == "boom"
+    front = pareto_numbers(study)
+    write_tables(tmp_path, rows, front, extra={"summary": {"trials": 3}})
+    payload = json.loads((tmp_path / "pareto.json").read_text())
+    assert [r["trial"] for r in payload["pareto"]] == [0] and payload["summary"] == {"trials": 3}
+    assert (tmp_path / "trials.csv").read_text().count("\n") == 4
+    assert not list(tmp_path.glob(".*"))  # no temp files left behind
+
+
+def test_front_adapters_replace_the_old_set(tmp_path: Path) -> None:
+    for n in (0, 1, 2):
+        (tmp_path / "trial_adapters" / str(n)).mkdir(parents=True)
+        (tmp_path / "trial_adapters" / str(n) / "adapter_config.json").write_text("{}")
+    copy_front_adapters(tmp_path, [0, 2])
+    copy_front_adapters(tmp_path, [1])
+    assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == ["1"]

@@ -1,0 +1,152 @@
+"""Contract suite: every registered method goes through the same checks on real peft."""
+
+from __future__ import annotations
+
+import copy
+
+import optuna
+import pytest
+import torch
+
+from peftsearch.config import space_config_class
+from peftsearch.spaces import ModelInfo, get_method, inspect_model, method_names, sample_choice
+
+
+def tiny_bert() -> torch.nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    return BertForSequenceClassification(
+        BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, num_labels=3)
+    )
+
+
+def tiny_llama() -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, intermediate_size=64, num_labels=2, pad_token_id=0,
+    )
+    return LlamaForSequenceClassification(config)
+
+
+MODELS = {"bert": tiny_bert, "llama": tiny_llama}
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, tuple[torch.nn.Module, ModelInfo]]:
+    return {name: (build(), inspect_model(build())) for name, build in MODELS.items()}
+
+
+def sampled_trials(method: str, info: ModelInfo, n: int) -> list:
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    options = getattr(space_config_class()(), method)
+    choices = []
+    for _ in range(n):
+        trial = study.ask()
+        choices.append((trial, sample_choice(trial, {method: options}, info)))
+    return choices
+
+
+@pytest.mark.parametrize("method", method_names())
+@pytest.mark.parametrize("arch", list(MODELS))
+def test_method_contract(method: str, arch: str, models: dict) -> None:
+    from peft import get_peft_config, get_peft_model
+
+    model, info = models[arch]
+    reason = get_method(method).supports(info)
+    if reason is not None:
+        # Prefix tuning is refused on encoders, and on decoders whose forward() in the
+        # installed transformers no longer takes past_key_values (v5 renamed it `cache`).
+        assert method == "prefix_tuning", reason
+        assert arch == "bert" or not info.takes_past_key_values
+        return
+    for trial, choice in sampled_trials(method, info, 3):
+        assert choice.method == method
+        assert all(name.startswith(f"{method}.") for name in trial.params), trial.params
+        assert choice.learning_rate > 0
+        peft_model = get_peft_model(copy.deepcopy(model), get_peft_config(dict(choice.peft_config)))
+        trainable, total = peft_model.get_nb_trainable_parameters()
+        assert 0 < trainable < total
+        frozen_base = [n for n, p in peft_model.named_parameters() if p.requires_grad and "modules_to_save" not in n]
+        assert frozen_base, "the adapter itself must train"
+        ids = torch.randint(1, 50, (2, 7))
+        out = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 1]))
+        out.loss.backward()
+        assert torch.isfinite(out.loss)
+
+
+def test_prefix_tuning_refused_on_bert(models: dict) -> None:
+    _, info = models["bert"]
+    assert "decoder" in get_method("prefix_tuning").supports(info)
+
+
+def test_inspect_names_come_from_the_model(models: dict) -> None:
+    bert, llama = models["bert"][1], models["llama"][1]
+    assert bert.layers_pattern == "layer" and bert.num_layers == 4
+    assert bert.query_value == ("attention.self.query", "attention.self.value")
+    assert bert.mlp == ("intermediate.dense", "output.dense")
+    assert llama.layers_pattern == "layers"
+    assert llama.query_value == ("self_attn.q_proj", "self_attn.v_proj")
+    assert llama.mlp_down == ("mlp.down_proj",)
+    assert llama.decoder_only and not bert.decoder_only
+
+
+def test_gpt2_fused_attention() -> None:
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    info = inspect_model(GPT2ForSequenceClassification(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50)))
+    assert info.query_value == ("attn.c_attn",)
+    assert info.layers_pattern == "h"
+
+
+def test_ambiguous_suffix_is_qualified_by_layer(models: dict) -> None:
+    """BERT's MLP `output.dense` is a suffix of `attention.output.dense` too."""
+    from peft import LoraConfig, get_peft_model
+
+    model, info = models["bert"]
+    names = info.target_modules(("output.dense",), [2, 3])
+    assert names == ["layer.2.output.dense", "layer.3.output.dense"]
+    assert info.target_modules(("attention.output.dense", "output.dense"), [0]) == ["output.dense"]
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=2, target_modules=names, task_type="SEQ_CLS"))
+    adapted = {n.split(".lora_A")[0] for n, _ in peft_model.named_parameters() if ".lora_A." in n}
+    assert adapted == {
+        "base_model.model.bert.encoder.layer.2.output.dense",
+        "base_model.model.bert.encoder.layer.3.output.dense",
+    }
+
+
+@pytest.mark.parametrize("subset, expected", [("top-half", {2, 3}), ("top-quarter", {3}), ("bottom-half", {0, 1}), ("all", {0, 1, 2, 3})])
+def test_layer_subset_is_respected(subset: str, expected: set[int], models: dict) -> None:
+    from peft import get_peft_config, get_peft_model
+
+    model, info = models["bert"]
+    study = optuna.create_study()
+    trial = study.ask(fixed_distributions={})
+    options = space_config_class()().lora.model_copy(update={"layers": [subset], "targets": ["attention+mlp"]})
+    choice = sample_choice(trial, {"lora": options}, info)
+    peft_model = get_peft_model(copy.deepcopy(model), get_peft_config(dict(choice.peft_config)))
+    layers = {int(n.split("layer.")[1].split(".")[0]) for n, _ in peft_model.named_parameters() if "lora_A" in n}
+    assert layers == expected
+    adapted = {n for n, _ in peft_model.named_parameters() if "lora_A" in n and "layer.3." in n}
+    if 3 in expected:
+        assert len(adapted) == len(info.block_linears)
+
+
+def test_ia3_layer_subset(models: dict) -> None:
+    from peft import get_peft_config, get_peft_model
+
+    model, info = models["bert"]
+    trial = optuna.create_study().ask()
+    options = space_config_class()().ia3.model_copy(update={"layers": ["top-half"], "targets": ["kv+ffn"]})
+    choice = sample_choice(trial, {"ia3": options}, info)
+    peft_model = get_peft_model(copy.deepcopy(model), get_peft_config(dict(choice.peft_config)))
+    scaled = sorted(n.removeprefix("base_model.model.bert.encoder.").split(".ia3_l")[0] for n, _ in peft_model.named_parameters() if "ia3_l" in n)
+    assert scaled == [f"layer.{i}.{m}" for i in (2, 3) for m in ("attention.self.key", "attention.self.value", "output.dense")]
+
+
+def test_model_info_round_trips(models: dict) -> None:
+    info = models["llama"][1]
+    assert ModelInfo.from_dict(info.to_dict()) == info

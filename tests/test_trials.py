@@ -1,0 +1,61 @@
+"""One trial on the tiny BERT: results, failures as FAIL, base model reuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from peftsearch.config import parse_config
+from peftsearch.pipelines._build import build_data, build_model_source, build_settings
+from peftsearch.trials import TrialRequest, TrialRunner
+
+from helpers import tiny_config
+
+LORA = {"peft_type": "LORA", "task_type": "SEQ_CLS", "r": 4, "lora_alpha": 8, "target_modules": ["query", "value"]}
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> TrialRunner:
+    config = parse_config(tiny_config(tiny_model_dir, tiny_data, tmp_path_factory.mktemp("out")))
+    data = build_data(config)
+    return TrialRunner(build_model_source(config, data), data, build_settings(config), device="cpu", device_name="cpu", usd_per_device_hour={"cpu": 3.6})
+
+
+def test_complete_trial_measures_everything(runner: TrialRunner, tmp_path: Path) -> None:
+    result = runner.run(TrialRequest(0, "lora", LORA, 1e-3, str(tmp_path / "adapter")))
+    assert result.status == "COMPLETE", result.error
+    assert 0 <= result.accuracy <= 1 and 0 <= result.macro_f1 <= 1
+    assert result.steps == 6 and len(result.losses) == 6
+    assert result.trainable_params and result.total_params
+    assert result.trainable_pct == pytest.approx(100 * result.trainable_params / result.total_params)
+    assert result.device_seconds == result.wall_seconds > 0
+    # $3.6 per device-hour is $0.001 per device-second
+    assert result.cost_usd == pytest.approx(result.device_seconds * 0.001)
+    assert result.peak_memory_mb and result.peak_memory_mb > 10
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_nan_loss_becomes_fail(runner: TrialRunner) -> None:
+    result = runner.run(TrialRequest(1, "lora", LORA, 1e20, None))
+    assert result.status == "FAIL"
+    assert result.error and result.error.startswith("diverged: loss became")
+
+
+def test_bad_peft_config_becomes_fail(runner: TrialRunner) -> None:
+    bad = {**LORA, "target_modules": ["no_such_module"]}
+    result = runner.run(TrialRequest(2, "lora", bad, 1e-3, None))
+    assert result.status == "FAIL"
+    assert (result.error or "").startswith("NoMatchingPeftModuleError: No modules were targeted")
+
+
+def test_base_model_loaded_once_and_copied_clean(runner: TrialRunner) -> None:
+    import torch
+
+    runner.run(TrialRequest(3, "lora", LORA, 1e-2, None))
+    cached = runner.source._model
+    first, second = runner.source.fresh_copy(), runner.source.fresh_copy()
+    assert runner.source._model is cached and first is not second
+    for (name, a), (_, b) in zip(first.state_dict().items(), cached.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
