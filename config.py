@@ -197,7 +197,9 @@ class Config(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    storage: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<output_dir>/optuna.db")
+    storage: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<output_dir>/optuna.db"
+    )
     output_dir: Path = Path("peftsearch-out")
 
     @model_validator(mode="after")
@@ -231,9 +233,7 @@ class Config(_Section):
 @cache
 def config_class() -> type[Config]:
     space = space_config_class()
-    return create_model(
-        "Config", __base__=Config, space=(space, Field(default_factory=space))
-    )
+    return create_model("Config", __base__=Config, space=(space, Field(default_factory=space)))
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
@@ -289,7 +289,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UserError("config file not found", where=str(path), hint="`peftsearch init` writes one") from None
+        raise UserError(
+            "config file not found", where=str(path), hint="`peftsearch init` writes one"
+        ) from None
     except OSError as error:
         raise UserError(f"cannot read config: {error.strerror}", where=str(path)) from None
     try:
@@ -302,5 +304,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise UserError("the top level must be a mapping of sections (model:, data:, ...)", where=str(path))
+        raise UserError(
+            "the top level must be a mapping of sections (model:, data:, ...)", where=str(path)
+        )
     return parse_config(data, source=str(path), overrides=overrides)

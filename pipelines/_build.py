@@ -29,9 +29,13 @@ def build_settings(config: Config) -> TrainSettings:
 
     t = config.training
     return TrainSettings(
-        max_steps=t.max_steps, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
-        weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio,
-        max_grad_norm=t.max_grad_norm, seed=config.search.seed,
+        max_steps=t.max_steps,
+        batch_size=t.batch_size,
+        eval_batch_size=t.eval_batch_size,
+        weight_decay=t.weight_decay,
+        warmup_ratio=t.warmup_ratio,
+        max_grad_norm=t.max_grad_norm,
+        seed=config.search.seed,
     )
 
 
@@ -40,7 +44,10 @@ def build_data(config: Config) -> PreparedData:
 
     m = config.model
     tokenizer = load_tokenizer(
-        m.name_or_path, revision=m.revision, gguf_file=m.gguf_file, trust_remote_code=m.trust_remote_code
+        m.name_or_path,
+        revision=m.revision,
+        gguf_file=m.gguf_file,
+        trust_remote_code=m.trust_remote_code,
     )
     return prepare_data(**config.data.model_dump(), seed=config.search.seed, tokenizer=tokenizer)
 
@@ -52,13 +59,20 @@ def build_model_info(config: Config, num_labels: int) -> ModelInfo:
 
     m = config.model
     info = inspect_base_model(
-        m.name_or_path, num_labels=num_labels, revision=m.revision, gguf_file=m.gguf_file,
+        m.name_or_path,
+        num_labels=num_labels,
+        revision=m.revision,
+        gguf_file=m.gguf_file,
         trust_remote_code=m.trust_remote_code,
     )
     for name in config.space.methods:
         reason = get_method(name).supports(info)
         if reason:
-            raise UserError(f"{name} cannot run on this model: {reason}", where="space.methods", hint=f"remove {name}")
+            raise UserError(
+                f"{name} cannot run on this model: {reason}",
+                where="space.methods",
+                hint=f"remove {name}",
+            )
     return info
 
 
@@ -67,9 +81,14 @@ def build_model_source(config: Config, data: PreparedData) -> BaseModelSource:
 
     m = config.model
     return BaseModelSource(
-        m.name_or_path, num_labels=data.num_labels, label_names=data.label_names,
-        pad_token_id=data.pad_token_id, revision=m.revision, gguf_file=m.gguf_file,
-        trust_remote_code=m.trust_remote_code, seed=config.search.seed,
+        m.name_or_path,
+        num_labels=data.num_labels,
+        label_names=data.label_names,
+        pad_token_id=data.pad_token_id,
+        revision=m.revision,
+        gguf_file=m.gguf_file,
+        trust_remote_code=m.trust_remote_code,
+        seed=config.search.seed,
     )
 
 
@@ -92,7 +111,8 @@ def load_study_config(study_dir: Path) -> Config:
     path = study_dir / CONFIG_FILE
     if not path.is_file():
         raise UserError(
-            f"not a study folder (no {CONFIG_FILE})", where=str(study_dir),
+            f"not a study folder (no {CONFIG_FILE})",
+            where=str(study_dir),
             hint="pass <output_dir>/<study_name> of a `peftsearch run`",
         )
     return load_config(path, overrides=[f"output_dir={study_dir.resolve().parent}"])

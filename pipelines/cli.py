@@ -51,7 +51,9 @@ def user_errors(command: F) -> F:
                 console.print(f"[bold red]error:[/bold red] {line}", markup=True, soft_wrap=True)
             raise typer.Exit(code=UserError.exit_code) from None
         except KeyboardInterrupt:
-            _console(stderr=True).print("interrupted; finished trials are kept in the study storage")
+            _console(stderr=True).print(
+                "interrupted; finished trials are kept in the study storage"
+            )
             raise typer.Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -60,7 +62,9 @@ def user_errors(command: F) -> F:
 @app.command()
 @user_errors
 def init(
-    path: Annotated[Path, typer.Argument(help="Where to write the starter config.")] = Path("peftsearch.yaml"),
+    path: Annotated[Path, typer.Argument(help="Where to write the starter config.")] = Path(
+        "peftsearch.yaml"
+    ),
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented starter config (it runs offline on the demo model and data)."""
@@ -119,7 +123,9 @@ def export(
     study_dir: StudyDir,
     trial: Annotated[int, typer.Option(help="Trial number to export (see pareto.csv).")],
     out: Annotated[Path, typer.Option(help="Folder to write the adapter to.")],
-    merge: Annotated[bool, typer.Option(help="Also write merged full weights to OUT/merged.")] = False,
+    merge: Annotated[
+        bool, typer.Option(help="Also write merged full weights to OUT/merged.")
+    ] = False,
     force: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
 ) -> None:
     """Export one trial's adapter in PEFT format, with a model card and the labels."""
@@ -132,8 +138,13 @@ def export(
     study = load_existing_study(config.search.study_name, config.storage_url)
     rows = {r["trial"]: r for r in trial_rows(study)}
     if trial not in rows:
-        raise UserError(f"trial {trial} is not in study {study.study_name!r} (it has {len(rows)})", where="--trial")
-    written = export_adapter(study_dir=study_dir, row=rows[trial], config=config, out=out, merge=merge, force=force)
+        raise UserError(
+            f"trial {trial} is not in study {study.study_name!r} (it has {len(rows)})",
+            where="--trial",
+        )
+    written = export_adapter(
+        study_dir=study_dir, row=rows[trial], config=config, out=out, merge=merge, force=force
+    )
     _console().print(f"Exported trial {trial} ({rows[trial]['method']}) to {written}")
 
 

@@ -52,24 +52,32 @@ def run_search(config: Config, console: Console) -> SearchOutcome:
         info = build_model_info(config, data.num_labels)
     console.print(
         f"Data: {data.stats['train_rows']} train / {data.stats['eval_rows']} eval rows, "
-        f"labels {', '.join(data.label_names)}. Model: {info.model_type}, {info.num_layers} layers, "
+        f"labels {', '.join(data.label_names)}. "
+        f"Model: {info.model_type}, {info.num_layers} layers, "
         f"{info.total_params:,} parameters."
     )
     write_study_files(config, data)
     study = open_study(
-        config.search.study_name, config.storage_url,
+        config.search.study_name,
+        config.storage_url,
         make_sampler(config.search.sampler, config.search.seed, config.search.n_trials),
     )
     done_before = finished_count(study)
     if done_before:
-        console.print(f"Continuing study '{study.study_name}': {done_before} trials already finished.")
+        console.print(
+            f"Continuing study '{study.study_name}': {done_before} trials already finished."
+        )
     tracker = Tracker(config.mlflow_uri, config.experiment_name, config.output_dir / "mlartifacts")
     parent = tracker.start_parent(study.study_name, config.model_dump(mode="json"))
     device, device_name = detect_device(config.training.device)
     runner = TrialRunner(
-        build_model_source(config, data), data, build_settings(config),
-        device=device, device_name=device_name,
-        usd_per_device_hour=config.cost.usd_per_device_hour, num_threads=config.training.num_threads,
+        build_model_source(config, data),
+        data,
+        build_settings(config),
+        device=device,
+        device_name=device_name,
+        usd_per_device_hour=config.cost.usd_per_device_hour,
+        num_threads=config.training.num_threads,
     )
     methods = config.method_options()
     total = config.search.n_trials
@@ -82,10 +90,14 @@ def run_search(config: Config, console: Console) -> SearchOutcome:
         console.print(trial_line(result, counter["done"], total))
 
     loop = SearchLoop(
-        study=study, executor=InProcessExecutor(runner),
+        study=study,
+        executor=InProcessExecutor(runner),
         sample=lambda trial: sample_choice(trial, methods, info),
-        n_trials=total, adapter_root=study_dir / TRIAL_ADAPTERS,
-        tracker=tracker, parent_run_id=parent, on_result=report,
+        n_trials=total,
+        adapter_root=study_dir / TRIAL_ADAPTERS,
+        tracker=tracker,
+        parent_run_id=parent,
+        on_result=report,
     )
     try:
         loop.run()

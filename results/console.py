@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    pass
 
 __all__ = ["front_table", "trial_line"]
 
@@ -19,24 +19,36 @@ def front_table(rows: list[dict[str, Any]], title: str) -> Any:
 
     table = Table(title=title, title_justify="left")
     for name, justify in (
-        ("trial", "right"), ("method", "left"), ("settings", "left"), ("lr", "right"),
-        ("accuracy", "right"), ("macro-F1", "right"), ("trainable", "right"),
-        ("cost", "right"), ("device time", "right"),
+        ("trial", "right"),
+        ("method", "left"),
+        ("settings", "left"),
+        ("lr", "right"),
+        ("accuracy", "right"),
+        ("macro-F1", "right"),
+        ("trainable", "right"),
+        ("cost", "right"),
+        ("device time", "right"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in sorted(rows, key=lambda r: -(r["accuracy"] or 0)):
         table.add_row(
-            str(row["trial"]), row["method"], row["params"], _fmt(row["lr"], ".1e"),
-            _fmt(row["accuracy"], ".3f"), _fmt(row["macro_f1"], ".3f"),
+            str(row["trial"]),
+            row["method"],
+            row["params"],
+            _fmt(row["lr"], ".1e"),
+            _fmt(row["accuracy"], ".3f"),
+            _fmt(row["macro_f1"], ".3f"),
             f"{_fmt(row['trainable_params'], ',')} ({_fmt(row['trainable_pct'], '.2f')}%)",
-            f"${_fmt(row['cost_usd'], '.4f')}", f"{_fmt(row['device_seconds'], '.0f')} s",
+            f"${_fmt(row['cost_usd'], '.4f')}",
+            f"{_fmt(row['device_seconds'], '.0f')} s",
         )
     return table
 
 
 def trial_line(result: Any, done: int, total: int) -> str:
     if result.status != "COMPLETE":
-        return f"[{done}/{total}] trial {result.number} {result.method}: [red]{result.status}[/red] {result.error or ''}"
+        status = f"[red]{result.status}[/red] {result.error or ''}"
+        return f"[{done}/{total}] trial {result.number} {result.method}: {status}"
     return (
         f"[{done}/{total}] trial {result.number} {result.method}: accuracy {result.accuracy:.3f}, "
         f"{result.trainable_params:,} trainable ({result.trainable_pct:.2f}%), "

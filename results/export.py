@@ -17,8 +17,13 @@ MERGEABLE = {"LORA", "IA3", "LOHA", "LOKR"}
 
 
 def model_card(
-    *, base_model: str, row: dict[str, Any], data: dict[str, Any], labels: list[str],
-    study_name: str, peft_type: str,
+    *,
+    base_model: str,
+    row: dict[str, Any],
+    data: dict[str, Any],
+    labels: list[str],
+    study_name: str,
+    peft_type: str,
 ) -> str:
     acc = row.get("accuracy")
     f1 = row.get("macro_f1")
@@ -27,10 +32,10 @@ library_name: peft
 base_model: {base_model}
 tags: [peft, {peft_type.lower()}, peftsearch]
 ---
-# {row['method']} adapter from peftsearch study `{study_name}` (trial {row['trial']})
+# {row["method"]} adapter from peftsearch study `{study_name}` (trial {row["trial"]})
 
 **Base model:** `{base_model}`
-**Method:** {row['method']} ({peft_type}); settings: {row['params']}; learning rate {row['lr']:.3g}
+**Method:** {row["method"]} ({peft_type}); settings: {row["params"]}; learning rate {row["lr"]:.3g}
 **Task:** sequence classification into {len(labels)} labels: {", ".join(labels)}
 
 ## Results on the evaluation set
@@ -39,14 +44,15 @@ tags: [peft, {peft_type.lower()}, peftsearch]
 |---|---|
 | accuracy | {acc:.4f} |
 | macro-F1 | {f1:.4f} |
-| trainable parameters | {row['trainable_params']:,} ({row['trainable_pct']:.3f}% of {row.get('total_params') or 'all'}) |
-| training cost | ${row['cost_usd']:.4f} ({row['device_seconds']:.0f} device-seconds) |
+| trainable parameters | {row["trainable_params"]:,} ({row["trainable_pct"]:.3f}% of the model) |
+| training cost | ${row["cost_usd"]:.4f} ({row["device_seconds"]:.0f} device-seconds) |
 
 ## Data
 
-- train: `{data.get('train')}`
-- eval: `{data.get('eval') or f"{data.get('eval_fraction')} of train, held out"}`
-- text column `{data.get('text_column')}`, label column `{data.get('label_column')}`, max length {data.get('max_length')}
+- train: `{data.get("train")}`
+- eval: `{data.get("eval") or f"{data.get('eval_fraction')} of train, held out"}`
+- text column `{data.get("text_column")}`, label column `{data.get("label_column")}`
+- at most {data.get("max_length")} tokens per text
 
 ## Load it
 
@@ -70,22 +76,35 @@ tokenizer = AutoTokenizer.from_pretrained("{base_model}")
 
 
 def export_adapter(
-    *, study_dir: Path, row: dict[str, Any], config: Any, out: Path, merge: bool = False,
+    *,
+    study_dir: Path,
+    row: dict[str, Any],
+    config: Any,
+    out: Path,
+    merge: bool = False,
     force: bool = False,
 ) -> Path:
     """Write the adapter, ``labels.json`` and ``README.md`` to ``out``, all or nothing."""
     number = row["trial"]
     source = study_dir / TRIAL_ADAPTERS / str(number)
     if row["status"] != "COMPLETE" or not (source / "adapter_config.json").is_file():
-        raise UserError(f"trial {number} has no saved adapter (status {row['status']})", where="--trial")
+        raise UserError(
+            f"trial {number} has no saved adapter (status {row['status']})", where="--trial"
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise UserError("the folder is not empty", where=str(out), hint="pass --force to replace it")
+        raise UserError(
+            "the folder is not empty", where=str(out), hint="pass --force to replace it"
+        )
     labels_path = study_dir / LABELS_FILE
     meta = json.loads(labels_path.read_text())
     adapter_config = json.loads((source / "adapter_config.json").read_text())
     peft_type = str(adapter_config.get("peft_type", "")).upper()
     if merge and peft_type not in MERGEABLE:
-        raise UserError(f"{row['method']} adapters cannot be merged into the weights", where="--merge", hint="export without --merge")
+        raise UserError(
+            f"{row['method']} adapters cannot be merged into the weights",
+            where="--merge",
+            hint="export without --merge",
+        )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -93,8 +112,11 @@ def export_adapter(
         shutil.copytree(source, staging, dirs_exist_ok=True)
         (staging / LABELS_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         card = model_card(
-            base_model=config.model.name_or_path, row=row, data=config.data.model_dump(),
-            labels=list(meta["id2label"].values()), study_name=config.search.study_name,
+            base_model=config.model.name_or_path,
+            row=row,
+            data=config.data.model_dump(),
+            labels=list(meta["id2label"].values()),
+            study_name=config.search.study_name,
             peft_type=peft_type,
         )
         (staging / "README.md").write_text(card)
@@ -126,4 +148,6 @@ def _merge(folder: Path, config: Any, meta: dict[str, Any]) -> None:
     base.config.pad_token_id = meta["pad_token_id"]
     merged = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
     merged.save_pretrained(folder / "merged")
-    load_tokenizer(config.model.name_or_path, gguf_file=config.model.gguf_file).save_pretrained(folder / "merged")
+    load_tokenizer(config.model.name_or_path, gguf_file=config.model.gguf_file).save_pretrained(
+        folder / "merged"
+    )

@@ -49,7 +49,10 @@ def _csv(rows: Iterable[dict[str, Any]]) -> str:
 
 
 def write_tables(
-    study_dir: Path, rows: list[dict[str, Any]], front: list[int], extra: dict[str, Any] | None = None
+    study_dir: Path,
+    rows: list[dict[str, Any]],
+    front: list[int],
+    extra: dict[str, Any] | None = None,
 ) -> None:
     front_rows = [r for r in rows if r["trial"] in front]
     atomic_write(study_dir / "trials.csv", _csv(rows))

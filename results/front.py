@@ -10,15 +10,30 @@ if TYPE_CHECKING:
 __all__ = ["COLUMNS", "describe_params", "pareto_numbers", "trial_rows"]
 
 COLUMNS = (
-    "trial", "method", "params", "lr", "accuracy", "macro_f1", "trainable_params",
-    "trainable_pct", "cost_usd", "device_seconds", "wall_seconds", "peak_memory_mb",
-    "status", "error",
+    "trial",
+    "method",
+    "params",
+    "lr",
+    "accuracy",
+    "macro_f1",
+    "trainable_params",
+    "trainable_pct",
+    "cost_usd",
+    "device_seconds",
+    "wall_seconds",
+    "peak_memory_mb",
+    "status",
+    "error",
 )
 
 
 def describe_params(summary: dict[str, Any]) -> str:
     """``rank=8 alpha=16 targets=qv layers=top-half`` (lr has its own column)."""
-    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items() if k != "lr")
+    return " ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in summary.items()
+        if k != "lr"
+    )
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:

@@ -21,8 +21,8 @@ __all__ = [
     "Tracker",
     "TrialExecutor",
     "finished_count",
-    "load_existing_study",
     "flatten",
+    "load_existing_study",
     "make_sampler",
     "open_study",
 ]

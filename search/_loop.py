@@ -41,7 +41,9 @@ class SearchLoop:
     tracker: Tracker | None = None
     parent_run_id: str | None = None
     on_result: Callable[[TrialResult], None] | None = None
-    _inflight: dict[int, tuple[optuna.Trial, str | None, dict[str, Any]]] = field(default_factory=dict)
+    _inflight: dict[int, tuple[optuna.Trial, str | None, dict[str, Any]]] = field(
+        default_factory=dict
+    )
 
     def run(self) -> list[TrialResult]:
         results: list[TrialResult] = []
@@ -62,22 +64,36 @@ class SearchLoop:
         try:
             choice = self.sample(trial)
         except ValueError as error:  # the space cannot express this point for the model
-            result = TrialResult(number=trial.number, method=str(trial.user_attrs.get("method", "?")), status="FAIL", error=str(error))
+            result = TrialResult(
+                number=trial.number,
+                method=str(trial.user_attrs.get("method", "?")),
+                status="FAIL",
+                error=str(error),
+            )
             self._inflight[trial.number] = (trial, None, {})
             self._finish(result)
             return result
-        params = {"method": choice.method, "learning_rate": choice.learning_rate, "peft": choice.peft_config}
+        params = {
+            "method": choice.method,
+            "learning_rate": choice.learning_rate,
+            "peft": choice.peft_config,
+        }
         trial.set_user_attr("summary", {**choice.summary, "lr": choice.learning_rate})
         trial.set_user_attr("peft_config", choice.peft_config)
         run_id = None
         if self.tracker is not None and self.parent_run_id is not None:
-            run_id = self.tracker.start_child(self.parent_run_id, self.study.study_name, trial.number, choice.method)
+            run_id = self.tracker.start_child(
+                self.parent_run_id, self.study.study_name, trial.number, choice.method
+            )
             trial.set_user_attr("mlflow_run_id", run_id)
         self._inflight[trial.number] = (trial, run_id, params)
         self.executor.submit(
             TrialRequest(
-                number=trial.number, method=choice.method, peft_config=choice.peft_config,
-                learning_rate=choice.learning_rate, adapter_dir=str(self.adapter_root / str(trial.number)),
+                number=trial.number,
+                method=choice.method,
+                peft_config=choice.peft_config,
+                learning_rate=choice.learning_rate,
+                adapter_dir=str(self.adapter_root / str(trial.number)),
             )
         )
         return None
@@ -92,7 +108,11 @@ class SearchLoop:
         if result.status == "COMPLETE":
             self.study.tell(trial, result.objectives())
         else:
-            state = optuna.trial.TrialState.PRUNED if result.status == "PRUNED" else optuna.trial.TrialState.FAIL
+            state = (
+                optuna.trial.TrialState.PRUNED
+                if result.status == "PRUNED"
+                else optuna.trial.TrialState.FAIL
+            )
             self.study.tell(trial, state=state)
         if self.tracker is not None and run_id is not None:
             self.tracker.finish_child(run_id, params, result)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from peftsearch.errors import UserError
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 __all__ = ["DIRECTIONS", "OBJECTIVES", "load_existing_study", "make_sampler", "open_study"]
 
 OBJECTIVES = ("accuracy", "trainable_params", "cost_usd")
-DIRECTIONS = ("maximize", "minimize", "minimize")
+DIRECTIONS: tuple[Literal["maximize", "minimize"], ...] = ("maximize", "minimize", "minimize")
 
 
 def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
@@ -32,7 +32,10 @@ def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSam
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if name == "tpe":
         return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, group=True, constant_liar=True,
+            seed=seed,
+            multivariate=True,
+            group=True,
+            constant_liar=True,
             n_startup_trials=max(3, min(10, n_trials // 3)),
         )
     if name == "nsga2":
@@ -42,9 +45,7 @@ def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSam
     raise UserError(f"unknown sampler {name!r}", where="search.sampler")
 
 
-def open_study(
-    name: str, storage_url: str, sampler: optuna.samplers.BaseSampler
-) -> optuna.Study:
+def open_study(name: str, storage_url: str, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
     """Create the study, or continue it when the name exists in storage."""
     import optuna
 
@@ -52,17 +53,23 @@ def open_study(
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         study = optuna.create_study(
-            study_name=name, storage=storage_url, sampler=sampler,
-            directions=list(DIRECTIONS), load_if_exists=True,
+            study_name=name,
+            storage=storage_url,
+            sampler=sampler,
+            directions=list(DIRECTIONS),
+            load_if_exists=True,
         )
     except (ImportError, ValueError) as error:
         raise UserError(f"cannot open study storage: {error}", where="storage") from None
     except Exception as error:  # SQLAlchemy raises its own error types
-        raise UserError(f"cannot open study storage {storage_url!r}: {error}", where="storage") from None
+        raise UserError(
+            f"cannot open study storage {storage_url!r}: {error}", where="storage"
+        ) from None
     if [d.name.lower() for d in study.directions] != list(DIRECTIONS):
         raise UserError(
             f"study {name!r} exists in storage with other objectives",
-            where="search.study_name", hint="choose a new study name",
+            where="search.study_name",
+            hint="choose a new study name",
         )
     study.set_metric_names(list(OBJECTIVES))
     return study
@@ -76,4 +83,6 @@ def load_existing_study(name: str, storage_url: str) -> optuna.Study:
     try:
         return optuna.load_study(study_name=name, storage=storage_url)
     except KeyError:
-        raise UserError(f"no study named {name!r} in {storage_url}", where="search.study_name") from None
+        raise UserError(
+            f"no study named {name!r} in {storage_url}", where="search.study_name"
+        ) from None

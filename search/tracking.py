@@ -35,8 +35,10 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 class Tracker:
     def __init__(self, uri: str, experiment_name: str, artifact_root: Path) -> None:
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
         from mlflow import MlflowClient
+
+        # mlflow sets its own logger up on import; its INFO lines are noise here.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
 
         self.uri = uri
         self.client: MlflowClient = MlflowClient(tracking_uri=uri)
@@ -77,10 +79,19 @@ class Tracker:
 
         self._log_params(run_id, flatten(params))
         now = int(time.time() * 1000)
-        metrics = [Metric("train_loss", loss, now, step) for step, loss in enumerate(result.losses, 1)]
+        metrics = [
+            Metric("train_loss", loss, now, step) for step, loss in enumerate(result.losses, 1)
+        ]
         for name in (
-            "accuracy", "macro_f1", "trainable_params", "trainable_pct", "cost_usd",
-            "device_seconds", "wall_seconds", "setup_seconds", "peak_memory_mb",
+            "accuracy",
+            "macro_f1",
+            "trainable_params",
+            "trainable_pct",
+            "cost_usd",
+            "device_seconds",
+            "wall_seconds",
+            "setup_seconds",
+            "peak_memory_mb",
         ):
             value = getattr(result, name)
             if value is not None:
@@ -102,7 +113,9 @@ class Tracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        self.client.log_batch(
+            run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        )
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)

@@ -46,7 +46,9 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
         return cls(**fields)
 
     def target_set(self, name: str) -> tuple[str, ...]:
@@ -111,7 +113,9 @@ def _is_linear(module: nn.Module) -> bool:
 def _is_attention(relative: str) -> bool:
     lowered = relative.lower()
     leaf = lowered.rsplit(".", 1)[-1]
-    return any(w in lowered for w in _ATTENTION_WORDS) or leaf in _QUERY | _KEY | _VALUE | _FUSED_QKV
+    return (
+        any(w in lowered for w in _ATTENTION_WORDS) or leaf in _QUERY | _KEY | _VALUE | _FUSED_QKV
+    )
 
 
 def inspect_model(model: nn.Module, task_type: str = "SEQ_CLS") -> ModelInfo:

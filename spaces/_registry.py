@@ -104,4 +104,3 @@ def method_names() -> list[str]:
 
 def suggest_lr(trial: optuna.Trial, method: str, lr: LearningRateRange) -> float:
     return trial.suggest_float(f"{method}.lr", lr.low, lr.high, log=True)
-

@@ -44,7 +44,11 @@ class PrefixTuningSpace:
 
     def suggest(self, trial: optuna.Trial, options: MethodOptions, info: ModelInfo) -> PeftChoice:
         assert isinstance(options, PrefixTuningOptions)
-        tokens = int(trial.suggest_categorical("prefix_tuning.num_virtual_tokens", options.num_virtual_tokens))
+        tokens = int(
+            trial.suggest_categorical(
+                "prefix_tuning.num_virtual_tokens", options.num_virtual_tokens
+            )
+        )
         projection = bool(
             trial.suggest_categorical("prefix_tuning.prefix_projection", options.prefix_projection)
         )

@@ -40,7 +40,11 @@ class PromptTuningSpace:
 
     def suggest(self, trial: optuna.Trial, options: MethodOptions, info: ModelInfo) -> PeftChoice:
         assert isinstance(options, PromptTuningOptions)
-        tokens = int(trial.suggest_categorical("prompt_tuning.num_virtual_tokens", options.num_virtual_tokens))
+        tokens = int(
+            trial.suggest_categorical(
+                "prompt_tuning.num_virtual_tokens", options.num_virtual_tokens
+            )
+        )
         init = str(trial.suggest_categorical("prompt_tuning.init", options.init))
         config = {
             "peft_type": "PROMPT_TUNING",

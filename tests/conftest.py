@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-
 from helpers import FILLER, NEGATIVE, POSITIVE, sentiment_rows
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -23,8 +23,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # transformers 5 ignores vocab_file here; the vocab dict is what it reads.
     BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)}).save_pretrained(folder)
     config = BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
         # A wide init makes token identity reach [CLS], so LoRA can learn within a few steps.
         initializer_range=0.3,
     )
@@ -45,5 +49,3 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         path.write_text("\n".join(lines) + "\n")
         out[split] = path
     return out
-
-

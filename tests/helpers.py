@@ -18,13 +18,15 @@ def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
     rows = []
     for i in range(n):
         label = "pos" if i % 2 == 0 else "neg"
-        words = rng.sample(FILLER, 5) + [rng.choice(POSITIVE if label == "pos" else NEGATIVE)]
+        words = [*rng.sample(FILLER, 5), rng.choice(POSITIVE if label == "pos" else NEGATIVE)]
         rng.shuffle(words)
         rows.append((" ".join(words), label))
     return rows
 
 
-def tiny_config(model_dir: Path, data: dict[str, Path], out: Path, **sections: Any) -> dict[str, Any]:
+def tiny_config(
+    model_dir: Path, data: dict[str, Path], out: Path, **sections: Any
+) -> dict[str, Any]:
     """A complete config dict for the tiny model; ``sections`` override whole sections."""
     config: dict[str, Any] = {
         "model": {"name_or_path": str(model_dir)},

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import tiny_config
 
 from peftsearch.config import load_config, parse_config
 from peftsearch.errors import UserError
-
-from helpers import tiny_config
 
 
 @pytest.fixture
@@ -37,7 +36,9 @@ def test_defaults_and_paths(base: dict, tmp_path: Path) -> None:
 
 def test_nested_error_names_key_path(base: dict) -> None:
     base["space"]["lora"] = {"rank": ["big"]}
-    assert error_of(base).startswith("job.yaml: space.lora.rank[0]: Input should be a valid integer")
+    assert error_of(base).startswith(
+        "job.yaml: space.lora.rank[0]: Input should be a valid integer"
+    )
 
 
 def test_unknown_key_is_refused(base: dict) -> None:
@@ -108,7 +109,10 @@ def test_starter_config_is_valid(tmp_path: Path) -> None:
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "peftsearch.pipelines.cli", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
     )
 
 

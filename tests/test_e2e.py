@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import tiny_config
 from typer.testing import CliRunner
 
 from peftsearch.pipelines.cli import app
-
-from helpers import tiny_config
 
 
 def cli(*args: str) -> str:
@@ -22,10 +21,15 @@ def cli(*args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def searched(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+def searched(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict:
     out = tmp_path_factory.mktemp("e2e")
     config = tiny_config(tiny_model_dir, tiny_data, out / "results")
-    config["space"] = {"methods": ["lora", "ia3", "prompt_tuning"], "lora": {"lr": {"low": 5e-3, "high": 2e-2}}}
+    config["space"] = {
+        "methods": ["lora", "ia3", "prompt_tuning"],
+        "lora": {"lr": {"low": 5e-3, "high": 2e-2}},
+    }
     path = out / "job.yaml"
     path.write_text(yaml.safe_dump(config))
     output = cli("run", str(path))
@@ -47,7 +51,15 @@ def test_study_folder(searched: dict) -> None:
     assert [int(r["trial"]) for r in read_csv(study_dir / "pareto.csv")] == front
     for row in pareto["pareto"]:
         assert row["status"] == "COMPLETE"
-        assert {"method", "params", "accuracy", "trainable_params", "trainable_pct", "cost_usd", "device_seconds"} <= set(row)
+        assert {
+            "method",
+            "params",
+            "accuracy",
+            "trainable_params",
+            "trainable_pct",
+            "cost_usd",
+            "device_seconds",
+        } <= set(row)
     assert sorted(int(p.name) for p in (study_dir / "adapters").iterdir()) == sorted(front)
     assert (study_dir / "config.yaml").is_file() and (study_dir / "labels.json").is_file()
     assert "Pareto front" in searched["output"]
@@ -68,14 +80,19 @@ def test_mlflow_parent_and_children(searched: dict) -> None:
     parents = [r for r in runs if r.data.tags.get("peftsearch.kind") == "search"]
     children = [r for r in runs if r.data.tags.get("peftsearch.kind") == "trial"]
     assert len(parents) == 1 and len(children) == 3
-    pareto = {row["trial"] for row in json.loads((searched["study_dir"] / "pareto.json").read_text())["pareto"]}
+    pareto = {
+        row["trial"]
+        for row in json.loads((searched["study_dir"] / "pareto.json").read_text())["pareto"]
+    }
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert child.data.tags["status"] in {"COMPLETE", "FAIL"}
         assert child.data.params["method"] in {"lora", "ia3", "prompt_tuning"}
         assert "peft.peft_type" in child.data.params and "learning_rate" in child.data.params
         if child.data.tags["status"] == "COMPLETE":
-            assert {"accuracy", "trainable_params", "cost_usd", "macro_f1"} <= set(child.data.metrics)
+            assert {"accuracy", "trainable_params", "cost_usd", "macro_f1"} <= set(
+                child.data.metrics
+            )
             history = client.get_metric_history(child.info.run_id, "train_loss")
             assert [m.step for m in history] == list(range(1, 7))
         artifacts = [a.path for a in client.list_artifacts(child.info.run_id)]
@@ -88,26 +105,46 @@ def test_continue_and_export(searched: dict, tmp_path: Path) -> None:
     study_dir: Path = searched["study_dir"]
     assert [int(r["trial"]) for r in read_csv(study_dir / "trials.csv")] == [0, 1, 2, 3]
     _, runs = mlflow_runs(searched)
-    children = [r.data.tags["peftsearch.trial"] for r in runs if r.data.tags.get("peftsearch.kind") == "trial"]
+    children = [
+        r.data.tags["peftsearch.trial"]
+        for r in runs
+        if r.data.tags.get("peftsearch.kind") == "trial"
+    ]
     assert sorted(children) == ["0", "1", "2", "3"]
 
     rows = read_csv(study_dir / "pareto.csv")
     row = rows[0]
     out = tmp_path / "export"
     cli("export", str(study_dir), "--trial", row["trial"], "--out", str(out))
-    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "labels.json"} <= {p.name for p in out.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "labels.json"} <= {
+        p.name for p in out.iterdir()
+    }
     assert f"accuracy | {float(row['accuracy']):.4f}" in (out / "README.md").read_text()
     accuracy, macro_f1 = reproduce_metrics(study_dir, out)
     assert accuracy == float(row["accuracy"]) and macro_f1 == float(row["macro_f1"])
 
-    refused = CliRunner().invoke(app, ["export", str(study_dir), "--trial", row["trial"], "--out", str(out)])
+    refused = CliRunner().invoke(
+        app, ["export", str(study_dir), "--trial", row["trial"], "--out", str(out)]
+    )
     assert refused.exit_code == 2 and "--force" in refused.output
     cli("export", str(study_dir), "--trial", row["trial"], "--out", str(out), "--force")
 
-    lora = [r for r in read_csv(study_dir / "trials.csv") if r["method"] == "lora" and r["status"] == "COMPLETE"]
+    lora = [
+        r
+        for r in read_csv(study_dir / "trials.csv")
+        if r["method"] == "lora" and r["status"] == "COMPLETE"
+    ]
     if lora:
         merged_out = tmp_path / "merged"
-        cli("export", str(study_dir), "--trial", lora[0]["trial"], "--out", str(merged_out), "--merge")
+        cli(
+            "export",
+            str(study_dir),
+            "--trial",
+            lora[0]["trial"],
+            "--out",
+            str(merged_out),
+            "--merge",
+        )
         assert (merged_out / "merged" / "config.json").is_file()
         assert (merged_out / "merged" / "model.safetensors").is_file()
 
@@ -124,15 +161,26 @@ def reproduce_metrics(study_dir: Path, adapter: Path) -> tuple[float, float]:
     data = build_data(config)
     labels = json.loads((adapter / "labels.json").read_text())
     base = AutoModelForSequenceClassification.from_pretrained(
-        config.model.name_or_path, num_labels=len(labels["id2label"]),
-        id2label={int(i): n for i, n in labels["id2label"].items()}, label2id=labels["label2id"],
+        config.model.name_or_path,
+        num_labels=len(labels["id2label"]),
+        id2label={int(i): n for i, n in labels["id2label"].items()},
+        label2id=labels["label2id"],
     )
     base.config.pad_token_id = labels["pad_token_id"]
     model = PeftModel.from_pretrained(base, str(adapter)).eval()
-    metrics = evaluate(model, data.eval, batch_size=32, pad_token_id=data.pad_token_id, device="cpu", num_labels=data.num_labels)
+    metrics = evaluate(
+        model,
+        data.eval,
+        batch_size=32,
+        pad_token_id=data.pad_token_id,
+        device="cpu",
+        num_labels=data.num_labels,
+    )
     return metrics["accuracy"], metrics["macro_f1"]
 
 
 def test_export_refuses_unknown_trial(searched: dict, tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["export", str(searched["study_dir"]), "--trial", "99", "--out", str(tmp_path / "x")])
+    result = CliRunner().invoke(
+        app, ["export", str(searched["study_dir"]), "--trial", "99", "--out", str(tmp_path / "x")]
+    )
     assert result.exit_code == 2 and "--trial: trial 99 is not in study 'tiny'" in result.output

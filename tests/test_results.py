@@ -22,21 +22,25 @@ def study_with(values: list[tuple[float, float, float] | str]) -> optuna.Study:
             trial.set_user_attr("result", {"error": "boom"})
             study.tell(trial, state=getattr(optuna.trial.TrialState, value))
         else:
-            trial.set_user_attr("result", {"accuracy": value[0], "trainable_params": value[1], "cost_usd": value[2]})
+            trial.set_user_attr(
+                "result", {"accuracy": value[0], "trainable_params": value[1], "cost_usd": value[2]}
+            )
             study.tell(trial, list(value))
     return study
 
 
 def test_front_is_the_non_dominated_set() -> None:
-    study = study_with([
-        (0.90, 1000, 0.10),  # 0: front (most accurate)
-        (0.85, 100, 0.10),   # 1: front (smaller)
-        (0.80, 1000, 0.20),  # 2: dominated by 0
-        (0.70, 100, 0.05),   # 3: front (cheapest)
-        "FAIL",              # 4: never on the front
-        "PRUNED",            # 5: never on the front
-        (0.85, 100, 0.10),   # 6: ties with 1: both stay
-    ])
+    study = study_with(
+        [
+            (0.90, 1000, 0.10),  # 0: front (most accurate)
+            (0.85, 100, 0.10),  # 1: front (smaller)
+            (0.80, 1000, 0.20),  # 2: dominated by 0
+            (0.70, 100, 0.05),  # 3: front (cheapest)
+            "FAIL",  # 4: never on the front
+            "PRUNED",  # 5: never on the front
+            (0.85, 100, 0.10),  # 6: ties with 1: both stay
+        ]
+    )
     assert pareto_numbers(study) == [0, 1, 3, 6]
 
 

@@ -17,7 +17,14 @@ def tiny_bert() -> torch.nn.Module:
 
     torch.manual_seed(0)
     return BertForSequenceClassification(
-        BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, num_labels=3)
+        BertConfig(
+            vocab_size=50,
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=3,
+        )
     )
 
 
@@ -26,8 +33,14 @@ def tiny_llama() -> torch.nn.Module:
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, intermediate_size=64, num_labels=2, pad_token_id=0,
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        num_labels=2,
+        pad_token_id=0,
     )
     return LlamaForSequenceClassification(config)
 
@@ -41,7 +54,9 @@ def models() -> dict[str, tuple[torch.nn.Module, ModelInfo]]:
 
 
 def sampled_trials(method: str, info: ModelInfo, n: int) -> list:
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1)
+    )
     options = getattr(space_config_class()(), method)
     choices = []
     for _ in range(n):
@@ -70,10 +85,16 @@ def test_method_contract(method: str, arch: str, models: dict) -> None:
         peft_model = get_peft_model(copy.deepcopy(model), get_peft_config(dict(choice.peft_config)))
         trainable, total = peft_model.get_nb_trainable_parameters()
         assert 0 < trainable < total
-        frozen_base = [n for n, p in peft_model.named_parameters() if p.requires_grad and "modules_to_save" not in n]
+        frozen_base = [
+            n
+            for n, p in peft_model.named_parameters()
+            if p.requires_grad and "modules_to_save" not in n
+        ]
         assert frozen_base, "the adapter itself must train"
         ids = torch.randint(1, 50, (2, 7))
-        out = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 1]))
+        out = peft_model(
+            input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 1])
+        )
         out.loss.backward()
         assert torch.isfinite(out.loss)
 
@@ -97,7 +118,9 @@ def test_inspect_names_come_from_the_model(models: dict) -> None:
 def test_gpt2_fused_attention() -> None:
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    info = inspect_model(GPT2ForSequenceClassification(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50)))
+    info = inspect_model(
+        GPT2ForSequenceClassification(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50))
+    )
     assert info.query_value == ("attn.c_attn",)
     assert info.layers_pattern == "h"
 
@@ -110,7 +133,9 @@ def test_ambiguous_suffix_is_qualified_by_layer(models: dict) -> None:
     names = info.target_modules(("output.dense",), [2, 3])
     assert names == ["layer.2.output.dense", "layer.3.output.dense"]
     assert info.target_modules(("attention.output.dense", "output.dense"), [0]) == ["output.dense"]
-    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=2, target_modules=names, task_type="SEQ_CLS"))
+    peft_model = get_peft_model(
+        copy.deepcopy(model), LoraConfig(r=2, target_modules=names, task_type="SEQ_CLS")
+    )
     adapted = {n.split(".lora_A")[0] for n, _ in peft_model.named_parameters() if ".lora_A." in n}
     assert adapted == {
         "base_model.model.bert.encoder.layer.2.output.dense",
@@ -118,17 +143,26 @@ def test_ambiguous_suffix_is_qualified_by_layer(models: dict) -> None:
     }
 
 
-@pytest.mark.parametrize("subset, expected", [("top-half", {2, 3}), ("top-quarter", {3}), ("bottom-half", {0, 1}), ("all", {0, 1, 2, 3})])
+@pytest.mark.parametrize(
+    "subset, expected",
+    [("top-half", {2, 3}), ("top-quarter", {3}), ("bottom-half", {0, 1}), ("all", {0, 1, 2, 3})],
+)
 def test_layer_subset_is_respected(subset: str, expected: set[int], models: dict) -> None:
     from peft import get_peft_config, get_peft_model
 
     model, info = models["bert"]
     study = optuna.create_study()
     trial = study.ask(fixed_distributions={})
-    options = space_config_class()().lora.model_copy(update={"layers": [subset], "targets": ["attention+mlp"]})
+    options = space_config_class()().lora.model_copy(
+        update={"layers": [subset], "targets": ["attention+mlp"]}
+    )
     choice = sample_choice(trial, {"lora": options}, info)
     peft_model = get_peft_model(copy.deepcopy(model), get_peft_config(dict(choice.peft_config)))
-    layers = {int(n.split("layer.")[1].split(".")[0]) for n, _ in peft_model.named_parameters() if "lora_A" in n}
+    layers = {
+        int(n.split("layer.")[1].split(".")[0])
+        for n, _ in peft_model.named_parameters()
+        if "lora_A" in n
+    }
     assert layers == expected
     adapted = {n for n, _ in peft_model.named_parameters() if "lora_A" in n and "layer.3." in n}
     if 3 in expected:
@@ -140,11 +174,21 @@ def test_ia3_layer_subset(models: dict) -> None:
 
     model, info = models["bert"]
     trial = optuna.create_study().ask()
-    options = space_config_class()().ia3.model_copy(update={"layers": ["top-half"], "targets": ["kv+ffn"]})
+    options = space_config_class()().ia3.model_copy(
+        update={"layers": ["top-half"], "targets": ["kv+ffn"]}
+    )
     choice = sample_choice(trial, {"ia3": options}, info)
     peft_model = get_peft_model(copy.deepcopy(model), get_peft_config(dict(choice.peft_config)))
-    scaled = sorted(n.removeprefix("base_model.model.bert.encoder.").split(".ia3_l")[0] for n, _ in peft_model.named_parameters() if "ia3_l" in n)
-    assert scaled == [f"layer.{i}.{m}" for i in (2, 3) for m in ("attention.self.key", "attention.self.value", "output.dense")]
+    scaled = sorted(
+        n.removeprefix("base_model.model.bert.encoder.").split(".ia3_l")[0]
+        for n, _ in peft_model.named_parameters()
+        if "ia3_l" in n
+    )
+    assert scaled == [
+        f"layer.{i}.{m}"
+        for i in (2, 3)
+        for m in ("attention.self.key", "attention.self.value", "output.dense")
+    ]
 
 
 def test_model_info_round_trips(models: dict) -> None:

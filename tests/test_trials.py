@@ -5,21 +5,35 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import tiny_config
 
 from peftsearch.config import parse_config
 from peftsearch.pipelines._build import build_data, build_model_source, build_settings
 from peftsearch.trials import TrialRequest, TrialRunner
 
-from helpers import tiny_config
-
-LORA = {"peft_type": "LORA", "task_type": "SEQ_CLS", "r": 4, "lora_alpha": 8, "target_modules": ["query", "value"]}
+LORA = {
+    "peft_type": "LORA",
+    "task_type": "SEQ_CLS",
+    "r": 4,
+    "lora_alpha": 8,
+    "target_modules": ["query", "value"],
+}
 
 
 @pytest.fixture(scope="module")
-def runner(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> TrialRunner:
+def runner(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> TrialRunner:
     config = parse_config(tiny_config(tiny_model_dir, tiny_data, tmp_path_factory.mktemp("out")))
     data = build_data(config)
-    return TrialRunner(build_model_source(config, data), data, build_settings(config), device="cpu", device_name="cpu", usd_per_device_hour={"cpu": 3.6})
+    return TrialRunner(
+        build_model_source(config, data),
+        data,
+        build_settings(config),
+        device="cpu",
+        device_name="cpu",
+        usd_per_device_hour={"cpu": 3.6},
+    )
 
 
 def test_complete_trial_measures_everything(runner: TrialRunner, tmp_path: Path) -> None:
@@ -28,7 +42,9 @@ def test_complete_trial_measures_everything(runner: TrialRunner, tmp_path: Path)
     assert 0 <= result.accuracy <= 1 and 0 <= result.macro_f1 <= 1
     assert result.steps == 6 and len(result.losses) == 6
     assert result.trainable_params and result.total_params
-    assert result.trainable_pct == pytest.approx(100 * result.trainable_params / result.total_params)
+    assert result.trainable_pct == pytest.approx(
+        100 * result.trainable_params / result.total_params
+    )
     assert result.device_seconds == result.wall_seconds > 0
     # $3.6 per device-hour is $0.001 per device-second
     assert result.cost_usd == pytest.approx(result.device_seconds * 0.001)
@@ -57,5 +73,7 @@ def test_base_model_loaded_once_and_copied_clean(runner: TrialRunner) -> None:
     cached = runner.source._model
     first, second = runner.source.fresh_copy(), runner.source.fresh_copy()
     assert runner.source._model is cached and first is not second
-    for (name, a), (_, b) in zip(first.state_dict().items(), cached.state_dict().items(), strict=True):
+    for (name, a), (_, b) in zip(
+        first.state_dict().items(), cached.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name

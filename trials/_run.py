@@ -39,8 +39,14 @@ class TrialRunner:
     """
 
     def __init__(
-        self, source: BaseModelSource, data: PreparedData, settings: TrainSettings, *,
-        device: str, device_name: str, usd_per_device_hour: dict[str, float] | None = None,
+        self,
+        source: BaseModelSource,
+        data: PreparedData,
+        settings: TrainSettings,
+        *,
+        device: str,
+        device_name: str,
+        usd_per_device_hour: dict[str, float] | None = None,
         num_threads: int | None = None,
     ) -> None:
         self.source = source
@@ -58,20 +64,29 @@ class TrialRunner:
         if self.num_threads:
             torch.set_num_threads(self.num_threads)
         started = time.perf_counter()
-        result = TrialResult(number=request.number, method=request.method, status="FAIL", device=self.device_name)
+        result = TrialResult(
+            number=request.number, method=request.method, status="FAIL", device=self.device_name
+        )
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         try:
             model = self._build(request, result)
             result.setup_seconds = time.perf_counter() - started
             result.losses = train(
-                model, self.data.train, learning_rate=request.learning_rate,
-                settings=self.settings, pad_token_id=self.data.pad_token_id, device=self.device,
+                model,
+                self.data.train,
+                learning_rate=request.learning_rate,
+                settings=self.settings,
+                pad_token_id=self.data.pad_token_id,
+                device=self.device,
             )
             result.steps = len(result.losses)
             metrics = evaluate(
-                model, self.data.eval, batch_size=self.settings.eval_batch_size,
-                pad_token_id=self.data.pad_token_id, device=self.device,
+                model,
+                self.data.eval,
+                batch_size=self.settings.eval_batch_size,
+                pad_token_id=self.data.pad_token_id,
+                device=self.device,
                 num_labels=self.data.num_labels,
             )
             result.accuracy, result.macro_f1 = metrics["accuracy"], metrics["macro_f1"]
@@ -84,7 +99,9 @@ class TrialRunner:
             result.error = f"diverged: {error}"
         except Exception as error:
             last = traceback.extract_tb(error.__traceback__)[-1]
-            result.error = f"{type(error).__name__}: {error} ({Path(last.filename).name}:{last.lineno})"
+            result.error = (
+                f"{type(error).__name__}: {error} ({Path(last.filename).name}:{last.lineno})"
+            )
         finally:
             result.wall_seconds = time.perf_counter() - started
             result.device_seconds = result.wall_seconds  # one device held for the whole trial
@@ -98,7 +115,9 @@ class TrialRunner:
         config = dict(request.peft_config)
         base = self.source.fresh_copy()
         if self.source.extra_modules:
-            config["modules_to_save"] = sorted({*config.get("modules_to_save", []), *self.source.extra_modules})
+            config["modules_to_save"] = sorted(
+                {*config.get("modules_to_save", []), *self.source.extra_modules}
+            )
         model = get_peft_model(base, get_peft_config(config))
         model.to(self.device)
         trainable, total = model.get_nb_trainable_parameters()

@@ -31,7 +31,11 @@ def detect_device(requested: str = "auto") -> tuple[str, str]:
         if not torch.cuda.is_available():
             from peftsearch.errors import UserError
 
-            raise UserError("CUDA was requested but no GPU is visible", where="training.device", hint="use auto or cpu")
+            raise UserError(
+                "CUDA was requested but no GPU is visible",
+                where="training.device",
+                hint="use auto or cpu",
+            )
         return "cuda", torch.cuda.get_device_name(torch.cuda.current_device())
     return "cpu", "cpu"
 

@@ -92,7 +92,9 @@ def _clean(
     return frame.reset_index(drop=True), before - len(frame)
 
 
-def _label_names(frames: list[pd.DataFrame], label_column: str, wanted: list[Any] | None) -> list[str]:
+def _label_names(
+    frames: list[pd.DataFrame], label_column: str, wanted: list[Any] | None
+) -> list[str]:
     if wanted is not None:
         return [str(v) for v in wanted]
     values = {v for f in frames for v in f[label_column].tolist()}
@@ -123,13 +125,17 @@ def prepare_data(
 
     train_frame, dropped = _clean(
         load_table(train, key="data.train", dataset_config=dataset_config),
-        text_column, label_column, "data.train",
+        text_column,
+        label_column,
+        "data.train",
     )
     frames = [train_frame]
     if eval is not None:
         eval_frame, dropped_eval = _clean(
             load_table(eval, key="data.eval", dataset_config=dataset_config),
-            text_column, label_column, "data.eval",
+            text_column,
+            label_column,
+            "data.eval",
         )
         dropped += dropped_eval
         frames.append(eval_frame)
@@ -141,11 +147,17 @@ def prepare_data(
         keys = frame[label_column].map(str)
         kept.append(frame.assign(label=keys.map(label_ids))[keys.isin(label_ids)])
     if len(names) < 2:
-        raise UserError(f"found {len(names)} label value(s); classification needs at least 2", where="data.label_column")
+        raise UserError(
+            f"found {len(names)} label value(s); classification needs at least 2",
+            where="data.label_column",
+        )
 
     def to_dataset(frame: pd.DataFrame) -> datasets.Dataset:
         table = datasets.Dataset.from_dict(
-            {"text": frame[text_column].astype(str).tolist(), "label": frame["label"].astype(int).tolist()}
+            {
+                "text": frame[text_column].astype(str).tolist(),
+                "label": frame["label"].astype(int).tolist(),
+            }
         )
         return table.cast_column("label", datasets.ClassLabel(names=names))
 
@@ -155,14 +167,18 @@ def prepare_data(
     if eval is None:
         counts = train_set.to_pandas()["label"].value_counts()
         stratify = "label" if counts.min() >= 2 else None
-        split = train_set.train_test_split(test_size=eval_fraction, seed=seed, stratify_by_column=stratify)
+        split = train_set.train_test_split(
+            test_size=eval_fraction, seed=seed, stratify_by_column=stratify
+        )
         train_set, eval_set = split["train"], split["test"]
     else:
         eval_set = to_dataset(kept[1])
     train_set = _subsample(train_set, max_train_samples, seed)
     eval_set = _subsample(eval_set, max_eval_samples, seed)
     if len(eval_set) == 0:
-        raise UserError("no usable evaluation rows", where="data.eval" if eval else "data.eval_fraction")
+        raise UserError(
+            "no usable evaluation rows", where="data.eval" if eval else "data.eval_fraction"
+        )
 
     def tokenize(batch: dict[str, list[Any]]) -> dict[str, Any]:
         return tokenizer(batch["text"], truncation=True, max_length=max_length)

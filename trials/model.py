@@ -32,7 +32,9 @@ def _quiet_transformers() -> None:
     datasets.logging.set_verbosity_error()
 
 
-def _hub_kwargs(revision: str | None, gguf_file: str | None, trust_remote_code: bool) -> dict[str, Any]:
+def _hub_kwargs(
+    revision: str | None, gguf_file: str | None, trust_remote_code: bool
+) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision:
         kwargs["revision"] = revision
@@ -42,7 +44,10 @@ def _hub_kwargs(revision: str | None, gguf_file: str | None, trust_remote_code: 
 
 
 def load_tokenizer(
-    name_or_path: str, *, revision: str | None = None, gguf_file: str | None = None,
+    name_or_path: str,
+    *,
+    revision: str | None = None,
+    gguf_file: str | None = None,
     trust_remote_code: bool = False,
 ) -> Any:
     """The tokenizer, with a pad token: decoders such as LLaMA ship without one."""
@@ -74,9 +79,16 @@ class BaseModelSource:
     """
 
     def __init__(
-        self, name_or_path: str, *, num_labels: int, label_names: list[str], pad_token_id: int,
-        revision: str | None = None, gguf_file: str | None = None,
-        trust_remote_code: bool = False, seed: int = 0,
+        self,
+        name_or_path: str,
+        *,
+        num_labels: int,
+        label_names: list[str],
+        pad_token_id: int,
+        revision: str | None = None,
+        gguf_file: str | None = None,
+        trust_remote_code: bool = False,
+        seed: int = 0,
     ) -> None:
         self.name_or_path = name_or_path
         self.num_labels = num_labels
@@ -122,8 +134,12 @@ class BaseModelSource:
 
 
 def inspect_base_model(
-    name_or_path: str, *, num_labels: int, revision: str | None = None,
-    gguf_file: str | None = None, trust_remote_code: bool = False,
+    name_or_path: str,
+    *,
+    num_labels: int,
+    revision: str | None = None,
+    gguf_file: str | None = None,
+    trust_remote_code: bool = False,
 ) -> ModelInfo:
     """Model structure from its config alone, built on the meta device: no weights load."""
     _quiet_transformers()
@@ -134,7 +150,8 @@ def inspect_base_model(
 
     try:
         config = AutoConfig.from_pretrained(
-            name_or_path, num_labels=num_labels,
+            name_or_path,
+            num_labels=num_labels,
             **_hub_kwargs(revision, gguf_file, trust_remote_code),
         )
     except Exception as error:

@@ -102,8 +102,13 @@ def train(
 
 
 def evaluate(
-    model: nn.Module, table: datasets.Dataset, *, batch_size: int, pad_token_id: int,
-    device: str, num_labels: int,
+    model: nn.Module,
+    table: datasets.Dataset,
+    *,
+    batch_size: int,
+    pad_token_id: int,
+    device: str,
+    num_labels: int,
 ) -> dict[str, float]:
     """Accuracy and macro-F1 (the mean of per-class F1, so rare classes count)."""
     import torch
@@ -121,7 +126,9 @@ def evaluate(
     return classification_metrics(predictions, labels, num_labels)
 
 
-def classification_metrics(predictions: list[int], labels: list[int], num_labels: int) -> dict[str, float]:
+def classification_metrics(
+    predictions: list[int], labels: list[int], num_labels: int
+) -> dict[str, float]:
     correct = sum(p == g for p, g in zip(predictions, labels, strict=True))
     f1s = []
     for c in range(num_labels):
