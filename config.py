@@ -30,6 +30,7 @@ __all__ = [
     "CostConfig",
     "DataConfig",
     "ModelConfig",
+    "ResourcesConfig",
     "SearchConfig",
     "TrackingConfig",
     "TrainingConfig",
@@ -150,6 +151,30 @@ class CostConfig(_Section):
     )
 
 
+class ResourcesConfig(_Section):
+    use_ray: bool = Field(True, description="false runs trials one by one in this process")
+    ray_address: str = Field(
+        "", description='"" starts a local Ray; "auto" or "ray://host:port" joins'
+    )
+    cpus_per_trial: float = Field(1.0, gt=0, description="also the torch thread count per trial")
+    gpus_per_trial: float | None = Field(
+        None, ge=0, description="fractions share a GPU; default 1 when CUDA is present, else 0"
+    )
+    max_concurrent_trials: int | None = Field(
+        None, ge=1, description="default: as many as the cluster's resources allow"
+    )
+
+    @field_validator("ray_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        value = value.strip()
+        if value in ("", "auto", "local") or value.startswith("ray://"):
+            return value
+        if re.fullmatch(r"[\w.-]+:\d+", value):
+            return value
+        raise ValueError('use "" (local Ray), "auto", "ray://host:port" or "host:port"')
+
+
 class TrackingConfig(_Section):
     mlflow_uri: str | None = Field(None, description="default sqlite:///<output_dir>/mlflow.db")
     experiment_name: str | None = Field(None, description="default: the study name")
@@ -196,6 +221,7 @@ class Config(_Section):
     space: Any = None
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     storage: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<output_dir>/optuna.db"

@@ -106,7 +106,7 @@ def write_study_files(config: Config, data: PreparedData) -> None:
     atomic_write(study_dir / LABELS_FILE, json.dumps(labels, indent=2) + "\n")
 
 
-def load_study_config(study_dir: Path) -> Config:
+def load_study_config(study_dir: Path, overrides: list[str] | None = None) -> Config:
     """The resolved config a run left in its study folder; the folder may have moved."""
     path = study_dir / CONFIG_FILE
     if not path.is_file():
@@ -115,4 +115,6 @@ def load_study_config(study_dir: Path) -> Config:
             where=str(study_dir),
             hint="pass <output_dir>/<study_name> of a `peftsearch run`",
         )
-    return load_config(path, overrides=[f"output_dir={study_dir.resolve().parent}"])
+    return load_config(
+        path, overrides=[f"output_dir={study_dir.resolve().parent}", *(overrides or [])]
+    )

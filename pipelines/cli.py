@@ -102,12 +102,38 @@ def run(
 ) -> None:
     """Run the search; re-running the same study name continues it."""
     from peftsearch.config import load_config
+
+    _search(load_config(config, set_), resume=False)
+
+
+@app.command()
+@user_errors
+def resume(study_dir: StudyDir, set_: SetOption = None) -> None:
+    """Continue a study whose driver was killed: interrupted trials are re-queued."""
+    from peftsearch.pipelines._build import load_study_config
+
+    _search(load_study_config(study_dir, set_), resume=True)
+
+
+@app.command()
+@user_errors
+def status(study_dir: StudyDir) -> None:
+    """Progress of a study, read from its storage (works while a search runs elsewhere)."""
+    from peftsearch.pipelines._build import load_study_config
+    from peftsearch.results.progress import progress_from_study
+    from peftsearch.search import load_existing_study
+
+    config = load_study_config(study_dir)
+    study = load_existing_study(config.search.study_name, config.storage_url)
+    _console().print(progress_from_study(study, config.search.n_trials).line())
+
+
+def _search(resolved: Any, *, resume: bool) -> None:
     from peftsearch.pipelines.run import run_search
     from peftsearch.results import front_table
 
-    resolved = load_config(config, set_)
     console = _console()
-    outcome = run_search(resolved, console)
+    outcome = run_search(resolved, console, resume=resume)
     front = [r for r in outcome.rows if r["trial"] in outcome.front]
     console.print(front_table(front, f"Pareto front: {len(front)} of {len(outcome.rows)} trials"))
     console.print(

@@ -1,8 +1,10 @@
-"""The `run` flow: config -> data -> space -> study on an executor -> results."""
+"""The `run` and `resume` flows: config -> data -> space -> study on workers -> results."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from peftsearch.config import Config
+    from peftsearch.search import TrialExecutor
+    from peftsearch.trials import PreparedData
 
 __all__ = ["SearchOutcome", "run_search"]
 
@@ -31,18 +35,70 @@ class SearchOutcome:
     wall_seconds: float
 
 
-def run_search(config: Config, console: Console) -> SearchOutcome:
-    from peftsearch.results import TRIAL_ADAPTERS
-    from peftsearch.search import (
-        InProcessExecutor,
-        SearchLoop,
-        Tracker,
-        finished_count,
-        make_sampler,
-        open_study,
+@contextlib.contextmanager
+def open_executor(config: Config, data: PreparedData) -> Iterator[TrialExecutor]:
+    """Ray workers by default; in-process when ``resources.use_ray`` is false."""
+    from peftsearch.search import InProcessExecutor
+
+    resources = config.resources
+    if not resources.use_ray:
+        from peftsearch.trials import TrialRunner, detect_device
+
+        device, device_name = detect_device(config.training.device)
+        runner = TrialRunner(
+            build_model_source(config, data),
+            data,
+            build_settings(config),
+            device=device,
+            device_name=device_name,
+            usd_per_device_hour=config.cost.usd_per_device_hour,
+            num_threads=config.training.num_threads,
+        )
+        executor = InProcessExecutor(runner)
+        try:
+            yield executor
+        finally:
+            executor.close()
+        return
+
+    from peftsearch.search.ray_executor import RayExecutor, WorkerSetup
+    from peftsearch.search.ray_session import ray_session
+
+    gpus = resources.gpus_per_trial
+    if gpus is None:
+        import torch
+
+        gpus = 1.0 if torch.cuda.is_available() and config.training.device != "cpu" else 0.0
+    threads = config.training.num_threads or max(1, int(resources.cpus_per_trial))
+    setup = WorkerSetup(
+        source=build_model_source(config, data),
+        settings=build_settings(config),
+        device=config.training.device,
+        usd_per_device_hour=config.cost.usd_per_device_hour,
+        num_threads=threads,
     )
+    with ray_session(resources.ray_address):
+        ray_executor = RayExecutor(
+            setup,
+            data,
+            cpus_per_trial=resources.cpus_per_trial,
+            gpus_per_trial=gpus,
+            max_concurrent=resources.max_concurrent_trials,
+        )
+        try:
+            yield ray_executor
+        finally:
+            ray_executor.close()
+
+
+def run_search(config: Config, console: Console, *, resume: bool = False) -> SearchOutcome:
+    from rich.live import Live
+
+    from peftsearch.results import TRIAL_ADAPTERS, trial_line
+    from peftsearch.results.progress import SearchProgress
+    from peftsearch.search import SearchLoop, Tracker, finished_count, make_sampler, open_study
+    from peftsearch.search.recovery import recover_study
     from peftsearch.spaces import sample_choice
-    from peftsearch.trials import TrialRunner, detect_device
 
     started = time.perf_counter()
     study_dir = config.study_dir
@@ -53,8 +109,7 @@ def run_search(config: Config, console: Console) -> SearchOutcome:
     console.print(
         f"Data: {data.stats['train_rows']} train / {data.stats['eval_rows']} eval rows, "
         f"labels {', '.join(data.label_names)}. "
-        f"Model: {info.model_type}, {info.num_layers} layers, "
-        f"{info.total_params:,} parameters."
+        f"Model: {info.model_type}, {info.num_layers} layers, {info.total_params:,} parameters."
     )
     write_study_files(config, data)
     study = open_study(
@@ -62,50 +117,60 @@ def run_search(config: Config, console: Console) -> SearchOutcome:
         config.storage_url,
         make_sampler(config.search.sampler, config.search.seed, config.search.n_trials),
     )
-    done_before = finished_count(study)
-    if done_before:
-        console.print(
-            f"Continuing study '{study.study_name}': {done_before} trials already finished."
-        )
     tracker = Tracker(config.mlflow_uri, config.experiment_name, config.output_dir / "mlartifacts")
+    if resume:
+        recovery = recover_study(study, tracker)
+        console.print(
+            f"Resuming '{study.study_name}': {len(recovery.requeued)} interrupted trial(s) "
+            f"re-queued, {recovery.runs_killed} orphaned MLflow run(s) ended as KILLED."
+        )
+    else:
+        stale = sum(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False))
+        if stale:
+            console.print(
+                f"[yellow]{stale} trial(s) of this study are RUNNING: another driver is at "
+                f"work, or one was killed (then run `peftsearch resume {study_dir}`).[/yellow]"
+            )
+    progress = SearchProgress(total=config.search.n_trials, started=time.time())
+    progress.done = finished_count(study)
+    if progress.done and not resume:
+        console.print(
+            f"Continuing study '{study.study_name}': {progress.done} trials already finished."
+        )
     parent = tracker.start_parent(study.study_name, config.model_dump(mode="json"))
-    device, device_name = detect_device(config.training.device)
-    runner = TrialRunner(
-        build_model_source(config, data),
-        data,
-        build_settings(config),
-        device=device,
-        device_name=device_name,
-        usd_per_device_hour=config.cost.usd_per_device_hour,
-        num_threads=config.training.num_threads,
-    )
     methods = config.method_options()
-    total = config.search.n_trials
-    counter = {"done": done_before}
 
-    def report(result: Any) -> None:
-        from peftsearch.results import trial_line
+    with open_executor(config, data) as executor:
+        if config.resources.use_ray:
+            console.print(f"Ray: {executor.slots} worker(s) running trials in parallel.")
+        loop: SearchLoop
 
-        counter["done"] += 1
-        console.print(trial_line(result, counter["done"], total))
+        def report(result: Any) -> None:
+            progress.add(result)
+            console.print(trial_line(result, progress.done, progress.total))
 
-    loop = SearchLoop(
-        study=study,
-        executor=InProcessExecutor(runner),
-        sample=lambda trial: sample_choice(trial, methods, info),
-        n_trials=total,
-        adapter_root=study_dir / TRIAL_ADAPTERS,
-        tracker=tracker,
-        parent_run_id=parent,
-        on_result=report,
-    )
-    try:
-        loop.run()
-    except BaseException:
-        tracker.end(parent, "KILLED")
-        raise
-    finally:
-        loop.executor.close()
+        def render() -> str:
+            progress.running = loop.running
+            return progress.line()
+
+        loop = SearchLoop(
+            study=study,
+            executor=executor,
+            sample=lambda trial: sample_choice(trial, methods, info),
+            n_trials=config.search.n_trials,
+            adapter_root=study_dir / TRIAL_ADAPTERS,
+            tracker=tracker,
+            parent_run_id=parent,
+            on_result=report,
+        )
+        try:
+            with Live(get_renderable=render, console=console, refresh_per_second=2, transient=True):
+                loop.run()
+        except BaseException:
+            tracker.end(parent, "KILLED")
+            raise
+    progress.ended = time.time()
+    console.print(progress.line())
     return _finish(config, study, tracker, parent, time.perf_counter() - started)
 
 
@@ -132,7 +197,7 @@ def _finish(config: Config, study: Any, tracker: Any, parent: str, wall: float) 
             if run_id:
                 tracker.log_artifacts(run_id, folder, "adapter")
     tracker.log_parent_metrics(
-        parent, {k: v for k, v in summary.items() if isinstance(v, int | float) and v is not None}
+        parent, {k: v for k, v in summary.items() if isinstance(v, int | float)}
     )
     for name in ("pareto.json", "pareto.csv", "trials.csv"):
         tracker.log_file(parent, config.study_dir / name)

@@ -37,6 +37,7 @@ def describe_params(summary: dict[str, Any]) -> str:
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    interrupted = study.user_attrs.get("interrupted_trials", {})
     rows = []
     for trial in study.get_trials(deepcopy=False):
         result = trial.user_attrs.get("result", {})
@@ -49,7 +50,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "lr": summary.get("lr"),
                 **{c: result.get(c) for c in COLUMNS[4:-2]},
                 "status": trial.state.name,
-                "error": result.get("error"),
+                "error": result.get("error") or interrupted.get(str(trial.number)),
             }
         )
     return rows

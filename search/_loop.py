@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from peftsearch.trials import TrialRequest, TrialResult
 
@@ -22,7 +22,12 @@ FINISHED_STATES = ("COMPLETE", "FAIL", "PRUNED")
 
 
 def finished_count(study: optuna.Study) -> int:
-    return sum(t.state.name in FINISHED_STATES for t in study.get_trials(deepcopy=False))
+    """Finished trials, not counting those a dead driver left behind (they were re-queued)."""
+    interrupted = study.user_attrs.get("interrupted_trials", {})
+    return sum(
+        t.state.name in FINISHED_STATES and str(t.number) not in interrupted
+        for t in study.get_trials(deepcopy=False)
+    )
 
 
 @dataclass
@@ -41,9 +46,11 @@ class SearchLoop:
     tracker: Tracker | None = None
     parent_run_id: str | None = None
     on_result: Callable[[TrialResult], None] | None = None
-    _inflight: dict[int, tuple[optuna.Trial, str | None, dict[str, Any]]] = field(
-        default_factory=dict
-    )
+    _inflight: dict[int, tuple[optuna.Trial, str | None]] = field(default_factory=dict)
+
+    @property
+    def running(self) -> int:
+        return len(self._inflight)
 
     def run(self) -> list[TrialResult]:
         results: list[TrialResult] = []
@@ -70,7 +77,7 @@ class SearchLoop:
                 status="FAIL",
                 error=str(error),
             )
-            self._inflight[trial.number] = (trial, None, {})
+            self._inflight[trial.number] = (trial, None)
             self._finish(result)
             return result
         params = {
@@ -83,10 +90,10 @@ class SearchLoop:
         run_id = None
         if self.tracker is not None and self.parent_run_id is not None:
             run_id = self.tracker.start_child(
-                self.parent_run_id, self.study.study_name, trial.number, choice.method
+                self.parent_run_id, self.study.study_name, trial.number, choice.method, params
             )
             trial.set_user_attr("mlflow_run_id", run_id)
-        self._inflight[trial.number] = (trial, run_id, params)
+        self._inflight[trial.number] = (trial, run_id)
         self.executor.submit(
             TrialRequest(
                 number=trial.number,
@@ -101,7 +108,7 @@ class SearchLoop:
     def _finish(self, result: TrialResult) -> None:
         import optuna
 
-        trial, run_id, params = self._inflight.pop(result.number)
+        trial, run_id = self._inflight.pop(result.number)
         record = result.to_dict()
         record.pop("losses")
         trial.set_user_attr("result", record)
@@ -115,6 +122,6 @@ class SearchLoop:
             )
             self.study.tell(trial, state=state)
         if self.tracker is not None and run_id is not None:
-            self.tracker.finish_child(run_id, params, result)
+            self.tracker.finish_child(run_id, result)
         if self.on_result is not None:
             self.on_result(result)

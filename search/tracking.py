@@ -60,7 +60,9 @@ class Tracker:
         self._log_params(run.info.run_id, flatten(params))
         return str(run.info.run_id)
 
-    def start_child(self, parent_id: str, study_name: str, number: int, method: str) -> str:
+    def start_child(
+        self, parent_id: str, study_name: str, number: int, method: str, params: dict[str, Any]
+    ) -> str:
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{number}-{method}",
@@ -72,12 +74,12 @@ class Tracker:
                 "method": method,
             },
         )
+        self._log_params(run.info.run_id, flatten(params))
         return str(run.info.run_id)
 
-    def finish_child(self, run_id: str, params: dict[str, Any], result: TrialResult) -> None:
+    def finish_child(self, run_id: str, result: TrialResult) -> None:
         from mlflow.entities import Metric
 
-        self._log_params(run_id, flatten(params))
         now = int(time.time() * 1000)
         metrics = [
             Metric("train_loss", loss, now, step) for step, loss in enumerate(result.losses, 1)
@@ -119,6 +121,15 @@ class Tracker:
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
+
+    def runs(self, study_name: str, kind: str, status: str | None = None) -> list[Any]:
+        """This study's runs of one kind (``search`` or ``trial``), optionally by status."""
+        query = f"tags.`peftsearch.study` = '{study_name}' and tags.`peftsearch.kind` = '{kind}'"
+        if status:
+            query += f" and attributes.status = '{status}'"
+        return list(
+            self.client.search_runs([self.experiment_id], filter_string=query, max_results=50000)
+        )
 
     def _log_params(self, run_id: str, params: dict[str, str]) -> None:
         from mlflow.entities import Param

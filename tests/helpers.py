@@ -33,6 +33,7 @@ def tiny_config(
         "data": {"train": str(data["train"]), "eval": str(data["eval"]), "max_length": 16},
         "search": {"study_name": "tiny", "n_trials": 3, "seed": 0},
         "space": {"methods": ["lora", "ia3", "prompt_tuning"]},
+        "resources": {"use_ray": False},
         "training": {"max_steps": 6, "batch_size": 8, "eval_batch_size": 32, "device": "cpu"},
         "output_dir": str(out),
     }

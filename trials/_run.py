@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import resource
+import socket
 import time
 import traceback
 from dataclasses import dataclass
@@ -56,6 +58,7 @@ class TrialRunner:
         self.device_name = device_name
         self.price = price_per_hour(device_name, usd_per_device_hour)
         self.num_threads = num_threads
+        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(self, request: TrialRequest) -> TrialResult:
         """Never raises for a trial's own failure: it comes back as FAIL with its reason."""
@@ -103,6 +106,7 @@ class TrialRunner:
                 f"{type(error).__name__}: {error} ({Path(last.filename).name}:{last.lineno})"
             )
         finally:
+            result.finished_at = time.time()
             result.wall_seconds = time.perf_counter() - started
             result.device_seconds = result.wall_seconds  # one device held for the whole trial
             result.cost_usd = result.device_seconds / 3600 * self.price

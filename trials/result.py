@@ -29,6 +29,10 @@ class TrialResult:
     setup_seconds: float = 0.0
     peak_memory_mb: float | None = None
     steps: int = 0
+    attempts: int = 1
+    started_at: float | None = None
+    finished_at: float | None = None
+    worker: str | None = None
     losses: list[float] = field(default_factory=list)
     adapter_dir: str | None = None
     error: str | None = None

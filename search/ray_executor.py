@@ -1,0 +1,209 @@
+"""Trials on Ray: an actor pool whose workers keep the model and data between trials.
+
+Ray Tune's ``OptunaSearch`` is not used: it never prunes and it ignores intermediate
+results in multi-objective runs. The driver keeps the study and only dispatches here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from peftsearch.trials import TrialResult
+
+if TYPE_CHECKING:
+    from peftsearch.trials import BaseModelSource, PreparedData, TrainSettings, TrialRequest
+
+__all__ = ["RayExecutor", "TrialWorker", "WorkerSetup"]
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What each worker builds its ``TrialRunner`` from; ``data`` travels through the
+    object store once per study, not once per trial."""
+
+    source: BaseModelSource
+    settings: TrainSettings
+    device: str = "auto"
+    usd_per_device_hour: dict[str, float] = field(default_factory=dict)
+    num_threads: int = 1
+
+
+class TrialWorker:
+    """A Ray actor body: one process, one base model, many trials."""
+
+    def __init__(self, setup: WorkerSetup, data: PreparedData) -> None:
+        import torch
+
+        from peftsearch.trials import TrialRunner, detect_device
+
+        # Ray starts workers with 1 torch thread; give the trial what it reserved.
+        torch.set_num_threads(setup.num_threads)
+        device, device_name = detect_device(setup.device)
+        self.runner = TrialRunner(
+            setup.source,
+            data,
+            setup.settings,
+            device=device,
+            device_name=device_name,
+            usd_per_device_hour=setup.usd_per_device_hour,
+            num_threads=setup.num_threads,
+        )
+
+    def identity(self) -> tuple[int, str]:
+        import ray
+
+        return os.getpid(), ray.get_runtime_context().get_node_id()
+
+    def run(self, request: TrialRequest) -> TrialResult:
+        return self.runner.run(request)
+
+
+@dataclass
+class _Attempt:
+    request: TrialRequest
+    worker: Any
+    number: int
+    lost_seconds: float = 0.0
+    started: float = field(default_factory=time.time)
+
+
+def _charge(result: TrialResult, attempt: _Attempt) -> None:
+    """A retried trial also pays for the device time its dead attempts held."""
+    result.attempts = attempt.number
+    if attempt.lost_seconds:
+        rate = result.cost_usd / result.device_seconds if result.device_seconds else 0.0
+        result.device_seconds += attempt.lost_seconds
+        result.cost_usd = result.device_seconds * rate
+
+
+class RayExecutor:
+    """``TrialExecutor`` over a pool of Ray actors.
+
+    A worker that dies mid-trial is replaced, and its trial is retried once on another
+    worker; a second death marks the trial FAIL with the reason.
+    """
+
+    MAX_ATTEMPTS = 2
+
+    def __init__(
+        self,
+        setup: WorkerSetup,
+        data: PreparedData,
+        *,
+        cpus_per_trial: float,
+        gpus_per_trial: float,
+        max_concurrent: int | None = None,
+    ) -> None:
+        import ray
+
+        self._ray = ray
+        self._actor = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_restarts=0)(
+            TrialWorker
+        )
+        self._setup = setup
+        self._data = ray.put(data)
+        fits = self._fits(cpus_per_trial, gpus_per_trial)
+        self._slots = max(1, min(max_concurrent, fits) if max_concurrent else fits)
+        self._workers = [self._start_worker() for _ in range(self._slots)]
+        self.identities: dict[Any, tuple[int, str]] = {}
+        for worker, identity in zip(
+            self._workers, ray.get([w.identity.remote() for w in self._workers]), strict=True
+        ):
+            self.identities[worker] = identity
+        self._idle: deque[Any] = deque(self._workers)
+        self._queue: deque[tuple[TrialRequest, int, float]] = deque()
+        self._inflight: dict[Any, _Attempt] = {}
+
+    def _fits(self, cpus: float, gpus: float) -> int:
+        total = self._ray.cluster_resources()
+        counts = [math.floor(total.get("CPU", 0) / cpus + 1e-9)]
+        if gpus > 0:
+            counts.append(math.floor(total.get("GPU", 0) / gpus + 1e-9))
+        return min(counts)
+
+    def _start_worker(self) -> Any:
+        return self._actor.remote(self._setup, self._data)
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    def worker_pid(self, trial_number: int) -> int | None:
+        """The process now running a trial (diagnostics, and the fault tests)."""
+        for attempt in self._inflight.values():
+            if attempt.request.number == trial_number:
+                return self.identities.get(attempt.worker, (None, ""))[0]
+        return None
+
+    def submit(self, request: TrialRequest) -> None:
+        self._queue.append((request, 1, 0.0))
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self._queue and self._idle:
+            request, number, lost = self._queue.popleft()
+            worker = self._idle.popleft()
+            ref = worker.run.remote(request)
+            self._inflight[ref] = _Attempt(request, worker, number, lost)
+
+    def wait(self) -> list[TrialResult]:
+        from ray.exceptions import RayActorError
+
+        results: list[TrialResult] = []
+        while not results and self._inflight:
+            refs = list(self._inflight)
+            ready, _ = self._ray.wait(refs, num_returns=1)
+            ready, _ = (
+                self._ray.wait(refs, num_returns=len(refs), timeout=0) if refs else (ready, [])
+            )
+            for ref in ready:
+                attempt = self._inflight.pop(ref)
+                try:
+                    result: TrialResult = self._ray.get(ref)
+                except RayActorError as error:
+                    results.extend(self._worker_died(attempt, error))
+                    continue
+                _charge(result, attempt)
+                self._idle.append(attempt.worker)
+                results.append(result)
+            self._dispatch()
+        return results
+
+    def _worker_died(self, attempt: _Attempt, error: Exception) -> list[TrialResult]:
+        dead = attempt.worker
+        self._workers.remove(dead)
+        self.identities.pop(dead, None)
+        replacement = self._start_worker()
+        self._workers.append(replacement)
+        self.identities[replacement] = self._ray.get(replacement.identity.remote())
+        # Idle survivors first, so the retry lands on another worker as soon as possible.
+        self._idle.append(replacement)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        lost = attempt.lost_seconds + time.time() - attempt.started
+        if attempt.number < self.MAX_ATTEMPTS:
+            self._queue.appendleft((attempt.request, attempt.number + 1, lost))
+            return []
+        return [
+            TrialResult(
+                number=attempt.request.number,
+                method=attempt.request.method,
+                status="FAIL",
+                attempts=attempt.number,
+                started_at=attempt.started,
+                finished_at=time.time(),
+                device_seconds=lost,
+                error=f"worker process died in {attempt.number} attempts ({reason})",
+            )
+        ]
+
+    def close(self) -> None:
+        for worker in self._workers:
+            self._ray.kill(worker)
+        self._workers.clear()
+        self._idle.clear()
+        self._inflight.clear()
