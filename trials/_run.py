@@ -68,7 +68,12 @@ class TrialRunner:
             torch.set_num_threads(self.num_threads)
         started = time.perf_counter()
         result = TrialResult(
-            number=request.number, method=request.method, status="FAIL", device=self.device_name
+            number=request.number,
+            method=request.method,
+            status="FAIL",
+            device=self.device_name,
+            started_at=time.time(),
+            worker=self.worker_name,
         )
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()

@@ -1,0 +1,278 @@
+"""Trials on Ray: two 1-CPU nodes on this machine, a killed worker, a killed driver."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from peftsearch.config import parse_config
+from peftsearch.pipelines._build import build_data, build_model_source, build_settings
+from peftsearch.search.ray_executor import RayExecutor, WorkerSetup
+from peftsearch.trials import TrialRequest
+
+from helpers import tiny_config
+
+LORA = {
+    "peft_type": "LORA",
+    "task_type": "SEQ_CLS",
+    "r": 4,
+    "lora_alpha": 8,
+    "target_modules": ["query", "value"],
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One Ray for the module: a head and a second node, 1 CPU each."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    temp = str(tmp_path_factory.mktemp("ray"))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": temp})
+    cluster.add_node(num_cpus=1, temp_dir=temp)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def executor_for(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], out: Path, steps: int
+) -> RayExecutor:
+    config = parse_config(
+        tiny_config(
+            tiny_model_dir,
+            tiny_data,
+            out,
+            training={"max_steps": steps, "batch_size": 8, "device": "cpu"},
+        )
+    )
+    data = build_data(config)
+    setup = WorkerSetup(
+        source=build_model_source(config, data), settings=build_settings(config), device="cpu"
+    )
+    return RayExecutor(setup, data, cpus_per_trial=1, gpus_per_trial=0)
+
+
+def request(number: int, out: Path | None = None) -> TrialRequest:
+    return TrialRequest(number, "lora", LORA, 1e-3, str(out / str(number)) if out else None)
+
+
+def drain(executor: RayExecutor) -> list:
+    results = []
+    while batch := executor.wait():
+        results += batch
+    return results
+
+
+def test_trials_run_at_once_on_both_nodes(
+    cluster: Any, tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    executor = executor_for(tiny_model_dir, tiny_data, tmp_path, steps=300)
+    try:
+        assert executor.slots == 2
+        assert len({node for _, node in executor.identities.values()}) == 2
+        executor.submit(request(0, tmp_path))
+        executor.submit(request(1, tmp_path))
+        results = sorted(drain(executor), key=lambda r: r.number)
+    finally:
+        executor.close()
+    assert [r.status for r in results] == ["COMPLETE", "COMPLETE"], [r.error for r in results]
+    assert len({r.worker for r in results}) == 2
+    # The two trials overlap in time: each starts before the other ends.
+    assert max(r.started_at for r in results) < min(r.finished_at for r in results)
+    assert all((tmp_path / str(r.number) / "adapter_config.json").is_file() for r in results)
+
+
+def wait_for_pid(executor: RayExecutor, number: int, not_pid: int | None = None) -> int:
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        pid = executor.worker_pid(number)
+        if pid is not None and pid != not_pid:
+            return pid
+        time.sleep(0.2)
+    raise AssertionError(f"trial {number} never started")
+
+
+def run_and_kill(executor: RayExecutor, kills: int) -> tuple[list, list[int]]:
+    """Drain in a thread (wait() blocks through retries) while this thread kills workers."""
+    import threading
+
+    results: list = []
+    executor.submit(request(0))
+    thread = threading.Thread(target=lambda: results.extend(drain(executor)))
+    thread.start()
+    killed: list[int] = []
+    for _ in range(kills):
+        pid = wait_for_pid(executor, 0, not_pid=killed[-1] if killed else None)
+        time.sleep(1.0)  # well inside training
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+    thread.join(timeout=180)
+    assert not thread.is_alive()
+    return results, killed
+
+
+def test_killed_worker_retries_once_on_another(
+    cluster: Any, tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    executor = executor_for(tiny_model_dir, tiny_data, tmp_path, steps=600)
+    try:
+        results, killed = run_and_kill(executor, kills=1)
+    finally:
+        executor.close()
+    assert len(results) == 1
+    result = results[0]
+    assert result.status == "COMPLETE", result.error
+    assert result.attempts == 2
+    assert not result.worker.endswith(f":{killed[0]}")
+    assert result.device_seconds > result.wall_seconds  # the lost attempt is paid for
+
+
+def test_worker_killed_twice_fails_and_search_goes_on(
+    cluster: Any, tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    executor = executor_for(tiny_model_dir, tiny_data, tmp_path, steps=600)
+    try:
+        results, _ = run_and_kill(executor, kills=2)
+        executor.submit(request(1))
+        after = drain(executor)
+    finally:
+        executor.close()
+    assert [r.status for r in results] == ["FAIL"]
+    assert results[0].error.startswith("worker process died in 2 attempts")
+    assert [r.status for r in after] == ["COMPLETE"]
+
+
+def optuna_states(db: Path) -> list[str]:
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(db) as connection:
+            return [row[0] for row in connection.execute("select state from trials")]
+    except sqlite3.OperationalError:  # tables not created yet
+        return []
+
+
+def test_driver_killed_then_resumed(
+    cluster: Any, tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    import optuna
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from peftsearch.pipelines.cli import app
+
+    out = tmp_path / "out"
+    config = tiny_config(
+        tiny_model_dir,
+        tiny_data,
+        out,
+        resources={"use_ray": True, "ray_address": cluster.address},
+        training={"max_steps": 500, "batch_size": 8, "device": "cpu"},
+        search={"study_name": "tiny", "n_trials": 4, "seed": 0},
+    )
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "peftsearch.pipelines.cli", "run", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        states = optuna_states(out / "optuna.db")
+        if "COMPLETE" in states and "RUNNING" in states:
+            break
+        assert driver.poll() is None, "the driver ended before it could be killed"
+        time.sleep(0.2)
+    else:
+        raise AssertionError("no moment with a finished and a running trial")
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+
+    storage = f"sqlite:///{out / 'optuna.db'}"
+    before = {t.number: t for t in optuna.load_study(study_name="tiny", storage=storage).trials}
+    done_before = {n: t for n, t in before.items() if t.state.name == "COMPLETE"}
+    stale = sorted(n for n, t in before.items() if t.state.name == "RUNNING")
+    assert done_before and stale
+
+    result = CliRunner().invoke(app, ["resume", str(out / "tiny")])
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    assert f"{len(stale)} interrupted trial(s) re-queued" in result.output
+
+    after = optuna.load_study(study_name="tiny", storage=storage).trials
+    by_number = {t.number: t for t in after}
+    for number, trial in done_before.items():  # finished trials kept exactly once, untouched
+        assert by_number[number].values == trial.values
+        assert by_number[number].datetime_complete == trial.datetime_complete
+    for number in stale:
+        assert by_number[number].state.name == "FAIL"
+        reruns = [t for t in after if t.user_attrs.get("requeued_from") == number]
+        assert len(reruns) == 1 and reruns[0].params == before[number].params
+        assert reruns[0].state.name in {"COMPLETE", "FAIL"}
+    counted = [t for t in after if t.state.name in {"COMPLETE", "FAIL"} and t.number not in stale]
+    assert len(counted) == 4
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    parents = sorted(
+        (r for r in runs if r.data.tags["peftsearch.kind"] == "search"),
+        key=lambda r: r.info.start_time,
+    )
+    assert [p.info.status for p in parents] == ["KILLED", "FINISHED"]
+    children = [
+        int(r.data.tags["peftsearch.trial"])
+        for r in runs
+        if r.data.tags["peftsearch.kind"] == "trial"
+    ]
+    assert sorted(children) == sorted(t.number for t in after)  # one child run per trial
+
+
+def test_private_local_ray_leaves_nothing_behind(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="ps-home-", dir="/tmp"))
+    temp = Path(tempfile.mkdtemp(prefix="ps-tmp-", dir="/tmp"))  # short: Ray's socket paths
+    config = tiny_config(
+        tiny_model_dir,
+        tiny_data,
+        tmp_path / "out",
+        resources={"use_ray": True, "max_concurrent_trials": 1},
+        search={"study_name": "tiny", "n_trials": 2, "seed": 0},
+    )
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(home), TMPDIR=str(temp))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "peftsearch.pipelines.cli", "run", str(path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "Ray: 1 worker(s)" in done.stdout
+        assert (tmp_path / "out" / "tiny" / "pareto.csv").is_file()
+        assert not (home / ".ray").exists()
+        assert list(temp.iterdir()) == []
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(temp, ignore_errors=True)
