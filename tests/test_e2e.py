@@ -184,3 +184,14 @@ def test_export_refuses_unknown_trial(searched: dict, tmp_path: Path) -> None:
         app, ["export", str(searched["study_dir"]), "--trial", "99", "--out", str(tmp_path / "x")]
     )
     assert result.exit_code == 2 and "--trial: trial 99 is not in study 'tiny'" in result.output
+
+
+def test_status_reads_storage(searched: dict) -> None:
+    output = cli("status", str(searched["study_dir"]))
+    assert output.startswith("trials ") and "| running 0 |" in output
+    assert "best accuracy 0." in output and "elapsed " in output
+
+
+def test_status_of_a_non_study(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["status", str(tmp_path)])
+    assert result.exit_code == 2 and "not a study folder" in result.output
