@@ -4,27 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from peftsearch.trials.result import MEASUREMENTS
+
 if TYPE_CHECKING:
     import optuna
 
 __all__ = ["COLUMNS", "describe_params", "pareto_numbers", "trial_rows"]
 
-COLUMNS = (
-    "trial",
-    "method",
-    "params",
-    "lr",
-    "accuracy",
-    "macro_f1",
-    "trainable_params",
-    "trainable_pct",
-    "cost_usd",
-    "device_seconds",
-    "wall_seconds",
-    "peak_memory_mb",
-    "status",
-    "error",
-)
+COLUMNS = ("trial", "method", "params", "lr", *MEASUREMENTS, "status", "error")
 
 
 def describe_params(summary: dict[str, Any]) -> str:
@@ -48,7 +35,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "method": trial.user_attrs.get("method", result.get("method", "")),
                 "params": describe_params(summary),
                 "lr": summary.get("lr"),
-                **{c: result.get(c) for c in COLUMNS[4:-2]},
+                **{c: result.get(c) for c in MEASUREMENTS},
                 "status": trial.state.name,
                 "error": result.get("error") or interrupted.get(str(trial.number)),
             }

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from peftsearch.trials.result import MEASUREMENTS
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -84,17 +86,7 @@ class Tracker:
         metrics = [
             Metric("train_loss", loss, now, step) for step, loss in enumerate(result.losses, 1)
         ]
-        for name in (
-            "accuracy",
-            "macro_f1",
-            "trainable_params",
-            "trainable_pct",
-            "cost_usd",
-            "device_seconds",
-            "wall_seconds",
-            "setup_seconds",
-            "peak_memory_mb",
-        ):
+        for name in (*MEASUREMENTS, "setup_seconds", "attempts"):
             value = getattr(result, name)
             if value is not None:
                 metrics.append(Metric(name, float(value), now, 0))

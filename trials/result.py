@@ -5,9 +5,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["TrialResult", "TrialStatus"]
+__all__ = ["MEASUREMENTS", "TrialResult", "TrialStatus"]
 
 TrialStatus = Literal["COMPLETE", "FAIL", "PRUNED"]
+
+# The numbers a trial reports, in the order tables show them.
+MEASUREMENTS = (
+    "accuracy",
+    "macro_f1",
+    "trainable_params",
+    "trainable_pct",
+    "cost_usd",
+    "device_seconds",
+    "wall_seconds",
+    "peak_memory_mb",
+)
 
 
 @dataclass
