@@ -26,9 +26,11 @@ from pydantic import (
 from peftsearch.errors import UserError
 
 __all__ = [
+    "BudgetConfig",
     "Config",
     "CostConfig",
     "DataConfig",
+    "EarlyStoppingConfig",
     "ModelConfig",
     "ResourcesConfig",
     "SearchConfig",
@@ -126,11 +128,58 @@ class DataConfig(_Section):
         return value
 
 
+class EarlyStoppingConfig(_Section):
+    enabled: bool = True
+    eta: int = Field(3, ge=2, description="rungs at max_steps/eta^2 and max_steps/eta")
+    rungs: int = Field(2, ge=1, le=4)
+    min_trials: int = Field(3, ge=2, description="trials at a rung before any is stopped")
+
+
 class SearchConfig(_Section):
     study_name: str = Field("peftsearch", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     n_trials: int = Field(20, ge=1)
     seed: int = 0
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        """``early_stopping: false`` (or true) is shorthand for ``{enabled: ...}``."""
+        return {"enabled": value} if isinstance(value, bool) else value
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from 90, "90s", "15m", "2h" or "1h30m"."""
+    if value is None or isinstance(value, int | float):
+        return value
+    text = str(value).strip().lower().replace(" ", "")
+    match = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", text)
+    if not text or match is None:
+        raise ValueError(f"cannot read {value!r} as a duration; write e.g. 600, 10m, 1h30m")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+class BudgetConfig(_Section):
+    """The first limit reached ends the search; a running trial stops at the limit."""
+
+    max_cost_usd: float | None = Field(None, gt=0)
+    max_device_hours: float | None = Field(None, gt=0)
+    max_trials: int | None = Field(None, ge=1)
+    max_wall_time: float | None = Field(None, gt=0, description="seconds, or e.g. 15m, 2h")
+
+    @field_validator("max_wall_time", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float | None:
+        return parse_duration(value)
+
+    @property
+    def limits_time(self) -> bool:
+        """Whether a limit needs cost estimates (everything but a trial count)."""
+        return any(
+            v is not None for v in (self.max_cost_usd, self.max_device_hours, self.max_wall_time)
+        )
 
 
 class TrainingConfig(_Section):
@@ -183,6 +232,9 @@ class TrackingConfig(_Section):
 
 class _SpaceBase(_Section):
     methods: list[str] = Field(default=["lora", "dora", "ia3", "loha", "prompt_tuning"])
+    max_trainable_pct: float | None = Field(
+        None, gt=0, le=100, description="configs over this share of trainable params never train"
+    )
 
     @field_validator("methods")
     @classmethod
@@ -222,6 +274,7 @@ class Config(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     storage: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<output_dir>/optuna.db"

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from peftsearch.config import Config, load_config
 from peftsearch.errors import UserError
 from peftsearch.results import CONFIG_FILE, LABELS_FILE
 
 if TYPE_CHECKING:
+    from torch import nn
+
+    from peftsearch.search import TrialExecutor
+    from peftsearch.search.budget import Budget
+    from peftsearch.search.cost_model import CostModel
     from peftsearch.spaces import ModelInfo
     from peftsearch.trials import BaseModelSource, PreparedData, TrainSettings
 
 __all__ = [
+    "build_budget",
     "build_data",
     "build_model_info",
     "build_model_source",
     "build_settings",
+    "describe_budget",
     "load_study_config",
     "write_study_files",
 ]
@@ -52,19 +59,21 @@ def build_data(config: Config) -> PreparedData:
     return prepare_data(**config.data.model_dump(), seed=config.search.seed, tokenizer=tokenizer)
 
 
-def build_model_info(config: Config, num_labels: int) -> ModelInfo:
-    """Model structure, after checking every listed method can run on it."""
+def build_model_info(config: Config, num_labels: int) -> tuple[ModelInfo, nn.Module]:
+    """Model structure (and its weightless meta model), after checking every listed
+    method can run on it."""
     from peftsearch.spaces import get_method
-    from peftsearch.trials import inspect_base_model
+    from peftsearch.trials import inspect_base_model, meta_model
 
     m = config.model
-    info = inspect_base_model(
+    model = meta_model(
         m.name_or_path,
         num_labels=num_labels,
         revision=m.revision,
         gguf_file=m.gguf_file,
         trust_remote_code=m.trust_remote_code,
     )
+    info = inspect_base_model(model)
     for name in config.space.methods:
         reason = get_method(name).supports(info)
         if reason:
@@ -73,7 +82,7 @@ def build_model_info(config: Config, num_labels: int) -> ModelInfo:
                 where="space.methods",
                 hint=f"remove {name}",
             )
-    return info
+    return info, model
 
 
 def build_model_source(config: Config, data: PreparedData) -> BaseModelSource:
@@ -117,4 +126,42 @@ def load_study_config(study_dir: Path, overrides: list[str] | None = None) -> Co
         )
     return load_config(
         path, overrides=[f"output_dir={study_dir.resolve().parent}", *(overrides or [])]
+    )
+
+
+def build_budget(
+    config: Config, study: Any, executor: TrialExecutor, info: ModelInfo, eval_rows: int
+) -> tuple[Budget, CostModel]:
+    """Calibrate the cost model on a worker, then set the limits in its device's price."""
+    from peftsearch.search.budget import Budget, BudgetLimits, spent_device_seconds
+    from peftsearch.search.cost_model import calibrate
+    from peftsearch.trials import price_per_hour
+
+    cost_model, calibration = calibrate(executor, info, eval_rows, config.training.eval_batch_size)
+    b = config.budget
+    limits = BudgetLimits.build(
+        max_cost_usd=b.max_cost_usd,
+        max_device_hours=b.max_device_hours,
+        max_trials=b.max_trials,
+        max_wall_seconds=b.max_wall_time,
+        usd_per_device_hour=price_per_hour(calibration.device, config.cost.usd_per_device_hour),
+    )
+    budget = Budget(limits, spent=spent_device_seconds(study))
+    budget.charge(calibration.device_seconds)
+    return budget, cost_model
+
+
+def describe_budget(budget: Budget, cost_model: CostModel) -> str:
+    s = budget.summary()
+    parts = []
+    if s["limit_usd"] is not None:
+        parts.append(f"${s['limit_usd']:.4f} ({s['limit_device_seconds']:.0f} device-seconds)")
+    if budget.limits.wall_seconds is not None:
+        parts.append(f"{budget.limits.wall_seconds:.0f} s of wall time")
+    if budget.limits.trials is not None:
+        parts.append(f"{budget.limits.trials} trials")
+    return (
+        f"Budget: {', '.join(parts)}; spent so far ${s['spent_usd']:.4f} "
+        f"(calibration included). A LoRA step takes about {cost_model.step_seconds:.2f} s, "
+        f"an evaluation {cost_model.eval_seconds:.1f} s."
     )

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftsearch.pipelines._build import (
+    build_budget,
     build_data,
     build_model_info,
     build_model_source,
     build_settings,
+    describe_budget,
     write_study_files,
 )
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
     from peftsearch.config import Config
     from peftsearch.search import TrialExecutor
+    from peftsearch.search.early_stopping import RungBoard
     from peftsearch.trials import PreparedData
 
 __all__ = ["SearchOutcome", "run_search"]
@@ -36,7 +39,9 @@ class SearchOutcome:
 
 
 @contextlib.contextmanager
-def open_executor(config: Config, data: PreparedData) -> Iterator[TrialExecutor]:
+def open_executor(
+    config: Config, data: PreparedData, board: RungBoard | None
+) -> Iterator[TrialExecutor]:
     """Ray workers by default; in-process when ``resources.use_ray`` is false."""
     from peftsearch.search import InProcessExecutor
 
@@ -54,7 +59,7 @@ def open_executor(config: Config, data: PreparedData) -> Iterator[TrialExecutor]
             usd_per_device_hour=config.cost.usd_per_device_hour,
             num_threads=config.training.num_threads,
         )
-        executor = InProcessExecutor(runner)
+        executor = InProcessExecutor(runner, board)
         try:
             yield executor
         finally:
@@ -84,6 +89,7 @@ def open_executor(config: Config, data: PreparedData) -> Iterator[TrialExecutor]
             cpus_per_trial=resources.cpus_per_trial,
             gpus_per_trial=gpus,
             max_concurrent=resources.max_concurrent_trials,
+            board=board,
         )
         try:
             yield ray_executor
@@ -97,15 +103,17 @@ def run_search(config: Config, console: Console, *, resume: bool = False) -> Sea
     from peftsearch.results import TRIAL_ADAPTERS, trial_line
     from peftsearch.results.progress import SearchProgress
     from peftsearch.search import SearchLoop, Tracker, finished_count, make_sampler, open_study
+    from peftsearch.search.early_stopping import RungBoard, accuracy_noise, rung_steps
     from peftsearch.search.recovery import recover_study
     from peftsearch.spaces import sample_choice
+    from peftsearch.trials import count_trainable
 
     started = time.perf_counter()
     study_dir = config.study_dir
     study_dir.mkdir(parents=True, exist_ok=True)
     with console.status("Loading and tokenizing data..."):
         data = build_data(config)
-        info = build_model_info(config, data.num_labels)
+        info, meta = build_model_info(config, data.num_labels)
     console.print(
         f"Data: {data.stats['train_rows']} train / {data.stats['eval_rows']} eval rows, "
         f"labels {', '.join(data.label_names)}. "
@@ -115,7 +123,12 @@ def run_search(config: Config, console: Console, *, resume: bool = False) -> Sea
     study = open_study(
         config.search.study_name,
         config.storage_url,
-        make_sampler(config.search.sampler, config.search.seed, config.search.n_trials),
+        make_sampler(
+            config.search.sampler,
+            config.search.seed,
+            config.search.n_trials,
+            constrained=config.space.max_trainable_pct is not None,
+        ),
     )
     tracker = Tracker(config.mlflow_uri, config.experiment_name, config.output_dir / "mlartifacts")
     if resume:
@@ -139,10 +152,21 @@ def run_search(config: Config, console: Console, *, resume: bool = False) -> Sea
         )
     parent = tracker.start_parent(study.study_name, config.model_dump(mode="json"))
     methods = config.method_options()
+    early = config.search.early_stopping
+    rungs = rung_steps(config.training.max_steps, early.eta, early.rungs) if early.enabled else ()
+    board = (
+        RungBoard(early.eta, early.min_trials, accuracy_noise(len(data.eval))) if rungs else None
+    )
 
-    with open_executor(config, data) as executor:
+    with open_executor(config, data, board) as executor:
         if config.resources.use_ray:
             console.print(f"Ray: {executor.slots} worker(s) running trials in parallel.")
+        budget, cost_model = None, None
+        if config.budget.max_trials or config.budget.limits_time:
+            with console.status("Timing a few training steps to estimate trial costs..."):
+                budget, cost_model = build_budget(config, study, executor, info, len(data.eval))
+            progress.budget = budget
+            console.print(describe_budget(budget, cost_model))
         loop: SearchLoop
 
         def report(result: Any) -> None:
@@ -159,22 +183,33 @@ def run_search(config: Config, console: Console, *, resume: bool = False) -> Sea
             sample=lambda trial: sample_choice(trial, methods, info),
             n_trials=config.search.n_trials,
             adapter_root=study_dir / TRIAL_ADAPTERS,
+            count_params=lambda choice: count_trainable(meta, choice.peft_config),
+            num_layers=info.num_layers,
+            max_steps=config.training.max_steps,
             tracker=tracker,
             parent_run_id=parent,
             on_result=report,
+            budget=budget,
+            cost_model=cost_model,
+            max_trainable_pct=config.space.max_trainable_pct,
+            rungs=rungs,
         )
         try:
             with Live(get_renderable=render, console=console, refresh_per_second=2, transient=True):
-                loop.run()
+                reason = loop.run()
         except BaseException:
             tracker.end(parent, "KILLED")
             raise
     progress.ended = time.time()
     console.print(progress.line())
-    return _finish(config, study, tracker, parent, time.perf_counter() - started)
+    console.print(f"[bold]Search stopped[/bold] ({reason}).")
+    extra = {"stop_reason": reason, "budget": budget.summary() if budget else None}
+    return _finish(config, study, tracker, parent, time.perf_counter() - started, extra)
 
 
-def _finish(config: Config, study: Any, tracker: Any, parent: str, wall: float) -> SearchOutcome:
+def _finish(
+    config: Config, study: Any, tracker: Any, parent: str, wall: float, extra: dict[str, Any]
+) -> SearchOutcome:
     from peftsearch.results import copy_front_adapters, pareto_numbers, trial_rows, write_tables
 
     rows = trial_rows(study)
@@ -187,18 +222,22 @@ def _finish(config: Config, study: Any, tracker: Any, parent: str, wall: float) 
         "failed": sum(r["status"] == "FAIL" for r in rows),
         "total_cost_usd": sum(r["cost_usd"] or 0 for r in rows),
         "total_device_seconds": sum(r["device_seconds"] or 0 for r in rows),
+        "pruned": sum(r["status"] == "PRUNED" for r in rows),
+        "infeasible": sum(r["status"] == "INFEASIBLE" for r in rows),
         "best_accuracy": max((r["accuracy"] for r in complete), default=None),
     }
-    write_tables(config.study_dir, rows, front, extra={"summary": summary})
+    write_tables(config.study_dir, rows, front, extra={"summary": summary, **extra})
     copied = copy_front_adapters(config.study_dir, front)
     if config.tracking.log_adapters:
         for number, folder in copied.items():
             run_id = study.trials[number].user_attrs.get("mlflow_run_id")
             if run_id:
                 tracker.log_artifacts(run_id, folder, "adapter")
+    budget = {f"budget_{k}": v for k, v in (extra.get("budget") or {}).items()}
     tracker.log_parent_metrics(
-        parent, {k: v for k, v in summary.items() if isinstance(v, int | float)}
+        parent, {k: v for k, v in {**summary, **budget}.items() if isinstance(v, int | float)}
     )
+    tracker.client.set_tag(parent, "stop_reason", extra["stop_reason"])
     for name in ("pareto.json", "pareto.csv", "trials.csv"):
         tracker.log_file(parent, config.study_dir / name)
     tracker.end(parent, "FINISHED")

@@ -11,7 +11,17 @@ if TYPE_CHECKING:
 
 __all__ = ["COLUMNS", "describe_params", "pareto_numbers", "trial_rows"]
 
-COLUMNS = ("trial", "method", "params", "lr", *MEASUREMENTS, "status", "error")
+COLUMNS = (
+    "trial",
+    "method",
+    "params",
+    "lr",
+    *MEASUREMENTS,
+    "estimated_seconds",
+    "steps",
+    "status",
+    "error",
+)
 
 
 def describe_params(summary: dict[str, Any]) -> str:
@@ -35,17 +45,41 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "method": trial.user_attrs.get("method", result.get("method", "")),
                 "params": describe_params(summary),
                 "lr": summary.get("lr"),
-                **{c: result.get(c) for c in MEASUREMENTS},
-                "status": trial.state.name,
+                **{c: result.get(c) for c in (*MEASUREMENTS, "estimated_seconds", "steps")},
+                "status": _status(trial),
                 "error": result.get("error") or interrupted.get(str(trial.number)),
             }
         )
     return rows
 
 
+def _status(trial: optuna.trial.FrozenTrial) -> str:
+    if trial.user_attrs.get("infeasible"):
+        return "INFEASIBLE"
+    return str(trial.state.name)
+
+
 def pareto_numbers(study: optuna.Study) -> list[int]:
-    """Trial numbers on the front. Optuna's ``best_trials`` counts only COMPLETE trials,
-    so failed and pruned ones never enter it."""
-    if not any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
-        return []
-    return sorted(t.number for t in study.best_trials)
+    """Trial numbers on the front: trained, COMPLETE trials that no other such trial
+    dominates. Failed, pruned and infeasible trials never enter it."""
+    from peftsearch.search.study import DIRECTIONS
+
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state.name == "COMPLETE" and not t.user_attrs.get("infeasible")
+    ]
+    signs = [1.0 if d == "maximize" else -1.0 for d in DIRECTIONS]
+    scored = [(t.number, [s * v for s, v in zip(signs, t.values, strict=True)]) for t in trials]
+    return sorted(
+        number
+        for number, mine in scored
+        if not any(_dominates(other, mine) for n, other in scored if n != number)
+    )
+
+
+def _dominates(a: list[float], b: list[float]) -> bool:
+    """``a`` is no worse everywhere and better somewhere (all objectives maximized)."""
+    return all(x >= y for x, y in zip(a, b, strict=True)) and any(
+        x > y for x, y in zip(a, b, strict=True)
+    )

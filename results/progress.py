@@ -23,6 +23,7 @@ class SearchProgress:
     lowest_cost: float | None = None
     started: float = 0.0
     ended: float | None = None
+    budget: Any = None
 
     def add(self, result: Any) -> None:
         """Fold in one finished trial (a ``TrialResult``)."""
@@ -50,6 +51,10 @@ class SearchProgress:
             "lowest cost " + ("-" if self.lowest_cost is None else f"${self.lowest_cost:.4f}"),
             f"elapsed {minutes}:{seconds:02d}",
         ]
+        if self.budget is not None:
+            money = self.budget.summary()
+            if money["limit_usd"] is not None:
+                parts.append(f"spent ${money['spent_usd']:.4f} of ${money['limit_usd']:.4f}")
         return " | ".join(parts)
 
 

@@ -1,41 +1,62 @@
-"""Ask -> dispatch -> tell. The driver alone writes to the study storage."""
+"""Ask -> check -> estimate -> dispatch -> tell. The driver alone writes to the storage."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from peftsearch.search.cost_model import features_of
 from peftsearch.trials import TrialRequest, TrialResult
 
 if TYPE_CHECKING:
     import optuna
 
+    from peftsearch.search.budget import Budget
+    from peftsearch.search.cost_model import CostModel, TrialFeatures
     from peftsearch.search.executor import TrialExecutor
     from peftsearch.search.tracking import Tracker
     from peftsearch.spaces import PeftChoice
 
-__all__ = ["SearchLoop", "finished_count"]
+__all__ = ["NOT_COUNTED", "SearchLoop", "finished_count"]
 
 FINISHED_STATES = ("COMPLETE", "FAIL", "PRUNED")
+# Trials that hold a study number but were never trained: not counted against n_trials.
+NOT_COUNTED = ("infeasible", "not_launched")
+MAX_INFEASIBLE_IN_A_ROW = 50
 
 
 def finished_count(study: optuna.Study) -> int:
-    """Finished trials, not counting those a dead driver left behind (they were re-queued)."""
+    """Trials that ran, not counting those a dead driver left (they were re-queued) nor
+    configs that were never trained."""
     interrupted = study.user_attrs.get("interrupted_trials", {})
     return sum(
-        t.state.name in FINISHED_STATES and str(t.number) not in interrupted
+        t.state.name in FINISHED_STATES
+        and str(t.number) not in interrupted
+        and not any(t.user_attrs.get(key) for key in NOT_COUNTED)
         for t in study.get_trials(deepcopy=False)
     )
 
 
 @dataclass
-class SearchLoop:
-    """Runs trials until the study holds ``n_trials`` finished ones.
+class _Candidate:
+    trial: optuna.Trial
+    choice: PeftChoice
+    trainable_params: int
+    features: TrialFeatures
 
-    ``sample`` turns an Optuna trial into a ``PeftChoice`` (the search space);
-    ``on_result`` sees every finished trial (progress display).
+
+@dataclass
+class SearchLoop:
+    """Runs trials until ``n_trials`` have finished or the budget says stop.
+
+    ``sample`` turns an Optuna trial into a ``PeftChoice`` (the search space) and
+    ``count_params`` gives its (trainable, total) parameters without training, so a cap
+    on trainable params is enforced before any device time is spent. With a ``budget``
+    and a ``cost_model`` each trial gets an allowance from its estimate. ``rungs`` are
+    the steps at which trials are judged for early stopping. ``on_result`` sees every
+    finished trial (progress display). ``stop_reason`` says why the loop ended.
     """
 
     study: optuna.Study
@@ -43,57 +64,117 @@ class SearchLoop:
     sample: Callable[[optuna.Trial], PeftChoice]
     n_trials: int
     adapter_root: Path
+    count_params: Callable[[PeftChoice], tuple[int, int]]
+    num_layers: int
+    max_steps: int
     tracker: Tracker | None = None
     parent_run_id: str | None = None
     on_result: Callable[[TrialResult], None] | None = None
-    _inflight: dict[int, tuple[optuna.Trial, str | None]] = field(default_factory=dict)
+    budget: Budget | None = None
+    cost_model: CostModel | None = None
+    max_trainable_pct: float | None = None
+    rungs: tuple[int, ...] = ()
+    stop_reason: str | None = None
+    _inflight: dict[int, tuple[optuna.Trial, str | None, _Candidate | None]] = field(
+        default_factory=dict
+    )
 
     @property
     def running(self) -> int:
         return len(self._inflight)
 
-    def run(self) -> list[TrialResult]:
-        results: list[TrialResult] = []
-        to_launch = max(0, self.n_trials - finished_count(self.study))
-        while to_launch or self._inflight:
-            while to_launch and len(self._inflight) < self.executor.slots:
-                to_launch -= 1
-                launched = self._launch()
-                if launched is not None:
-                    results.append(launched)
+    def run(self) -> str:
+        pending: _Candidate | None = None
+        while True:
+            while self.stop_reason is None and self.running < self.executor.slots:
+                if finished_count(self.study) + self.running >= self.n_trials:
+                    self.stop_reason = f"trials: {self.n_trials} trials done (search.n_trials)"
+                    break
+                if self.budget is not None and pending is None:
+                    floor = self.cost_model.floor() if self.cost_model else 0.0
+                    self.stop_reason = self.budget.exhausted(floor)
+                    if self.stop_reason:
+                        break
+                pending = pending or self._next_candidate()
+                if pending is None:
+                    continue
+                if not self._launch(pending):
+                    if self.running:
+                        break  # wait: a finishing trial frees its reservation
+                    self._not_launched(pending)
+                pending = None
+            if not self.running:
+                break
             for result in self.executor.wait():
                 self._finish(result)
-                results.append(result)
-        return results
+        if pending is not None:
+            self._not_launched(pending)
+        return self.stop_reason or "trials: nothing left to run"
 
-    def _launch(self) -> TrialResult | None:
-        trial = self.study.ask()
-        try:
-            choice = self.sample(trial)
-        except ValueError as error:  # the space cannot express this point for the model
-            result = TrialResult(
-                number=trial.number,
-                method=str(trial.user_attrs.get("method", "?")),
-                status="FAIL",
-                error=str(error),
-            )
-            self._inflight[trial.number] = (trial, None)
-            self._finish(result)
-            return result
-        params = {
-            "method": choice.method,
-            "learning_rate": choice.learning_rate,
-            "peft": choice.peft_config,
-        }
-        trial.set_user_attr("summary", {**choice.summary, "lr": choice.learning_rate})
-        trial.set_user_attr("peft_config", choice.peft_config)
-        run_id = None
-        if self.tracker is not None and self.parent_run_id is not None:
-            run_id = self.tracker.start_child(
-                self.parent_run_id, self.study.study_name, trial.number, choice.method, params
-            )
-            trial.set_user_attr("mlflow_run_id", run_id)
-        self._inflight[trial.number] = (trial, run_id)
+    def _next_candidate(self) -> _Candidate | None:
+        for _ in range(MAX_INFEASIBLE_IN_A_ROW):
+            trial = self.study.ask()
+            try:
+                choice = self.sample(trial)
+                trainable, total = self.count_params(choice)
+            except ValueError as error:  # the space cannot express this point for the model
+                method = str(trial.user_attrs.get("method", "?"))
+                self._record(
+                    trial, None, TrialResult(trial.number, method, "FAIL", error=str(error))
+                )
+                return None
+            trial.set_user_attr("summary", {**choice.summary, "lr": choice.learning_rate})
+            trial.set_user_attr("peft_config", choice.peft_config)
+            pct = 100.0 * trainable / total
+            if self.max_trainable_pct is not None:
+                # Optuna's constraint API: > 0 is infeasible, and the sampler learns from it.
+                trial.set_user_attr("constraint", [pct - self.max_trainable_pct])
+                if pct > self.max_trainable_pct:
+                    self._infeasible(trial, choice, trainable, total)
+                    continue
+            features = features_of(choice.method, choice.peft_config, trainable, self.num_layers)
+            return _Candidate(trial, choice, trainable, features)
+        self.stop_reason = (
+            f"space: {MAX_INFEASIBLE_IN_A_ROW} configs in a row exceeded "
+            f"space.max_trainable_pct={self.max_trainable_pct}; raise it or narrow the space"
+        )
+        return None
+
+    def _infeasible(
+        self, trial: optuna.Trial, choice: PeftChoice, trainable: int, total: int
+    ) -> None:
+        trial.set_user_attr("infeasible", True)
+        record = TrialResult(
+            trial.number,
+            choice.method,
+            "COMPLETE",
+            trainable_params=trainable,
+            total_params=total,
+            trainable_pct=100.0 * trainable / total,
+            error=f"not trained: {100.0 * trainable / total:.3f}% trainable is over the cap "
+            "(space.max_trainable_pct)",
+        )
+        trial.set_user_attr("result", _stored(record))
+        self._child_run(trial, choice, status="INFEASIBLE")
+        # Told as complete with the worst accuracy so the sampler's constraint handling
+        # sees it; results and the front leave infeasible trials out.
+        self.study.tell(trial, [0.0, float(trainable), 0.0])
+
+    def _launch(self, candidate: _Candidate) -> bool:
+        trial, choice = candidate.trial, candidate.choice
+        estimate = allowance = None
+        if self.cost_model is not None:
+            evaluations = len(self.rungs) + 1
+            estimate = self.cost_model.predict(candidate.features, self.max_steps, evaluations)
+        if self.budget is not None and estimate is not None:
+            allowance = self.budget.allowance(estimate)
+            if allowance is None:
+                return False
+            self.budget.reserve(trial.number, allowance)
+        if estimate is not None:
+            trial.set_user_attr("estimated_seconds", estimate)
+        run_id = self._child_run(trial, choice)
+        self._inflight[trial.number] = (trial, run_id, candidate)
         self.executor.submit(
             TrialRequest(
                 number=trial.number,
@@ -101,27 +182,71 @@ class SearchLoop:
                 peft_config=choice.peft_config,
                 learning_rate=choice.learning_rate,
                 adapter_dir=str(self.adapter_root / str(trial.number)),
+                max_seconds=allowance,
+                rungs=self.rungs,
             )
         )
-        return None
+        return True
 
-    def _finish(self, result: TrialResult) -> None:
+    def _not_launched(self, candidate: _Candidate) -> None:
         import optuna
 
-        trial, run_id = self._inflight.pop(result.number)
-        record = result.to_dict()
-        record.pop("losses")
-        trial.set_user_attr("result", record)
+        trial = candidate.trial
+        trial.set_user_attr("not_launched", True)
+        reason = "not launched: its estimated cost does not fit in the budget left"
+        record = TrialResult(trial.number, candidate.choice.method, "PRUNED", error=reason)
+        trial.set_user_attr("result", _stored(record))
+        self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        self.stop_reason = self.stop_reason or (
+            "budget: the next trial would not fit in what is left (budget.max_cost_usd, "
+            "max_device_hours or max_wall_time)"
+        )
+
+    def _child_run(
+        self, trial: optuna.Trial, choice: PeftChoice, status: str | None = None
+    ) -> str | None:
+        if self.tracker is None or self.parent_run_id is None:
+            return None
+        params = {
+            "method": choice.method,
+            "learning_rate": choice.learning_rate,
+            "peft": choice.peft_config,
+        }
+        run_id = self.tracker.start_child(
+            self.parent_run_id, self.study.study_name, trial.number, choice.method, params
+        )
+        trial.set_user_attr("mlflow_run_id", run_id)
+        if status is not None:
+            self.tracker.client.set_tag(run_id, "status", status)
+            self.tracker.end(run_id, "FINISHED")
+        return run_id
+
+    def _finish(self, result: TrialResult) -> None:
+        trial, run_id, candidate = self._inflight.pop(result.number)
+        result.estimated_seconds = trial.user_attrs.get("estimated_seconds")
+        if self.budget is not None:
+            self.budget.settle(result.number, result.device_seconds)
+        if self.cost_model is not None and candidate is not None:
+            self.cost_model.observe(candidate.features, result)
+        self._record(trial, run_id, result)
+
+    def _record(self, trial: optuna.Trial, run_id: str | None, result: TrialResult) -> None:
+        import optuna
+
+        trial.set_user_attr("result", _stored(result))
         if result.status == "COMPLETE":
             self.study.tell(trial, result.objectives())
         else:
-            state = (
-                optuna.trial.TrialState.PRUNED
-                if result.status == "PRUNED"
-                else optuna.trial.TrialState.FAIL
-            )
+            state = optuna.trial.TrialState[result.status]
             self.study.tell(trial, state=state)
         if self.tracker is not None and run_id is not None:
             self.tracker.finish_child(run_id, result)
         if self.on_result is not None:
             self.on_result(result)
+
+
+def _stored(result: TrialResult) -> dict[str, Any]:
+    """The result as kept in Optuna's user attrs (the loss curve lives in MLflow)."""
+    record = result.to_dict()
+    record.pop("losses")
+    return record

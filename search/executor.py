@@ -6,6 +6,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from peftsearch.search.early_stopping import RungBoard
     from peftsearch.trials import TrialRequest, TrialResult, TrialRunner
 
 __all__ = ["InProcessExecutor", "TrialExecutor"]
@@ -34,8 +35,9 @@ class TrialExecutor(Protocol):
 class InProcessExecutor:
     """Runs trials one at a time in the driver process (debugging, tests, one device)."""
 
-    def __init__(self, runner: TrialRunner) -> None:
+    def __init__(self, runner: TrialRunner, board: RungBoard | None = None) -> None:
         self.runner = runner
+        self.board = board
         self.pending: deque[TrialRequest] = deque()
 
     @property
@@ -48,7 +50,8 @@ class InProcessExecutor:
     def wait(self) -> list[TrialResult]:
         if not self.pending:
             return []
-        return [self.runner.run(self.pending.popleft())]
+        judge = self.board.report if self.board is not None else None
+        return [self.runner.run(self.pending.popleft(), judge)]
 
     def close(self) -> None:
         self.pending.clear()

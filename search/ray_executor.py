@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from peftsearch.search.early_stopping import RungBoard
 from peftsearch.trials import TrialResult
 
 if TYPE_CHECKING:
@@ -59,8 +60,13 @@ class TrialWorker:
 
         return os.getpid(), ray.get_runtime_context().get_node_id()
 
-    def run(self, request: TrialRequest) -> TrialResult:
-        return self.runner.run(request)
+    def run(self, request: TrialRequest, board: Any = None) -> TrialResult:
+        import ray
+
+        def judge(*report: Any) -> bool:
+            return bool(ray.get(board.report.remote(*report)))
+
+        return self.runner.run(request, judge if board is not None else None)
 
 
 @dataclass
@@ -98,10 +104,18 @@ class RayExecutor:
         cpus_per_trial: float,
         gpus_per_trial: float,
         max_concurrent: int | None = None,
+        board: RungBoard | None = None,
     ) -> None:
         import ray
 
         self._ray = ray
+        # Workers ask one board actor at each rung, so every trial is judged on all
+        # rung results so far, wherever it runs.
+        self._board = (
+            ray.remote(num_cpus=0)(RungBoard).remote(board.eta, board.min_trials, board.margin)
+            if board is not None
+            else None
+        )
         self._actor = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_restarts=0)(
             TrialWorker
         )
@@ -148,7 +162,7 @@ class RayExecutor:
         while self._queue and self._idle:
             request, number, lost = self._queue.popleft()
             worker = self._idle.popleft()
-            ref = worker.run.remote(request)
+            ref = worker.run.remote(request, self._board)
             self._inflight[ref] = _Attempt(request, worker, number, lost)
 
     def wait(self) -> list[TrialResult]:
@@ -204,6 +218,9 @@ class RayExecutor:
     def close(self) -> None:
         for worker in self._workers:
             self._ray.kill(worker)
+        if self._board is not None:
+            self._ray.kill(self._board)
+            self._board = None
         self._workers.clear()
         self._idle.clear()
         self._inflight.clear()

@@ -16,7 +16,13 @@ OBJECTIVES = ("accuracy", "trainable_params", "cost_usd")
 DIRECTIONS: tuple[Literal["maximize", "minimize"], ...] = ("maximize", "minimize", "minimize")
 
 
-def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+def _constraint(trial: optuna.trial.FrozenTrial) -> list[float]:
+    return list(trial.user_attrs.get("constraint", [0.0]))
+
+
+def make_sampler(
+    name: str, seed: int, n_trials: int, constrained: bool = False
+) -> optuna.samplers.BaseSampler:
     """TPE by default.
 
     The space is conditional (each method has its own knobs), small in trials (tens,
@@ -25,7 +31,8 @@ def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSam
     instead of falling back to random for them; it handles three objectives (MOTPE)
     and learns from its first few trials. NSGA-II needs a population's worth of
     trials (50 by default) per generation, which a PEFT budget rarely affords.
-    ``constant_liar`` keeps concurrent workers from sampling the same point.
+    ``constant_liar`` keeps concurrent workers from sampling the same point. With
+    ``constrained``, the samplers learn which configs break ``space.max_trainable_pct``.
     """
     import optuna
 
@@ -37,9 +44,12 @@ def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSam
             group=True,
             constant_liar=True,
             n_startup_trials=max(3, min(10, n_trials // 3)),
+            constraints_func=_constraint if constrained else None,
         )
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(
+            seed=seed, constraints_func=_constraint if constrained else None
+        )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise UserError(f"unknown sampler {name!r}", where="search.sampler")

@@ -90,6 +90,10 @@ class Tracker:
             value = getattr(result, name)
             if value is not None:
                 metrics.append(Metric(name, float(value), now, 0))
+        if result.estimated_seconds:
+            metrics.append(Metric("estimated_seconds", result.estimated_seconds, now, 0))
+            error = result.device_seconds / result.estimated_seconds - 1
+            metrics.append(Metric("estimate_error", error, now, 0))
         for start in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
         self.client.set_tag(run_id, "status", result.status)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from peftsearch.trials._run import TrialRequest, TrialRunner
 from peftsearch.trials.cost import detect_device, price_per_hour
 from peftsearch.trials.data import PreparedData, prepare_data
-from peftsearch.trials.model import BaseModelSource, inspect_base_model, load_tokenizer
+from peftsearch.trials.model import (
+    BaseModelSource,
+    count_trainable,
+    inspect_base_model,
+    load_tokenizer,
+    meta_model,
+)
 from peftsearch.trials.result import TrialResult
 from peftsearch.trials.train import TrainSettings, TrialDiverged
 
@@ -17,9 +23,11 @@ __all__ = [
     "TrialRequest",
     "TrialResult",
     "TrialRunner",
+    "count_trainable",
     "detect_device",
     "inspect_base_model",
     "load_tokenizer",
+    "meta_model",
     "prepare_data",
     "price_per_hour",
 ]

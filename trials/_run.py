@@ -7,11 +7,13 @@ import resource
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftsearch.trials.cost import price_per_hour
+from peftsearch.trials.deadline import STEP_SAFETY, Deadline
 from peftsearch.trials.result import TrialResult
 from peftsearch.trials.train import TrainSettings, TrialDiverged, evaluate, train
 
@@ -22,15 +24,33 @@ if TYPE_CHECKING:
 __all__ = ["TrialRequest", "TrialRunner"]
 
 
+# (trial, step, accuracy, trainable params, seconds per step) -> keep training?
+Judge = Callable[[int, int, float, int, float], bool]
+
+
 @dataclass(frozen=True)
 class TrialRequest:
-    """Everything a worker needs for one trial, as plain data."""
+    """Everything a worker needs for one trial, as plain data.
+
+    ``max_seconds`` is the device time the budget allows this trial: it stops before
+    the step that would cross it. At each step in ``rungs`` the adapter is evaluated
+    and the judge decides whether it goes on. ``max_steps`` and ``eval_rows`` shorten
+    the trial (cost calibration).
+    """
 
     number: int
     method: str
     peft_config: dict[str, Any]
     learning_rate: float
     adapter_dir: str | None
+    max_seconds: float | None = None
+    rungs: tuple[int, ...] = ()
+    max_steps: int | None = None
+    eval_rows: int | None = None
+
+
+class _Stop(Exception):
+    """Training stopped on purpose; the trial is PRUNED with this reason."""
 
 
 class TrialRunner:
@@ -60,7 +80,7 @@ class TrialRunner:
         self.num_threads = num_threads
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
 
-    def run(self, request: TrialRequest) -> TrialResult:
+    def run(self, request: TrialRequest, judge: Judge | None = None) -> TrialResult:
         """Never raises for a trial's own failure: it comes back as FAIL with its reason."""
         import torch
 
@@ -80,29 +100,17 @@ class TrialRunner:
         try:
             model = self._build(request, result)
             result.setup_seconds = time.perf_counter() - started
-            result.losses = train(
-                model,
-                self.data.train,
-                learning_rate=request.learning_rate,
-                settings=self.settings,
-                pad_token_id=self.data.pad_token_id,
-                device=self.device,
-            )
-            result.steps = len(result.losses)
-            metrics = evaluate(
-                model,
-                self.data.eval,
-                batch_size=self.settings.eval_batch_size,
-                pad_token_id=self.data.pad_token_id,
-                device=self.device,
-                num_labels=self.data.num_labels,
-            )
-            result.accuracy, result.macro_f1 = metrics["accuracy"], metrics["macro_f1"]
+            deadline = Deadline(request.max_seconds, started=started)
+            self._train(model, request, result, judge, deadline)
+            self._evaluate(model, request, result)
             if request.adapter_dir:
                 Path(request.adapter_dir).mkdir(parents=True, exist_ok=True)
                 model.save_pretrained(request.adapter_dir)
                 result.adapter_dir = request.adapter_dir
             result.status = "COMPLETE"
+        except _Stop as stop:
+            result.status = "PRUNED"
+            result.error = str(stop)
         except TrialDiverged as error:
             result.error = f"diverged: {error}"
         except Exception as error:
@@ -117,6 +125,83 @@ class TrialRunner:
             result.cost_usd = result.device_seconds / 3600 * self.price
             result.peak_memory_mb = self._peak_memory_mb()
         return result
+
+    def _train(
+        self,
+        model: Any,
+        request: TrialRequest,
+        result: TrialResult,
+        judge: Judge | None,
+        deadline: Deadline,
+    ) -> None:
+        total = request.max_steps or self.settings.max_steps
+        last = [time.perf_counter()]
+
+        def stop_unless_room(need: float, step: int) -> None:
+            if not deadline.has_room(need):
+                raise _Stop(
+                    f"stopped by the budget after {step} of {total} steps "
+                    f"(allowance {deadline.allowance:.0f} device-seconds)"
+                )
+
+        def after_step(step: int, loss: float) -> bool:
+            deadline.record_step(time.perf_counter() - last[0])
+            result.losses.append(loss)
+            result.steps = step
+            if step in request.rungs and step < total:
+                stop_unless_room(self._eval_guess(result, deadline.next_step), step)
+                self._evaluate(model, request, result)
+                result.rungs.append([step, result.accuracy])
+                rate = sum(deadline.step_times) / len(deadline.step_times)
+                assert result.accuracy is not None and result.trainable_params is not None
+                if judge is not None and not judge(
+                    request.number, step, result.accuracy, result.trainable_params, rate
+                ):
+                    raise _Stop(
+                        f"early-stopped at step {step} of {total}: accuracy "
+                        f"{result.accuracy:.3f} is clearly behind trials of no more parameters"
+                    )
+            if step < total:  # room for one more step and the final evaluation?
+                need = deadline.next_step + self._eval_guess(result, deadline.next_step)
+                stop_unless_room(need, step)
+            last[0] = time.perf_counter()
+            return True
+
+        train(
+            model,
+            self.data.train,
+            learning_rate=request.learning_rate,
+            settings=self.settings,
+            pad_token_id=self.data.pad_token_id,
+            device=self.device,
+            after_step=after_step,
+            max_steps=total,
+        )
+        result.train_seconds = sum(deadline.step_times)
+
+    def _eval_guess(self, result: TrialResult, step_seconds: float) -> float:
+        """Time the evaluation will take: measured once it ran, else from the step time
+        (a forward pass costs about a third of a training step per row)."""
+        if result.evaluations:
+            return result.eval_seconds / result.evaluations * STEP_SAFETY
+        return step_seconds * len(self.data.eval) / self.settings.batch_size * 0.6
+
+    def _evaluate(self, model: Any, request: TrialRequest, result: TrialResult) -> None:
+        table = self.data.eval
+        if request.eval_rows is not None:
+            table = table.select(range(min(request.eval_rows, len(table))))
+        began = time.perf_counter()
+        metrics = evaluate(
+            model,
+            table,
+            batch_size=self.settings.eval_batch_size,
+            pad_token_id=self.data.pad_token_id,
+            device=self.device,
+            num_labels=self.data.num_labels,
+        )
+        result.eval_seconds += time.perf_counter() - began
+        result.evaluations += 1
+        result.accuracy, result.macro_f1 = metrics["accuracy"], metrics["macro_f1"]
 
     def _build(self, request: TrialRequest, result: TrialResult) -> Any:
         from peft import get_peft_config, get_peft_model

@@ -12,7 +12,13 @@ if TYPE_CHECKING:
 
     from peftsearch.spaces import ModelInfo
 
-__all__ = ["BaseModelSource", "inspect_base_model", "load_tokenizer"]
+__all__ = [
+    "BaseModelSource",
+    "count_trainable",
+    "inspect_base_model",
+    "load_tokenizer",
+    "meta_model",
+]
 
 HEAD_MODULES = ("classifier", "score")
 
@@ -133,20 +139,18 @@ class BaseModelSource:
         return copy.deepcopy(self._model)
 
 
-def inspect_base_model(
+def meta_model(
     name_or_path: str,
     *,
     num_labels: int,
     revision: str | None = None,
     gguf_file: str | None = None,
     trust_remote_code: bool = False,
-) -> ModelInfo:
-    """Model structure from its config alone, built on the meta device: no weights load."""
+) -> nn.Module:
+    """The model built from its config on the meta device: structure, no weights."""
     _quiet_transformers()
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    from peftsearch.spaces import inspect_model
 
     try:
         config = AutoConfig.from_pretrained(
@@ -161,7 +165,21 @@ def inspect_base_model(
             hint="offline? use a local model folder",
         ) from None
     with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(
+        return AutoModelForSequenceClassification.from_config(
             config, trust_remote_code=trust_remote_code
         )
+
+
+def inspect_base_model(model: nn.Module) -> ModelInfo:
+    from peftsearch.spaces import inspect_model
+
     return inspect_model(model, task_type="SEQ_CLS")
+
+
+def count_trainable(model: nn.Module, peft_config: dict[str, Any]) -> tuple[int, int]:
+    """(trainable, total) parameters of a peft config, without weights or training."""
+    from peft import get_peft_config, get_peft_model
+
+    peft_model = get_peft_model(copy.deepcopy(model), get_peft_config(dict(peft_config)))
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    return int(trainable), int(total)

@@ -41,6 +41,11 @@ class TrialResult:
     setup_seconds: float = 0.0
     peak_memory_mb: float | None = None
     steps: int = 0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    evaluations: int = 0
+    rungs: list[list[float]] = field(default_factory=list)
+    estimated_seconds: float | None = None
     attempts: int = 1
     started_at: float | None = None
     finished_at: float | None = None

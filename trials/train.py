@@ -70,20 +70,26 @@ def train(
     settings: TrainSettings,
     pad_token_id: int,
     device: str,
-    on_step: Callable[[int, float], None] | None = None,
+    after_step: Callable[[int, float], bool] | None = None,
+    max_steps: int | None = None,
 ) -> list[float]:
-    """AdamW with linear warmup and decay for ``max_steps``; returns the loss per step."""
+    """AdamW with linear warmup and decay; returns the loss per step.
+
+    ``after_step(step, loss)`` returning False stops training there (budget, early
+    stopping). ``max_steps`` overrides the settings' (the schedule follows it).
+    """
     import torch
     from transformers import get_linear_schedule_with_warmup
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=settings.weight_decay)
-    warmup = int(settings.warmup_ratio * settings.max_steps)
-    schedule = get_linear_schedule_with_warmup(optimizer, warmup, settings.max_steps)
+    total = max_steps or settings.max_steps
+    warmup = int(settings.warmup_ratio * total)
+    schedule = get_linear_schedule_with_warmup(optimizer, warmup, total)
     batches = _batches(table, settings.batch_size, pad_token_id, settings.seed)
     losses: list[float] = []
     model.train()
-    for step in range(settings.max_steps):
+    for step in range(total):
         batch = {k: v.to(device) for k, v in next(batches).items()}
         loss = model(**batch).loss
         value = float(loss.detach())
@@ -95,8 +101,8 @@ def train(
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(value)
-        if on_step is not None:
-            on_step(step + 1, value)
+        if after_step is not None and not after_step(step + 1, value):
+            break
     model.eval()
     return losses
 

@@ -1,0 +1,141 @@
+"""The budget: the search never spends more device time, money or wall time than allowed.
+
+Every launched trial reserves an allowance before it starts, and stops itself before the
+step that would cross it. Spent plus reserved never exceeds the limit, so neither does
+spent. The clock is injected so the guarantee is tested with fake time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Budget", "BudgetLimits", "spent_device_seconds"]
+
+SLACK = 2.0  # an allowance covers up to twice the estimate, so estimates may be rough
+
+
+@dataclass(frozen=True)
+class BudgetLimits:
+    """Limits in device-seconds (money and device-hours converted), trials and wall time."""
+
+    device_seconds: float | None = None
+    trials: int | None = None
+    wall_seconds: float | None = None
+    usd_per_device_hour: float = 0.0
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        max_cost_usd: float | None,
+        max_device_hours: float | None,
+        max_trials: int | None,
+        max_wall_seconds: float | None,
+        usd_per_device_hour: float,
+    ) -> BudgetLimits:
+        limits = []
+        if max_cost_usd is not None:
+            limits.append(
+                max_cost_usd / usd_per_device_hour * 3600 if usd_per_device_hour else math.inf
+            )
+        if max_device_hours is not None:
+            limits.append(max_device_hours * 3600)
+        return cls(
+            device_seconds=min(limits) if limits else None,
+            trials=max_trials,
+            wall_seconds=max_wall_seconds,
+            usd_per_device_hour=usd_per_device_hour,
+        )
+
+
+@dataclass
+class Budget:
+    limits: BudgetLimits
+    clock: Callable[[], float] = time.monotonic
+    spent: float = 0.0
+    trials: int = 0
+    reserved: dict[int, float] = field(default_factory=dict)
+    started: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.clock()
+
+    def wall_left(self) -> float:
+        if self.limits.wall_seconds is None:
+            return math.inf
+        assert self.started is not None
+        return self.limits.wall_seconds - (self.clock() - self.started)
+
+    def device_left(self) -> float:
+        if self.limits.device_seconds is None:
+            return math.inf
+        return self.limits.device_seconds - self.spent - sum(self.reserved.values())
+
+    def allowance(self, estimate: float) -> float | None:
+        """Device-seconds a new trial may use, or None when it must not start.
+
+        A trial starts only if its estimate fits both in the unreserved device time and
+        in the wall time left; it may then use up to ``SLACK`` times its estimate.
+        """
+        if (
+            self.limits.trials is not None
+            and self.trials + len(self.reserved) >= self.limits.trials
+        ):
+            return None
+        room = min(self.device_left(), self.wall_left())
+        if estimate > room:
+            return None
+        allowance = min(room, estimate * SLACK)
+        return None if math.isinf(allowance) else allowance
+
+    def reserve(self, trial: int, allowance: float) -> None:
+        self.reserved[trial] = allowance
+
+    def settle(self, trial: int, device_seconds: float) -> None:
+        """A trial finished (or was stopped) after ``device_seconds``; free its reservation."""
+        self.reserved.pop(trial, None)
+        self.spent += device_seconds
+        self.trials += 1
+
+    def charge(self, device_seconds: float) -> None:
+        """Spend outside any trial (the calibration run)."""
+        self.spent += device_seconds
+
+    def exhausted(self, cheapest_estimate: float) -> str | None:
+        """Why no further trial can start, or None while one can."""
+        if self.limits.trials is not None and self.trials >= self.limits.trials:
+            return f"budget: {self.limits.trials} trials done (budget.max_trials)"
+        if self.wall_left() < cheapest_estimate:
+            return "budget: wall time used up (budget.max_wall_time)"
+        if (
+            self.limits.device_seconds is not None
+            and self.limits.device_seconds - self.spent < cheapest_estimate
+        ):
+            return "budget: device time / money used up (budget.max_cost_usd or max_device_hours)"
+        return None
+
+    def summary(self) -> dict[str, float | None]:
+        price = self.limits.usd_per_device_hour
+        limit = self.limits.device_seconds
+        return {
+            "spent_device_seconds": self.spent,
+            "spent_usd": self.spent / 3600 * price,
+            "limit_device_seconds": limit,
+            "limit_usd": None if limit is None else limit / 3600 * price,
+            "left_device_seconds": None if limit is None else limit - self.spent,
+            "left_usd": None if limit is None else (limit - self.spent) / 3600 * price,
+            "wall_seconds": None if self.started is None else self.clock() - self.started,
+        }
+
+
+def spent_device_seconds(study: Any) -> float:
+    """What a continued study already spent: its budget covers earlier runs too."""
+    return sum(
+        float(t.user_attrs.get("result", {}).get("device_seconds") or 0.0)
+        for t in study.get_trials(deepcopy=False)
+    )

@@ -1,0 +1,160 @@
+"""Predicting what a trial will cost before it runs.
+
+A trial holds its device for setup + steps x step time + evaluations x evaluation time.
+Step time depends on the method, on how many parameters train and on how many layers
+carry an adapter (sequence length and batch size are fixed within a study, so the
+calibration run captures them). log(step time) is a ridge regression on those features,
+pulled toward the calibration run, so it predicts from the first trial on and learns
+from every finished one.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from peftsearch.search.executor import TrialExecutor
+    from peftsearch.spaces import ModelInfo
+    from peftsearch.trials import TrialRequest, TrialResult
+
+__all__ = ["CostModel", "TrialFeatures", "calibrate", "calibration_request", "features_of"]
+
+CALIBRATION_STEPS = 3
+
+
+@dataclass(frozen=True)
+class TrialFeatures:
+    method: str
+    trainable_params: int
+    layers_fraction: float
+
+
+def features_of(
+    method: str, peft_config: dict[str, Any], trainable_params: int, num_layers: int
+) -> TrialFeatures:
+    """Share of the blocks that carry an adapter (prompt methods touch the whole stack)."""
+    layers = peft_config.get("layers_to_transform")
+    if layers is None:
+        names = peft_config.get("target_modules") or []
+        indices = {part for name in names for part in name.split(".") if part.isdigit()}
+        fraction = len(indices) / num_layers if indices else 1.0
+    else:
+        fraction = len(layers) / num_layers
+    return TrialFeatures(method, max(1, trainable_params), min(1.0, fraction))
+
+
+def calibration_request(info: ModelInfo, eval_rows: int) -> TrialRequest:
+    """A few LoRA steps and one small evaluation, to time this model, data and device."""
+    from peftsearch.trials import TrialRequest
+
+    layers = list(range(info.num_layers))
+    config = {
+        "peft_type": "LORA",
+        "task_type": info.task_type,
+        "r": 8,
+        "lora_alpha": 16,
+        "target_modules": info.target_modules(info.query_value or info.attention, layers),
+    }
+    return TrialRequest(
+        number=-1,
+        method="lora",
+        peft_config=config,
+        learning_rate=1e-4,
+        adapter_dir=None,
+        max_steps=CALIBRATION_STEPS,
+        eval_rows=eval_rows,
+    )
+
+
+@dataclass
+class CostModel:
+    """Device-seconds of a trial, from a calibration run and the trials seen so far."""
+
+    step_seconds: float
+    eval_seconds: float
+    setup_seconds: float
+    reference_params: int
+    ridge: float = 1.0
+    _rows: list[tuple[TrialFeatures, float]] = field(default_factory=list)
+    _evals: list[float] = field(default_factory=list)
+    _setups: list[float] = field(default_factory=list)
+    _weights: Any = None
+    _methods: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_calibration(
+        cls, result: TrialResult, eval_rows_full: int, eval_rows_run: int
+    ) -> CostModel:
+        if result.status != "COMPLETE" or not result.steps:
+            raise RuntimeError(f"the cost calibration run failed: {result.error}")
+        per_row = result.eval_seconds / max(1, eval_rows_run)
+        return cls(
+            step_seconds=result.train_seconds / result.steps,
+            eval_seconds=per_row * eval_rows_full,
+            setup_seconds=result.setup_seconds,
+            reference_params=max(1, result.trainable_params or 1),
+        )
+
+    def observe(self, features: TrialFeatures, result: TrialResult) -> None:
+        if result.steps and result.train_seconds > 0:
+            self._rows.append((features, result.train_seconds / result.steps))
+            self._weights = None
+        if result.evaluations:
+            self._evals.append(result.eval_seconds / result.evaluations)
+        if result.setup_seconds:
+            self._setups.append(result.setup_seconds)
+
+    def _vector(self, features: TrialFeatures) -> list[float]:
+        return [
+            1.0,
+            math.log(features.trainable_params / self.reference_params),
+            features.layers_fraction - 1.0,
+            *(1.0 if features.method == m else 0.0 for m in self._methods),
+        ]
+
+    def _fit(self) -> Any:
+        import numpy as np
+
+        self._methods = sorted({f.method for f, _ in self._rows})
+        size = 3 + len(self._methods)
+        prior = np.zeros(size)
+        prior[0] = math.log(self.step_seconds)
+        if not self._rows:
+            return prior
+        x = np.array([self._vector(f) for f, _ in self._rows])
+        y = np.log([seconds for _, seconds in self._rows])
+        # Ridge toward the prior: argmin |xw - y|^2 + ridge |w - prior|^2
+        a = x.T @ x + self.ridge * np.eye(size)
+        b = x.T @ y + self.ridge * prior
+        return np.linalg.solve(a, b)
+
+    def step_time(self, features: TrialFeatures) -> float:
+        if self._weights is None:
+            self._weights = self._fit()
+        return float(math.exp(float(self._weights @ self._vector(features))))
+
+    def predict(self, features: TrialFeatures, steps: int, evaluations: int) -> float:
+        setup = statistics.median(self._setups) if self._setups else self.setup_seconds
+        evals = statistics.median(self._evals) if self._evals else self.eval_seconds
+        return setup + steps * self.step_time(features) + evaluations * evals
+
+    def floor(self) -> float:
+        """The least a trial can cost: setup, one step, one evaluation."""
+        setup = min(self._setups, default=self.setup_seconds)
+        evals = min(self._evals, default=self.eval_seconds)
+        return setup + self.step_seconds * 0.5 + evals
+
+
+def calibrate(
+    executor: TrialExecutor, info: ModelInfo, eval_rows: int, eval_batch: int
+) -> tuple[CostModel, TrialResult]:
+    """Run the calibration on a worker; its device time is real spend, charge it."""
+    sample = min(eval_rows, eval_batch)
+    executor.submit(calibration_request(info, sample))
+    results: list[TrialResult] = []
+    while not results:
+        results = executor.wait()
+    return CostModel.from_calibration(results[0], eval_rows, sample), results[0]

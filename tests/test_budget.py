@@ -1,0 +1,192 @@
+"""Budget, cost model and early-stopping logic, on fake time and fake costs."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from peftsearch.search.budget import SLACK, Budget, BudgetLimits
+from peftsearch.search.cost_model import CostModel, TrialFeatures, features_of
+from peftsearch.search.early_stopping import RungBoard, accuracy_noise, rung_steps
+from peftsearch.trials import TrialResult
+from peftsearch.trials.deadline import STEP_SAFETY, Deadline
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def simulate(seed: int) -> tuple[float, float, int]:
+    """One search on fake time: trials with noisy costs run under a random budget, each
+    stopping by the Deadline rule the real TrialRunner uses. Returns (spent, limit, trials)."""
+    rng = random.Random(seed)
+    clock = FakeClock()
+    limit = rng.uniform(20, 2000)
+    budget = Budget(BudgetLimits(device_seconds=limit, usd_per_device_hour=1.0), clock=clock)
+    budget.charge(rng.uniform(0, 5))  # calibration
+    ran = 0
+    while budget.exhausted(cheapest_estimate=2.0) is None:
+        steps = rng.randint(5, 60)
+        step = rng.uniform(0.1, 3.0)
+        evaluation = rng.uniform(0.2, 8.0)
+        setup = rng.uniform(0.1, 2.0)
+        # Estimates are off by up to 3x either way.
+        estimate = (setup + steps * step + evaluation) * rng.uniform(0.33, 3.0)
+        allowance = budget.allowance(estimate)
+        if allowance is None:
+            break
+        budget.reserve(ran, allowance)
+        started = clock.now
+        deadline = Deadline(allowance, clock=clock, started=started)
+        clock.now += setup
+        for number in range(1, steps + 1):
+            # Steps vary, but never beyond STEP_SAFETY x the slowest seen so far.
+            cap = max(deadline.step_times, default=step) * STEP_SAFETY
+            duration = min(step * rng.uniform(0.7, 1.4), cap)
+            clock.now += duration
+            deadline.record_step(duration)
+            if number < steps and not deadline.has_room(deadline.next_step + evaluation):
+                break
+        else:
+            clock.now += evaluation
+        budget.settle(ran, clock.now - started)
+        ran += 1
+    return budget.spent, limit, ran
+
+
+def test_no_overshoot_in_200_randomized_searches() -> None:
+    worst = 0.0
+    for seed in range(200):
+        spent, limit, trials = simulate(seed)
+        assert spent <= limit, (seed, spent, limit)
+        worst = max(worst, spent / limit)
+    assert worst > 0.5  # the budget is actually used, not left idle
+
+
+def test_allowance_reserves_and_refuses() -> None:
+    clock = FakeClock()
+    budget = Budget(BudgetLimits(device_seconds=100), clock=clock)
+    assert budget.allowance(30) == 30 * SLACK
+    budget.reserve(0, 60)
+    assert budget.allowance(30) == 40  # only the unreserved 40 s are left
+    assert budget.allowance(41) is None
+    budget.settle(0, 50)
+    assert budget.spent == 50 and budget.device_left() == 50
+    assert budget.exhausted(10) is None
+    assert budget.exhausted(60).startswith("budget: device time / money")
+
+
+def test_wall_time_and_trial_limits() -> None:
+    clock = FakeClock()
+    budget = Budget(BudgetLimits(wall_seconds=60, trials=2), clock=clock)
+    clock.now += 50
+    assert budget.allowance(20) is None  # 10 s of wall time left
+    assert budget.allowance(5) == 10
+    budget.settle(0, 1)
+    budget.settle(1, 1)
+    assert budget.allowance(1) is None
+    assert budget.exhausted(1) == "budget: 2 trials done (budget.max_trials)"
+
+
+def test_limits_in_money_and_hours() -> None:
+    limits = BudgetLimits.build(
+        max_cost_usd=1.0,
+        max_device_hours=1.0,
+        max_trials=None,
+        max_wall_seconds=None,
+        usd_per_device_hour=2.0,
+    )
+    assert limits.device_seconds == 1800  # $1 at $2/h is half an hour, under the 1 h cap
+    budget = Budget(limits, spent=900)
+    assert budget.summary()["spent_usd"] == pytest.approx(0.5)
+    assert budget.summary()["left_usd"] == pytest.approx(0.5)
+
+
+def result(steps: int, train: float, evaluation: float, setup: float = 1.0) -> TrialResult:
+    return TrialResult(
+        0,
+        "lora",
+        "COMPLETE",
+        steps=steps,
+        train_seconds=train,
+        eval_seconds=evaluation,
+        evaluations=1,
+        setup_seconds=setup,
+        trainable_params=1000,
+    )
+
+
+def test_cost_model_learns_the_step_time_law() -> None:
+    """Step time grows with trainable params and differs by method; after a dozen trials
+    the model predicts unseen configs within 15%."""
+    rng = random.Random(0)
+
+    def true_step(f: TrialFeatures) -> float:
+        return (
+            0.2
+            * (f.trainable_params / 1000) ** 0.3
+            * (1.6 if f.method == "dora" else 1.0)
+            * (0.5 + 0.5 * f.layers_fraction)
+        )
+
+    model = CostModel.from_calibration(result(3, 0.6, 0.5), eval_rows_full=400, eval_rows_run=100)
+    assert model.step_seconds == pytest.approx(0.2) and model.eval_seconds == pytest.approx(2.0)
+    for _ in range(12):
+        f = TrialFeatures(
+            rng.choice(["lora", "dora"]), rng.randint(1000, 200000), rng.choice([0.5, 1.0])
+        )
+        model.observe(f, result(50, 50 * true_step(f) * rng.uniform(0.95, 1.05), 2.0))
+    for f in (TrialFeatures("lora", 50000, 1.0), TrialFeatures("dora", 5000, 0.5)):
+        assert model.step_time(f) == pytest.approx(true_step(f), rel=0.15)
+    assert model.predict(TrialFeatures("lora", 1000, 1.0), 10, 2) == pytest.approx(
+        1.0 + 10 * 0.2 + 4.0, rel=0.15
+    )
+
+
+def test_features_of_layer_subsets() -> None:
+    assert features_of(
+        "lora", {"layers_to_transform": [4, 5]}, 10, 6
+    ).layers_fraction == pytest.approx(1 / 3)
+    assert features_of(
+        "ia3", {"target_modules": ["layer.5.key", "layer.5.value"]}, 10, 6
+    ).layers_fraction == pytest.approx(1 / 6)
+    assert features_of("prompt_tuning", {}, 10, 6).layers_fraction == 1.0
+
+
+def test_rungs() -> None:
+    assert rung_steps(90, 3) == (10, 30)
+    assert rung_steps(50, 3) == (5, 16)
+    assert rung_steps(6, 3) == (2,)
+    assert rung_steps(2, 3) == ()
+    assert accuracy_noise(400) == pytest.approx(0.025)
+
+
+def test_rung_board_stops_only_dominated_trials() -> None:
+    board = RungBoard(eta=3, min_trials=3, margin=0.02)
+    assert board.report(0, 10, 0.80, 5000, 1.0)  # too few trials yet to judge
+    assert board.report(1, 10, 0.78, 40000, 1.0)
+    # Behind trial 0 by more than the noise, with more params and no faster: stopped.
+    assert not board.report(2, 10, 0.60, 80000, 1.0)
+    # Far behind but with the fewest params: nothing dominates it, it goes on.
+    assert board.report(3, 10, 0.55, 1000, 1.0)
+    # Behind by less than the evaluation noise: kept.
+    assert board.report(4, 10, 0.79, 90000, 1.0)
+    # Behind, but trains 3x faster than every more accurate trial: kept (cheaper end).
+    assert board.report(5, 10, 0.62, 60000, 0.3)
+    # The most accurate at a rung is always kept.
+    assert board.report(6, 10, 0.95, 10**6, 9.0)
+    assert board.stopped == {2: 10}
+
+
+def test_rung_board_keeps_top_fraction() -> None:
+    board = RungBoard(eta=2, min_trials=2, margin=0.0)
+    board.report(0, 5, 0.9, 100, 1.0)
+    assert board.report(1, 5, 0.9, 100, 1.0)  # ties with the best
+    assert not board.report(2, 5, 0.5, 200, 1.0)
+    assert math.isclose(board.snapshot()[5][2], 0.5)
