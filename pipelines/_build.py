@@ -26,6 +26,7 @@ __all__ = [
     "build_model_source",
     "build_settings",
     "describe_budget",
+    "load_results",
     "load_study_config",
     "write_study_files",
 ]
@@ -165,3 +166,17 @@ def describe_budget(budget: Budget, cost_model: CostModel) -> str:
         f"(calibration included). A LoRA step takes about {cost_model.step_seconds:.2f} s, "
         f"an evaluation {cost_model.eval_seconds:.1f} s."
     )
+
+
+def load_results(study_dir: Path) -> tuple[Config, list[dict[str, Any]], list[int], dict[str, Any]]:
+    """Config, trial rows and front from storage, plus the last run's summary, budget and
+    stop reason from ``pareto.json``."""
+    from peftsearch.results import pareto_numbers, trial_rows
+    from peftsearch.search import load_existing_study
+
+    config = load_study_config(study_dir)
+    study = load_existing_study(config.search.study_name, config.storage_url)
+    saved = study_dir / "pareto.json"
+    extra = json.loads(saved.read_text()) if saved.is_file() else {}
+    extra.pop("pareto", None)
+    return config, trial_rows(study), pareto_numbers(study), extra

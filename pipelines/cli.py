@@ -25,6 +25,34 @@ SetOption = Annotated[
     typer.Option("--set", help="Override a config key, e.g. --set search.n_trials=5 (repeatable)."),
 ]
 StudyDir = Annotated[Path, typer.Argument(help="The study folder: <output_dir>/<study_name>.")]
+MaxParams = Annotated[
+    str | None,
+    typer.Option("--max-params", help="At most this many trainable params: 1% or 200000."),
+]
+MaxCost = Annotated[str | None, typer.Option("--max-cost", help="At most this cost per run: 5usd.")]
+MinAccuracy = Annotated[
+    float | None, typer.Option("--min-accuracy", help="At least this accuracy.")
+]
+Prefer = Annotated[
+    str,
+    typer.Option(
+        "--prefer", help="accuracy, or the smallest (params) or cheapest (cost) near the best."
+    ),
+]
+
+
+def _constraints(
+    max_params: str | None, max_cost: str | None, min_accuracy: float | None, prefer: str
+) -> Any:
+    from peftsearch.errors import UserError
+    from peftsearch.results.recommend import Constraints, parse_cost, parse_params
+
+    if prefer not in ("accuracy", "params", "cost"):
+        raise UserError(
+            f"unknown preference {prefer!r}; use accuracy, params or cost", where="--prefer"
+        )
+    count, pct = parse_params(max_params)
+    return Constraints(count, pct, parse_cost(max_cost), min_accuracy, prefer)
 
 
 def _console(stderr: bool = False) -> Any:
@@ -145,10 +173,63 @@ def _search(resolved: Any, *, resume: bool) -> None:
 
 @app.command()
 @user_errors
+def recommend(
+    study_dir: StudyDir,
+    max_params: MaxParams = None,
+    max_cost: MaxCost = None,
+    min_accuracy: MinAccuracy = None,
+    prefer: Prefer = "accuracy",
+    json_: Annotated[bool, typer.Option("--json", help="Print it as JSON, for scripts.")] = False,
+) -> None:
+    """Say which adapter to take under your constraints, and what it trades away."""
+    import json
+
+    from peftsearch.pipelines._build import load_results
+    from peftsearch.results import recommend as pick
+
+    _, rows, front, _ = load_results(study_dir)
+    advice = pick(rows, front, _constraints(max_params, max_cost, min_accuracy, prefer))
+    if json_:
+        print(json.dumps(advice.to_dict(), indent=2, default=str))
+        return
+    console = _console()
+    console.print(advice.text, markup=False)
+    for line in advice.alternatives:
+        console.print(f"  also: {line}", markup=False)
+
+
+@app.command()
+@user_errors
+def report(
+    study_dir: StudyDir,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write it (default STUDY/report.html).")
+    ] = None,
+) -> None:
+    """Write the self-contained HTML report of a study (plots, recommendation, trials)."""
+    from peftsearch.pipelines._build import load_results
+    from peftsearch.results import write_report
+
+    config, rows, front, extra = load_results(study_dir)
+    path = write_report(study_dir, config.search.study_name, rows, front, extra, out=out)
+    _console().print(f"Wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in any browser.")
+
+
+@app.command()
+@user_errors
 def export(
     study_dir: StudyDir,
-    trial: Annotated[int, typer.Option(help="Trial number to export (see pareto.csv).")],
     out: Annotated[Path, typer.Option(help="Folder to write the adapter to.")],
+    trial: Annotated[
+        int | None, typer.Option(help="Trial number to export (see pareto.csv).")
+    ] = None,
+    pick: Annotated[
+        str | None, typer.Option(help="'recommended': the trial `recommend` picks, with its flags.")
+    ] = None,
+    max_params: MaxParams = None,
+    max_cost: MaxCost = None,
+    min_accuracy: MinAccuracy = None,
+    prefer: Prefer = "accuracy",
     merge: Annotated[
         bool, typer.Option(help="Also write merged full weights to OUT/merged.")
     ] = False,
@@ -156,16 +237,24 @@ def export(
 ) -> None:
     """Export one trial's adapter in PEFT format, with a model card and the labels."""
     from peftsearch.errors import UserError
-    from peftsearch.pipelines._build import load_study_config
-    from peftsearch.results import export_adapter, trial_rows
-    from peftsearch.search import load_existing_study
+    from peftsearch.pipelines._build import load_results
+    from peftsearch.results import export_adapter
+    from peftsearch.results import recommend as choose
 
-    config = load_study_config(study_dir)
-    study = load_existing_study(config.search.study_name, config.storage_url)
-    rows = {r["trial"]: r for r in trial_rows(study)}
+    config, all_rows, front, _ = load_results(study_dir)
+    rows = {r["trial"]: r for r in all_rows}
+    if (trial is None) == (pick is None):
+        raise UserError("name one trial: --trial N or --pick recommended", where="export")
+    if pick is not None:
+        if pick != "recommended":
+            raise UserError(f"unknown pick {pick!r}; the only one is 'recommended'", where="--pick")
+        advice = choose(all_rows, front, _constraints(max_params, max_cost, min_accuracy, prefer))
+        if advice.trial is None:
+            raise UserError(advice.text, where="--pick")
+        trial = advice.trial
     if trial not in rows:
         raise UserError(
-            f"trial {trial} is not in study {study.study_name!r} (it has {len(rows)})",
+            f"trial {trial} is not in study {config.search.study_name!r} (it has {len(rows)})",
             where="--trial",
         )
     written = export_adapter(

@@ -210,7 +210,14 @@ def run_search(config: Config, console: Console, *, resume: bool = False) -> Sea
 def _finish(
     config: Config, study: Any, tracker: Any, parent: str, wall: float, extra: dict[str, Any]
 ) -> SearchOutcome:
-    from peftsearch.results import copy_front_adapters, pareto_numbers, trial_rows, write_tables
+    from peftsearch.results import (
+        REPORT_FILE,
+        copy_front_adapters,
+        pareto_numbers,
+        trial_rows,
+        write_report,
+        write_tables,
+    )
 
     rows = trial_rows(study)
     front = pareto_numbers(study)
@@ -238,7 +245,8 @@ def _finish(
         parent, {k: v for k, v in {**summary, **budget}.items() if isinstance(v, int | float)}
     )
     tracker.client.set_tag(parent, "stop_reason", extra["stop_reason"])
-    for name in ("pareto.json", "pareto.csv", "trials.csv"):
+    write_report(config.study_dir, study.study_name, rows, front, {"summary": summary, **extra})
+    for name in ("pareto.json", "pareto.csv", "trials.csv", REPORT_FILE):
         tracker.log_file(parent, config.study_dir / name)
     tracker.end(parent, "FINISHED")
     return SearchOutcome(study_dir=config.study_dir, rows=rows, front=front, wall_seconds=wall)

@@ -8,25 +8,33 @@ from peftsearch.results.files import (
     ADAPTERS,
     CONFIG_FILE,
     LABELS_FILE,
+    REPORT_FILE,
     TRIAL_ADAPTERS,
     atomic_write,
     copy_front_adapters,
+    write_report,
     write_tables,
 )
 from peftsearch.results.front import COLUMNS, pareto_numbers, trial_rows
+from peftsearch.results.recommend import Constraints, Recommendation, recommend
 
 __all__ = [
     "ADAPTERS",
     "COLUMNS",
     "CONFIG_FILE",
     "LABELS_FILE",
+    "REPORT_FILE",
     "TRIAL_ADAPTERS",
+    "Constraints",
+    "Recommendation",
     "atomic_write",
     "copy_front_adapters",
     "export_adapter",
     "front_table",
     "pareto_numbers",
+    "recommend",
     "trial_line",
     "trial_rows",
+    "write_report",
     "write_tables",
 ]

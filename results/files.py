@@ -17,14 +17,17 @@ __all__ = [
     "ADAPTERS",
     "CONFIG_FILE",
     "LABELS_FILE",
+    "REPORT_FILE",
     "TRIAL_ADAPTERS",
     "atomic_write",
     "copy_front_adapters",
+    "write_report",
     "write_tables",
 ]
 
 CONFIG_FILE = "config.yaml"
 LABELS_FILE = "labels.json"
+REPORT_FILE = "report.html"
 ADAPTERS = "adapters"
 TRIAL_ADAPTERS = "trial_adapters"
 
@@ -77,3 +80,29 @@ def copy_front_adapters(study_dir: Path, front: list[int]) -> dict[int, Path]:
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return copied
+
+
+def write_report(
+    study_dir: Path,
+    study_name: str,
+    rows: list[dict[str, Any]],
+    front: list[int],
+    extra: dict[str, Any],
+    out: Path | None = None,
+) -> Path:
+    """``report.html`` with the default recommendation (most accurate on the front)."""
+    from peftsearch.results.recommend import Constraints, recommend
+    from peftsearch.results.report import render_report
+
+    target = out or study_dir / REPORT_FILE
+    page = render_report(
+        title=f"peftsearch study '{study_name}'",
+        rows=rows,
+        front=front,
+        recommendation=recommend(rows, front, Constraints()),
+        summary=extra.get("summary", {}),
+        budget=extra.get("budget"),
+        stop_reason=extra.get("stop_reason"),
+    )
+    atomic_write(target, page)
+    return target

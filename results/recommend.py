@@ -1,0 +1,228 @@
+"""Which adapter to take, under the user's constraints, said in plain words."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from peftsearch.errors import UserError
+
+__all__ = ["Constraints", "Recommendation", "parse_cost", "parse_params", "recommend"]
+
+Preference = Literal["accuracy", "params", "cost"]
+NEAR_BEST = 0.02  # "as good as the best" when within 2 accuracy points
+
+METHOD_NAMES = {
+    "lora": "LoRA",
+    "dora": "DoRA",
+    "ia3": "IA3",
+    "loha": "LoHa",
+    "lokr": "LoKr",
+    "prompt_tuning": "prompt tuning",
+    "prefix_tuning": "prefix tuning",
+}
+TARGET_WORDS = {
+    "qv": "query/value projections",
+    "attention": "all attention projections",
+    "attention+mlp": "attention and MLP layers",
+    "kv": "keys and values",
+    "kv+ffn": "keys, values and the feed-forward activation",
+}
+LAYER_WORDS = {
+    "all": "every layer",
+    "top-half": "the top half of the layers",
+    "top-quarter": "the top quarter of the layers",
+    "bottom-half": "the bottom half of the layers",
+}
+
+
+def parse_params(text: str | None) -> tuple[int | None, float | None]:
+    """``1%`` is a share of the model; ``200000`` or ``200k`` a count."""
+    if text is None:
+        return None, None
+    value = text.strip().lower().replace(",", "").replace("_", "")
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(%|k|m)?", value)
+    if match is None:
+        raise UserError(
+            f"cannot read {text!r}; write e.g. 1% or 200000 or 200k", where="--max-params"
+        )
+    number, unit = float(match.group(1)), match.group(2)
+    if unit == "%":
+        return None, number
+    return int(number * {"k": 1e3, "m": 1e6}.get(unit or "", 1)), None
+
+
+def parse_cost(text: str | None) -> float | None:
+    """``5usd``, ``$5`` or ``5``: dollars per run."""
+    if text is None:
+        return None
+    value = text.strip().lower().removeprefix("$").removesuffix("usd").strip()
+    try:
+        return float(value)
+    except ValueError:
+        raise UserError(
+            f"cannot read {text!r}; write e.g. 5usd or 0.5", where="--max-cost"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Constraints:
+    max_params: int | None = None
+    max_params_pct: float | None = None
+    max_cost_usd: float | None = None
+    min_accuracy: float | None = None
+    prefer: Preference = "accuracy"
+
+    def violations(self, row: dict[str, Any]) -> list[str]:
+        out = []
+        if self.max_params is not None and row["trainable_params"] > self.max_params:
+            out.append(f"{row['trainable_params']:,} trainable params > {self.max_params:,}")
+        if self.max_params_pct is not None and row["trainable_pct"] > self.max_params_pct:
+            out.append(f"{row['trainable_pct']:.2f}% trainable > {self.max_params_pct:g}%")
+        if self.max_cost_usd is not None and row["cost_usd"] > self.max_cost_usd:
+            out.append(f"${row['cost_usd']:.4f} per run > ${self.max_cost_usd:g}")
+        if self.min_accuracy is not None and row["accuracy"] < self.min_accuracy:
+            out.append(f"accuracy {row['accuracy']:.3f} < {self.min_accuracy:g}")
+        return out
+
+    def shortfall(self, row: dict[str, Any]) -> float:
+        """How far a row is from meeting the constraints, each as a relative gap."""
+        gaps = []
+        if self.max_params is not None:
+            gaps.append(max(0.0, row["trainable_params"] / self.max_params - 1))
+        if self.max_params_pct is not None:
+            gaps.append(max(0.0, row["trainable_pct"] / self.max_params_pct - 1))
+        if self.max_cost_usd is not None:
+            gaps.append(max(0.0, row["cost_usd"] / self.max_cost_usd - 1))
+        if self.min_accuracy is not None:
+            gaps.append(max(0.0, 1 - row["accuracy"] / self.min_accuracy))
+        return sum(gaps)
+
+
+@dataclass
+class Recommendation:
+    met: bool
+    trial: int | None
+    text: str
+    choice: dict[str, Any] | None = None
+    closest: dict[str, Any] | None = None
+    traded: list[str] = field(default_factory=list)
+    alternatives: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def describe_choice(row: dict[str, Any]) -> str:
+    """``LoRA rank 8 on all attention projections in the top half of the layers, lr 6.7e-03``."""
+    settings = dict(item.split("=", 1) for item in (row.get("params") or "").split() if "=" in item)
+    words = [METHOD_NAMES.get(row["method"], row["method"])]
+    if "rank" in settings:
+        words.append(f"rank {settings['rank']}")
+    if "num_virtual_tokens" in settings:
+        words.append(f"with {settings['num_virtual_tokens']} virtual tokens")
+    if "targets" in settings:
+        words.append(f"on {TARGET_WORDS.get(settings['targets'], settings['targets'])}")
+    if "layers" in settings:
+        words.append(f"in {LAYER_WORDS.get(settings['layers'], settings['layers'])}")
+    text = " ".join(words)
+    if row.get("lr"):
+        text += f", learning rate {row['lr']:.1e}"
+    return text
+
+
+def _facts(row: dict[str, Any]) -> str:
+    return (
+        f"accuracy {row['accuracy']:.3f}, {row['trainable_pct']:.2f}% of parameters trainable "
+        f"({row['trainable_params']:,}), ${row['cost_usd']:.4f} per run"
+    )
+
+
+def _pick(candidates: list[dict[str, Any]], prefer: Preference) -> dict[str, Any]:
+    def accurate(r: dict[str, Any]) -> tuple[float, float, float]:
+        return (-r["accuracy"], r["trainable_params"], r["cost_usd"])
+
+    if prefer == "accuracy":
+        return min(candidates, key=accurate)
+    best = max(r["accuracy"] for r in candidates)
+    near = [r for r in candidates if r["accuracy"] >= best - NEAR_BEST]
+    key = "trainable_params" if prefer == "params" else "cost_usd"
+    return min(near, key=lambda r: (r[key], *accurate(r)))
+
+
+def recommend(
+    rows: list[dict[str, Any]], front: list[int], constraints: Constraints
+) -> Recommendation:
+    """Pick from the front; say what was traded away and which options sit nearby."""
+    trained = [r for r in rows if r["status"] == "COMPLETE" and r["accuracy"] is not None]
+    options = [r for r in trained if r["trial"] in front]
+    if not options:
+        return Recommendation(
+            False, None, "No trial finished, so there is nothing to recommend yet."
+        )
+    fitting = [r for r in options if not constraints.violations(r)]
+    if not fitting:
+        closest = min(options, key=lambda r: (constraints.shortfall(r), -r["accuracy"]))
+        why = "; ".join(constraints.violations(closest))
+        return Recommendation(
+            met=False,
+            trial=None,
+            closest=closest,
+            text=(
+                "No trial meets all your constraints. The closest is trial "
+                f"{closest['trial']}: {describe_choice(closest)} ({_facts(closest)}), "
+                f"which misses on {why}."
+            ),
+        )
+    pick = _pick(fitting, constraints.prefer)
+    best = max(trained, key=lambda r: r["accuracy"])
+    traded = []
+    gap = (best["accuracy"] - pick["accuracy"]) * 100
+    if best["trial"] != pick["trial"] and gap > 0:
+        traded.append(
+            f"it is {gap:.1f} accuracy points below the best found (trial {best['trial']}, "
+            f"{METHOD_NAMES.get(best['method'], best['method'])}, "
+            f"{best['trainable_pct']:.2f}% trainable)"
+        )
+    else:
+        traded.append("it is the most accurate trial found")
+    smallest = min(options, key=lambda r: r["trainable_params"])
+    if smallest["trial"] != pick["trial"]:
+        ratio = pick["trainable_params"] / max(1, smallest["trainable_params"])
+        traded.append(
+            f"it trains {ratio:.1f}x the parameters of the smallest option (trial "
+            f"{smallest['trial']}, accuracy {smallest['accuracy']:.3f})"
+        )
+    text = (
+        f"Use trial {pick['trial']}: {describe_choice(pick)}. It reaches {_facts(pick)}; "
+        + "; ".join(traded)
+        + "."
+    )
+    rival = _rival(trained, pick)
+    if rival is not None:
+        lead = (pick["accuracy"] - rival["accuracy"]) * 100
+        text += (
+            f" It beat {METHOD_NAMES.get(rival['method'], rival['method'])} by {lead:.1f} points "
+            f"at similar size."
+        )
+    alternatives = [
+        f"trial {r['trial']}: {describe_choice(r)} ({_facts(r)})"
+        for r in sorted(options, key=lambda r: -r["accuracy"])
+        if r["trial"] != pick["trial"]
+    ][:3]
+    return Recommendation(
+        True, pick["trial"], text, choice=pick, traded=traded, alternatives=alternatives
+    )
+
+
+def _rival(trained: list[dict[str, Any]], pick: dict[str, Any]) -> dict[str, Any] | None:
+    """The best trial of another method within 3x of the pick's size, if it lost."""
+    similar = [
+        r
+        for r in trained
+        if r["method"] != pick["method"]
+        and 1 / 3 <= r["trainable_params"] / max(1, pick["trainable_params"]) <= 3
+        and r["accuracy"] < pick["accuracy"]
+    ]
+    return max(similar, key=lambda r: r["accuracy"]) if similar else None

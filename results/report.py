@@ -1,0 +1,252 @@
+"""One self-contained HTML report: plotly is inlined, so it opens with no network."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from plotly.graph_objects import Figure
+
+    from peftsearch.results.recommend import Recommendation
+
+__all__ = ["plotted_rows", "render_report"]
+
+GREY = "#b0b0b0"
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
+
+
+def plotted_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials that have an accuracy and a size: complete ones, and early-stopped ones
+    with their partial accuracy. Each appears once in every projection."""
+    return [
+        r
+        for r in rows
+        if r["status"] in ("COMPLETE", "PRUNED")
+        and r["accuracy"] is not None
+        and r["trainable_params"] is not None
+    ]
+
+
+def _hover(row: dict[str, Any]) -> str:
+    return (
+        f"trial {row['trial']} ({row['status'].lower()})<br>{row['method']} {row['params']}"
+        f"<br>lr {row['lr']:.2e}<br>accuracy {row['accuracy']:.3f}"
+        f"<br>{row['trainable_params']:,} trainable ({row['trainable_pct']:.3f}%)"
+        f"<br>${row['cost_usd']:.4f}, {row['device_seconds']:.0f} device-s"
+    )
+
+
+def _projection(
+    rows: list[dict[str, Any]], front: set[int], x: str, title: str, log_x: bool
+) -> Figure:
+    """Front trials colored by method, the rest grey: one trace per group, one point per trial."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    methods = sorted({r["method"] for r in rows})
+    groups: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = []
+    for i, method in enumerate(methods):
+        members = [r for r in rows if r["method"] == method and r["trial"] in front]
+        groups.append(
+            (f"{method} (front)", members, {"color": PALETTE[i % len(PALETTE)], "size": 12})
+        )
+    groups.append(
+        (
+            "dominated",
+            [r for r in rows if r["trial"] not in front and r["status"] == "COMPLETE"],
+            {"color": GREY, "size": 8},
+        )
+    )
+    groups.append(
+        (
+            "stopped early",
+            [r for r in rows if r["status"] == "PRUNED"],
+            {"color": GREY, "size": 8, "symbol": "x"},
+        )
+    )
+    for name, members, marker in groups:
+        if members:
+            figure.add_trace(
+                go.Scatter(
+                    x=[r[x] for r in members],
+                    y=[r["accuracy"] for r in members],
+                    mode="markers",
+                    name=name,
+                    marker=marker,
+                    hovertext=[_hover(r) for r in members],
+                    hoverinfo="text",
+                )
+            )
+    figure.update_layout(
+        title=title,
+        xaxis_title=x.replace("_", " "),
+        yaxis_title="accuracy",
+        template="plotly_white",
+        height=420,
+        margin={"t": 50, "l": 60, "r": 20, "b": 50},
+    )
+    if log_x:
+        figure.update_xaxes(type="log")
+    return figure
+
+
+def _by_method(rows: list[dict[str, Any]]) -> Figure:
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    for i, method in enumerate(sorted({r["method"] for r in rows})):
+        members = [r for r in rows if r["method"] == method and r["status"] == "COMPLETE"]
+        if members:
+            figure.add_trace(
+                go.Box(
+                    y=[r["accuracy"] for r in members],
+                    name=method,
+                    boxpoints="all",
+                    marker={"color": PALETTE[i % len(PALETTE)]},
+                    hovertext=[_hover(r) for r in members],
+                    hoverinfo="text",
+                )
+            )
+    figure.update_layout(
+        title="Accuracy by method (completed trials)",
+        yaxis_title="accuracy",
+        template="plotly_white",
+        height=380,
+        showlegend=False,
+    )
+    return figure
+
+
+def _convergence(rows: list[dict[str, Any]]) -> Figure:
+    """Accuracy against the money spent so far, with the best-so-far line: flat means
+    the search has stopped finding better adapters."""
+    import plotly.graph_objects as go
+
+    spent, best, xs, ys, line_x, line_y = 0.0, 0.0, [], [], [], []
+    for row in sorted(rows, key=lambda r: r["trial"]):
+        spent += row["cost_usd"] or 0.0
+        if row["accuracy"] is None or row["status"] != "COMPLETE":
+            continue
+        xs.append(spent)
+        ys.append(row["accuracy"])
+        best = max(best, row["accuracy"])
+        line_x.append(spent)
+        line_y.append(best)
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name="trial", marker={"color": GREY}))
+    figure.add_trace(
+        go.Scatter(x=line_x, y=line_y, mode="lines", name="best so far", line={"shape": "hv"})
+    )
+    figure.update_layout(
+        title="Has the search converged? Accuracy against budget spent",
+        xaxis_title="cumulative cost (USD)",
+        yaxis_title="accuracy",
+        template="plotly_white",
+        height=380,
+    )
+    return figure
+
+
+def _table(rows: list[dict[str, Any]], front: set[int]) -> str:
+    columns = (
+        "trial",
+        "method",
+        "params",
+        "lr",
+        "accuracy",
+        "macro_f1",
+        "trainable_params",
+        "trainable_pct",
+        "cost_usd",
+        "device_seconds",
+        "status",
+        "error",
+    )
+    head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            if isinstance(value, float):
+                value = f"{value:.4g}"
+            cells.append(f"<td>{html.escape('' if value is None else str(value))}</td>")
+        css = ' class="front"' if row["trial"] in front else ""
+        body.append(f"<tr{css}>{''.join(cells)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _budget(summary: dict[str, Any], budget: dict[str, Any] | None, stop_reason: str | None) -> str:
+    items = [
+        f"{summary.get('trials', 0)} trials: {summary.get('complete', 0)} complete, "
+        f"{summary.get('pruned', 0)} stopped early or by the budget, "
+        f"{summary.get('failed', 0)} failed, "
+        f"{summary.get('infeasible', 0)} over the size cap",
+        f"total cost ${summary.get('total_cost_usd', 0):.4f} "
+        f"({summary.get('total_device_seconds', 0):.0f} device-seconds)",
+    ]
+    if budget and budget.get("limit_usd") is not None:
+        items.append(
+            f"budget ${budget['limit_usd']:.4f}: spent ${budget['spent_usd']:.4f}, "
+            f"left ${budget['left_usd']:.4f}"
+        )
+    if stop_reason:
+        items.append(f"stopped because: {stop_reason}")
+    return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+.recommendation { background: #eef6ee; border-left: 4px solid #2ca02c; padding: 0.8em 1em; }
+.grid { display: grid; grid-template-columns: 1fr 1fr; gap: 1em; }
+table { border-collapse: collapse; font-size: 0.85em; width: 100%; }
+th, td { border-bottom: 1px solid #ddd; padding: 4px 6px; text-align: left; }
+tr.front { background: #f3f8ff; font-weight: 600; }
+"""
+
+
+def render_report(
+    *,
+    title: str,
+    rows: list[dict[str, Any]],
+    front: list[int],
+    recommendation: Recommendation,
+    summary: dict[str, Any],
+    budget: dict[str, Any] | None,
+    stop_reason: str | None,
+) -> str:
+    import plotly.io as pio
+
+    front_set = set(front)
+    shown = plotted_rows(rows)
+    figures = [
+        _projection(shown, front_set, "trainable_params", "Accuracy vs trainable parameters", True),
+        _projection(shown, front_set, "cost_usd", "Accuracy vs cost per trial", False),
+        _by_method(shown),
+        _convergence(rows),
+    ]
+    divs = [
+        pio.to_html(f, full_html=False, include_plotlyjs=(i == 0), div_id=f"plot-{i}")
+        for i, f in enumerate(figures)
+    ]
+    alternatives = "".join(f"<li>{html.escape(a)}</li>" for a in recommendation.alternatives)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{STYLE}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<h2>Recommendation</h2>
+<p class="recommendation">{html.escape(recommendation.text)}</p>
+{f"<p>Nearby options:</p><ul>{alternatives}</ul>" if alternatives else ""}
+<h2>The trade-off</h2>
+<p>Each coloured point is on the Pareto front: no other trial is at once more accurate, smaller
+and cheaper. Grey points are beaten on all three; crosses were stopped early. Hover for details.</p>
+<div class="grid"><div>{divs[0]}</div><div>{divs[1]}</div></div>
+<div class="grid"><div>{divs[2]}</div><div>{divs[3]}</div></div>
+<h2>Budget</h2>
+{_budget(summary, budget, stop_reason)}
+<h2>All trials</h2>
+{_table(rows, front_set)}
+</body></html>
+"""
