@@ -9,6 +9,14 @@ from typing import Any
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 POSITIVE = ["good", "great", "fine", "lovely", "superb", "fun"]
 NEGATIVE = ["bad", "awful", "dull", "boring", "poor", "weak"]
+# A small LoRA on the tiny BERT, for tests that run single trials.
+LORA = {
+    "peft_type": "LORA",
+    "task_type": "SEQ_CLS",
+    "r": 4,
+    "lora_alpha": 8,
+    "target_modules": ["query", "value"],
+}
 FILLER = ["the", "movie", "was", "plot", "actors", "really", "quite", "film", "story", "a"]
 
 

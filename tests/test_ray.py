@@ -14,20 +14,12 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import tiny_config
+from helpers import LORA, tiny_config
 
 from peftsearch.config import parse_config
 from peftsearch.pipelines._build import build_data, build_model_source, build_settings
 from peftsearch.search.ray_executor import RayExecutor, WorkerSetup
 from peftsearch.trials import TrialRequest
-
-LORA = {
-    "peft_type": "LORA",
-    "task_type": "SEQ_CLS",
-    "r": 4,
-    "lora_alpha": 8,
-    "target_modules": ["query", "value"],
-}
 
 
 @pytest.fixture(scope="module")

@@ -10,21 +10,29 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import tiny_config
 from typer.testing import CliRunner
 
 from peftsearch.pipelines.cli import app
 from peftsearch.results.recommend import Constraints, parse_cost, parse_params, recommend
-from peftsearch.results.report import plotted_rows
-
-from helpers import tiny_config
 
 
-def row(trial: int, method: str, accuracy: float, params: int, cost: float, status: str = "COMPLETE") -> dict:
+def row(
+    trial: int, method: str, accuracy: float, params: int, cost: float, status: str = "COMPLETE"
+) -> dict:
     return {
-        "trial": trial, "method": method, "params": "rank=8 targets=qv layers=all", "lr": 1e-3,
-        "accuracy": accuracy, "macro_f1": accuracy, "trainable_params": params,
-        "trainable_pct": params / 1e5, "cost_usd": cost, "device_seconds": cost * 1000,
-        "status": status, "error": None,
+        "trial": trial,
+        "method": method,
+        "params": "rank=8 targets=qv layers=all",
+        "lr": 1e-3,
+        "accuracy": accuracy,
+        "macro_f1": accuracy,
+        "trainable_params": params,
+        "trainable_pct": params / 1e5,
+        "cost_usd": cost,
+        "device_seconds": cost * 1000,
+        "status": status,
+        "error": None,
     }
 
 
@@ -41,7 +49,9 @@ FRONT = [0, 1, 3]
 def test_recommend_most_accurate_by_default() -> None:
     advice = recommend(ROWS, FRONT, Constraints())
     assert advice.met and advice.trial == 3
-    assert advice.text.startswith("Use trial 3: DoRA rank 8 on query/value projections in every layer")
+    assert advice.text.startswith(
+        "Use trial 3: DoRA rank 8 on query/value projections in every layer"
+    )
     assert "it is the most accurate trial found" in advice.text
     assert len(advice.alternatives) == 2
 
@@ -76,9 +86,16 @@ def test_parse_flags() -> None:
 
 
 @pytest.fixture(scope="module")
-def study_dir(tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def study_dir(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     out = tmp_path_factory.mktemp("report")
-    config = tiny_config(tiny_model_dir, tiny_data, out / "results", search={"study_name": "tiny", "n_trials": 5, "seed": 1})
+    config = tiny_config(
+        tiny_model_dir,
+        tiny_data,
+        out / "results",
+        search={"study_name": "tiny", "n_trials": 5, "seed": 1},
+    )
     path = out / "job.yaml"
     path.write_text(yaml.safe_dump(config))
     result = CliRunner().invoke(app, ["run", str(path)])
@@ -90,17 +107,35 @@ def test_cli_recommend_json_and_export_pick(study_dir: Path, tmp_path: Path) -> 
     result = CliRunner().invoke(app, ["recommend", str(study_dir), "--json"])
     assert result.exit_code == 0, result.output
     advice = json.loads(result.output)
-    assert advice["met"] and isinstance(advice["trial"], int) and advice["text"].startswith("Use trial")
-    exported = CliRunner().invoke(app, ["export", str(study_dir), "--pick", "recommended", "--out", str(tmp_path / "a")])
+    assert (
+        advice["met"]
+        and isinstance(advice["trial"], int)
+        and advice["text"].startswith("Use trial")
+    )
+    exported = CliRunner().invoke(
+        app, ["export", str(study_dir), "--pick", "recommended", "--out", str(tmp_path / "a")]
+    )
     assert exported.exit_code == 0, exported.output
     assert f"Exported trial {advice['trial']} " in exported.output
     refused = CliRunner().invoke(app, ["recommend", str(study_dir), "--max-params", "lots"])
     assert refused.exit_code == 2 and "--max-params: cannot read 'lots'" in refused.output
-    none = CliRunner().invoke(app, ["export", str(study_dir), "--pick", "recommended", "--min-accuracy", "1.01", "--out", str(tmp_path / "b")])
+    none = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(study_dir),
+            "--pick",
+            "recommended",
+            "--min-accuracy",
+            "1.01",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+    )
     assert none.exit_code == 2 and "No trial meets all your constraints" in none.output
 
 
-def chromium_driver(tmp_path: Path):  # noqa: ANN201
+def chromium_driver(tmp_path: Path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -112,9 +147,16 @@ def chromium_driver(tmp_path: Path):  # noqa: ANN201
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--window-size=1200,2400", f"--user-data-dir={tmp_path / 'profile'}",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1200,2400",
+        f"--user-data-dir={tmp_path / 'profile'}",
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -141,7 +183,12 @@ def test_report_renders_in_chromium(study_dir: Path, tmp_path: Path) -> None:
     try:
         driver.get(page.as_uri())
         WebDriverWait(driver, 30).until(
-            lambda d: d.execute_script("return document.querySelectorAll('.js-plotly-plot .main-svg').length") >= 4
+            lambda d: (
+                d.execute_script(
+                    "return document.querySelectorAll('.js-plotly-plot .main-svg').length"
+                )
+                >= 4
+            )
         )
         points = driver.execute_script(
             "return ['plot-0', 'plot-1'].map(id => document.getElementById(id)"

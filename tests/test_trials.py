@@ -5,19 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import tiny_config
+from helpers import LORA, tiny_config
 
 from peftsearch.config import parse_config
 from peftsearch.pipelines._build import build_data, build_model_source, build_settings
 from peftsearch.trials import TrialRequest, TrialRunner
-
-LORA = {
-    "peft_type": "LORA",
-    "task_type": "SEQ_CLS",
-    "r": 4,
-    "lora_alpha": 8,
-    "target_modules": ["query", "value"],
-}
 
 
 @pytest.fixture(scope="module")
