@@ -22,13 +22,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run(
             [
-                browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}",
-                "--window-size=1200,1500", "--virtual-time-budget=5000",
-                f"--screenshot={target}", report.as_uri(),
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                "--window-size=1200,1500",
+                "--virtual-time-budget=5000",
+                f"--screenshot={target}",
+                report.as_uri(),
             ],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
     print(f"wrote {target}")
 

@@ -77,7 +77,8 @@ class Budget:
         return self.limits.device_seconds - self.spent - sum(self.reserved.values())
 
     def allowance(self, estimate: float) -> float | None:
-        """Device-seconds a new trial may use, or None when it must not start.
+        """Device-seconds a new trial may use (``inf``: no time limit is set), or None
+        when it must not start.
 
         A trial starts only if its estimate fits both in the unreserved device time and
         in the wall time left; it may then use up to ``SLACK`` times its estimate.
@@ -90,8 +91,9 @@ class Budget:
         room = min(self.device_left(), self.wall_left())
         if estimate > room:
             return None
-        allowance = min(room, estimate * SLACK)
-        return None if math.isinf(allowance) else allowance
+        if math.isinf(room):
+            return math.inf  # only a trial count is limited: no time cap on the trial
+        return min(room, estimate * SLACK)
 
     def reserve(self, trial: int, allowance: float) -> None:
         self.reserved[trial] = allowance

@@ -94,6 +94,12 @@ def test_wall_time_and_trial_limits() -> None:
     assert budget.exhausted(1) == "budget: 2 trials done (budget.max_trials)"
 
 
+def test_a_trial_count_alone_puts_no_time_cap_on_trials() -> None:
+    budget = Budget(BudgetLimits(trials=3), clock=FakeClock())
+    assert budget.allowance(1e9) == math.inf
+    assert budget.exhausted(1e9) is None
+
+
 def test_limits_in_money_and_hours() -> None:
     limits = BudgetLimits.build(
         max_cost_usd=1.0,
