@@ -183,7 +183,7 @@ class SearchLoop:
                 peft_config=choice.peft_config,
                 learning_rate=choice.learning_rate,
                 adapter_dir=str(self.adapter_root / str(trial.number)),
-                max_seconds=allowance,
+                max_seconds=None if allowance is None or math.isinf(allowance) else allowance,
                 rungs=self.rungs,
             )
         )
