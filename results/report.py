@@ -188,8 +188,8 @@ def _budget(summary: dict[str, Any], budget: dict[str, Any] | None, stop_reason:
     ]
     if budget and budget.get("limit_usd") is not None:
         items.append(
-            f"budget ${budget['limit_usd']:.4f}: spent ${budget['spent_usd']:.4f}, "
-            f"left ${budget['left_usd']:.4f}"
+            f"budget ${budget['limit_usd']:.4f}: spent ${budget['spent_usd']:.4f} "
+            f"(the cost calibration included), left ${budget['left_usd']:.4f}"
         )
     if stop_reason:
         items.append(f"stopped because: {stop_reason}")
