@@ -64,7 +64,7 @@ def test_minilm_lora_learns_sst2(tmp_path: Path) -> None:
     )
     data = build_data(config)
     assert data.label_names == ["0", "1"]
-    info = build_model_info(config, data.num_labels)
+    info, _ = build_model_info(config, data.num_labels)
     assert info.model_type == "bert" and info.num_layers == 6
     runner = TrialRunner(
         build_model_source(config, data),
@@ -116,7 +116,7 @@ def test_smollm2_gguf_decoder(tmp_path: Path) -> None:
     )
     data = build_data(config)
     assert data.label_names == ["ham", "spam"]
-    info = build_model_info(config, data.num_labels)
+    info, _ = build_model_info(config, data.num_labels)
     assert info.model_type == "llama" and info.layers_pattern == "layers"
     assert info.query_value == ("self_attn.q_proj", "self_attn.v_proj")
     runner = TrialRunner(
