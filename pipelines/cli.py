@@ -80,7 +80,7 @@ def user_errors(command: F) -> F:
             raise typer.Exit(code=UserError.exit_code) from None
         except KeyboardInterrupt:
             _console(stderr=True).print(
-                "interrupted; finished trials are kept in the study storage"
+                "interrupted: finished trials are kept; continue with `peftsearch resume STUDY_DIR`"
             )
             raise typer.Exit(code=130) from None
 

@@ -135,3 +135,22 @@ def test_cli_init_then_validate(tmp_path: Path) -> None:
     done = run_cli("validate", str(target), "--set", "search.n_trials=2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "n_trials: 2" in done.stdout
+
+
+def test_wrong_column_names_the_key_and_the_columns(base: dict) -> None:
+    from peftsearch.pipelines._build import build_data
+
+    base["data"]["text_column"] = "review"
+    with pytest.raises(UserError) as caught:
+        build_data(parse_config(base))
+    assert str(caught.value) == (
+        "data.text_column: column 'review' is not in data.train (its columns: text, label)"
+    )
+
+
+def test_single_label_is_refused(base: dict) -> None:
+    from peftsearch.pipelines._build import build_data
+
+    base["data"]["labels"] = ["pos"]
+    with pytest.raises(UserError, match=r"data\.label_column: found 1 label value"):
+        build_data(parse_config(base))
