@@ -42,7 +42,6 @@ class Tracker:
         # mlflow sets its own logger up on import; its INFO lines are noise here.
         logging.getLogger("mlflow").setLevel(logging.WARNING)
 
-        self.uri = uri
         self.client: MlflowClient = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment_name)
         if found is None:
