@@ -6,6 +6,7 @@ method brings its own ``space.<method>`` section without touching this file.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import re
 from functools import cache
@@ -17,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PositiveFloat,
     ValidationError,
     create_model,
     field_validator,
@@ -48,7 +50,7 @@ COMPRESSION_SUFFIXES = ("", ".gz", ".bz2", ".xz", ".zst", ".zip")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 def resolve_resource(value: str) -> str:
@@ -94,7 +96,18 @@ class ModelConfig(_Section):
             if not path.is_dir():
                 raise ValueError(f"model folder not found: {value}")
             return str(path.resolve())
+        if not value.strip():
+            raise ValueError("name a hub model id or a local folder")
         return value
+
+    @model_validator(mode="after")
+    def _gguf_present(self) -> ModelConfig:
+        folder = Path(self.name_or_path)
+        if self.gguf_file and folder.is_dir() and not (folder / self.gguf_file).is_file():
+            found = sorted(p.name for p in folder.glob("*.gguf"))
+            hint = f"; the folder has {', '.join(found)}" if found else ""
+            raise ValueError(f"gguf_file {self.gguf_file!r} is not in {folder}{hint}")
+        return self
 
 
 class DataConfig(_Section):
@@ -126,6 +139,25 @@ class DataConfig(_Section):
                 raise ValueError(f"unsupported file type {path.name!r}; use one of {suffixes}")
             return str(path.resolve())
         return value
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, value: list[str | int] | None) -> list[str | int] | None:
+        if value is not None:
+            if len(value) < 2:
+                raise ValueError("list at least two labels to classify between")
+            if len({str(v) for v in value}) != len(value):
+                raise ValueError("a label is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> DataConfig:
+        if self.text_column == self.label_column:
+            raise ValueError(
+                f"text_column and label_column are both {self.text_column!r}; "
+                "name two different columns"
+            )
+        return self
 
 
 class EarlyStoppingConfig(_Section):
@@ -194,7 +226,7 @@ class TrainingConfig(_Section):
 
 
 class CostConfig(_Section):
-    usd_per_device_hour: dict[str, float] = Field(
+    usd_per_device_hour: dict[str, PositiveFloat] = Field(
         default_factory=dict,
         description="price per device-hour by device name ('cpu', 'NVIDIA H100 80GB HBM3', ...)",
     )
@@ -225,9 +257,24 @@ class ResourcesConfig(_Section):
 
 
 class TrackingConfig(_Section):
+    enabled: bool = Field(True, description="false: no MLflow runs at all")
     mlflow_uri: str | None = Field(None, description="default sqlite:///<output_dir>/mlflow.db")
-    experiment_name: str | None = Field(None, description="default: the study name")
+    experiment_name: str | None = Field(None, min_length=1, description="default: the study name")
     log_adapters: bool = True
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _tracking_store(cls, value: str | None) -> str | None:
+        """MLflow 3 refuses a plain folder (its file store); catch that here, not mid-run."""
+        if value is None:
+            return None
+        scheme = value.partition("://")[0].lower() if "://" in value else ""
+        if scheme in ("", "file"):
+            raise ValueError(
+                "MLflow cannot track into a folder; use sqlite:///path/mlflow.db, a database "
+                "URL or http://host:port of an MLflow server"
+            )
+        return value
 
 
 class _SpaceBase(_Section):
@@ -252,13 +299,37 @@ class _SpaceBase(_Section):
         return value
 
 
-@cache
+def check_database_url(value: str) -> str:
+    """A SQLAlchemy URL whose dialect SQLAlchemy knows (the driver loads at run time)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(value)
+        url.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as error:
+        raise ValueError(
+            f"not a database URL SQLAlchemy can use ({error}); write e.g. "
+            "sqlite:///path/optuna.db or postgresql://user@host/db"
+        ) from None
+    except ImportError as error:
+        raise ValueError(f"the database driver is not installed: {error}") from None
+    return value
+
+
 def space_config_class() -> type[_SpaceBase]:
     """``space`` schema: ``methods`` plus one section per registered plug-in."""
-    from peftsearch.spaces import get_method, method_names
+    from peftsearch.spaces import method_names
+
+    return _space_config_class(tuple(method_names()))
+
+
+@cache
+def _space_config_class(names: tuple[str, ...]) -> type[_SpaceBase]:
+    from peftsearch.spaces import get_method
 
     sections: dict[str, Any] = {}
-    for name in method_names():
+    for name in names:
         options = get_method(name).options
         sections[name] = (options, Field(default_factory=options))
     return create_model("SpaceConfig", __base__=_SpaceBase, **sections)
@@ -281,9 +352,31 @@ class Config(_Section):
     )
     output_dir: Path = Path("peftsearch-out")
 
+    @field_validator("output_dir")
+    @classmethod
+    def _output_folder(cls, value: Path) -> Path:
+        value = value.expanduser().resolve()
+        for folder in (value, *value.parents):
+            if folder.exists():
+                if not folder.is_dir():
+                    raise ValueError(f"{folder} is a file, not a folder; choose another path")
+                break
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return check_database_url(value)
+
     @model_validator(mode="after")
-    def _absolute_output(self) -> Config:
-        self.output_dir = self.output_dir.expanduser().resolve()
+    def _study_folder(self) -> Config:
+        if self.study_dir.exists() and not self.study_dir.is_dir():
+            raise ValueError(
+                f"output_dir/search.study_name: {self.study_dir} is a file; choose another "
+                "study name or output_dir"
+            )
         return self
 
     @property
@@ -309,9 +402,13 @@ class Config(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-@cache
 def config_class() -> type[Config]:
-    space = space_config_class()
+    """The whole schema, for the plug-ins registered now."""
+    return _config_class(space_config_class())
+
+
+@cache
+def _config_class(space: type[_SpaceBase]) -> type[Config]:
     return create_model("Config", __base__=Config, space=(space, Field(default_factory=space)))
 
 
@@ -354,13 +451,38 @@ def _set_path(data: dict[str, Any], assignment: str) -> None:
 def parse_config(
     data: dict[str, Any], *, source: str = "config", overrides: list[str] | None = None
 ) -> Config:
-    data = dict(data)
+    """Validate a config dict; ``overrides`` (``key.path=value``) apply to a copy, so the
+    caller's dict is never changed."""
+    data = copy.deepcopy(data)
     for assignment in overrides or []:
         _set_path(data, assignment)
     try:
         return config_class().model_validate(data)
     except ValidationError as error:
         raise _errors(error, source) from None
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key written twice in one mapping (PyYAML keeps the last
+    one silently, so half of what the user wrote would be ignored)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str | int | float | bool):
+                continue  # complex keys: let SafeLoader report them
+            if key in seen:
+                raise _DuplicateKey(
+                    f"key {key!r} appears twice (lines {seen[key]} and {line}); keep one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
@@ -374,7 +496,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     except OSError as error:
         raise UserError(f"cannot read config: {error.strerror}", where=str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as error:
+        raise UserError(str(error), where=str(path)) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

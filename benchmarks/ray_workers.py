@@ -15,7 +15,7 @@ import statistics
 import time
 
 from peftsearch.config import parse_config
-from peftsearch.pipelines._build import build_data, build_model_source, build_settings
+from peftsearch.pipelines.builders import build_data, build_model_source, build_settings
 from peftsearch.search.ray_executor import RayExecutor, WorkerSetup
 from peftsearch.search.ray_session import ray_session
 from peftsearch.trials import TrialRequest

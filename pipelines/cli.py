@@ -41,20 +41,6 @@ Prefer = Annotated[
 ]
 
 
-def _constraints(
-    max_params: str | None, max_cost: str | None, min_accuracy: float | None, prefer: str
-) -> Any:
-    from peftsearch.errors import UserError
-    from peftsearch.results.recommend import Constraints, parse_cost, parse_params
-
-    if prefer not in ("accuracy", "params", "cost"):
-        raise UserError(
-            f"unknown preference {prefer!r}; use accuracy, params or cost", where="--prefer"
-        )
-    count, pct = parse_params(max_params)
-    return Constraints(count, pct, parse_cost(max_cost), min_accuracy, prefer)
-
-
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
@@ -130,24 +116,25 @@ def run(
 ) -> None:
     """Run the search; re-running the same study name continues it."""
     from peftsearch.config import load_config
+    from peftsearch.pipelines.api import run as run_study
 
-    _search(load_config(config, set_), resume=False)
+    _summary(run_study(load_config(config, set_), console=_console()))
 
 
 @app.command()
 @user_errors
 def resume(study_dir: StudyDir, set_: SetOption = None) -> None:
     """Continue a study whose driver was killed: interrupted trials are re-queued."""
-    from peftsearch.pipelines._build import load_study_config
+    from peftsearch.pipelines.api import resume as resume_study
 
-    _search(load_study_config(study_dir, set_), resume=True)
+    _summary(resume_study(study_dir, set_, console=_console()))
 
 
 @app.command()
 @user_errors
 def status(study_dir: StudyDir) -> None:
     """Progress of a study, read from its storage (works while a search runs elsewhere)."""
-    from peftsearch.pipelines._build import load_study_config
+    from peftsearch.pipelines.builders import load_study_config
     from peftsearch.results.progress import progress_from_study
     from peftsearch.search import load_existing_study
 
@@ -156,18 +143,16 @@ def status(study_dir: StudyDir) -> None:
     _console().print(progress_from_study(study, config.search.n_trials).line())
 
 
-def _search(resolved: Any, *, resume: bool) -> None:
-    from peftsearch.pipelines.run import run_search
+def _summary(result: Any) -> None:
     from peftsearch.results import front_table
 
     console = _console()
-    outcome = run_search(resolved, console, resume=resume)
-    front = [r for r in outcome.rows if r["trial"] in outcome.front]
-    console.print(front_table(front, f"Pareto front: {len(front)} of {len(outcome.rows)} trials"))
+    front = [r for r in result.rows if r["trial"] in result.front_numbers]
+    console.print(front_table(front, f"Pareto front: {len(front)} of {len(result.rows)} trials"))
     console.print(
-        f"Done in {outcome.wall_seconds:.0f} s. Results: {outcome.study_dir} "
-        "(pareto.csv, pareto.json, trials.csv, adapters/)\n"
-        f"Export one: peftsearch export {outcome.study_dir} --trial N --out my-adapter"
+        f"Results: {result.study_dir} (pareto.csv, pareto.json, trials.csv, adapters/, "
+        "report.html)\n"
+        f"Export one: peftsearch export {result.study_dir} --trial N --out my-adapter"
     )
 
 
@@ -184,11 +169,11 @@ def recommend(
     """Say which adapter to take under your constraints, and what it trades away."""
     import json
 
-    from peftsearch.pipelines._build import load_results
-    from peftsearch.results import recommend as pick
+    from peftsearch.pipelines.api import load
 
-    _, rows, front, _ = load_results(study_dir)
-    advice = pick(rows, front, _constraints(max_params, max_cost, min_accuracy, prefer))
+    advice = load(study_dir).recommend(
+        max_params=max_params, max_cost=max_cost, min_accuracy=min_accuracy, prefer=prefer
+    )
     if json_:
         print(json.dumps(advice.to_dict(), indent=2, default=str))
         return
@@ -207,11 +192,9 @@ def report(
     ] = None,
 ) -> None:
     """Write the self-contained HTML report of a study (plots, recommendation, trials)."""
-    from peftsearch.pipelines._build import load_results
-    from peftsearch.results import write_report
+    from peftsearch.pipelines.api import load
 
-    config, rows, front, extra = load_results(study_dir)
-    path = write_report(study_dir, config.search.study_name, rows, front, extra, out=out)
+    path = load(study_dir).report(out)
     _console().print(f"Wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in any browser.")
 
 
@@ -236,31 +219,19 @@ def export(
     force: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
 ) -> None:
     """Export one trial's adapter in PEFT format, with a model card and the labels."""
-    from peftsearch.errors import UserError
-    from peftsearch.pipelines._build import load_results
-    from peftsearch.results import export_adapter
-    from peftsearch.results import recommend as choose
+    from peftsearch.pipelines.api import load
 
-    config, all_rows, front, _ = load_results(study_dir)
-    rows = {r["trial"]: r for r in all_rows}
-    if (trial is None) == (pick is None):
-        raise UserError("name one trial: --trial N or --pick recommended", where="export")
-    if pick is not None:
-        if pick != "recommended":
-            raise UserError(f"unknown pick {pick!r}; the only one is 'recommended'", where="--pick")
-        advice = choose(all_rows, front, _constraints(max_params, max_cost, min_accuracy, prefer))
-        if advice.trial is None:
-            raise UserError(advice.text, where="--pick")
-        trial = advice.trial
-    if trial not in rows:
-        raise UserError(
-            f"trial {trial} is not in study {config.search.study_name!r} (it has {len(rows)})",
-            where="--trial",
-        )
-    written = export_adapter(
-        study_dir=study_dir, row=rows[trial], config=config, out=out, merge=merge, force=force
-    )
-    _console().print(f"Exported trial {trial} ({rows[trial]['method']}) to {written}")
+    study = load(study_dir)
+    limits = {
+        "max_params": max_params,
+        "max_cost": max_cost,
+        "min_accuracy": min_accuracy,
+        "prefer": prefer,
+    }
+    number = study.pick_trial(trial=trial, pick=pick, **limits)
+    written = study.export(out, trial=number, merge=merge, force=force)
+    method = next(r["method"] for r in study.rows if r["trial"] == number)
+    _console().print(f"Exported trial {number} ({method}) to {written}")
 
 
 def main() -> None:

@@ -1,33 +1,58 @@
-"""The `run` and `resume` flows: config -> data -> space -> study on workers -> results."""
+"""The `run` and `resume` flows, as named phases: inputs -> study -> executor -> loop -> results.
+
+Each phase is a function of what the previous ones built, so each can be tested alone;
+``run_search`` only calls them in order.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from peftsearch.pipelines._build import (
+from peftsearch.pipelines.builders import (
     build_budget,
     build_data,
+    build_early_stopping,
     build_model_info,
     build_model_source,
     build_settings,
+    build_study,
+    build_tracker,
     describe_budget,
     write_study_files,
 )
 
 if TYPE_CHECKING:
+    import optuna
     from rich.console import Console
+    from torch import nn
 
     from peftsearch.config import Config
-    from peftsearch.search import TrialExecutor
+    from peftsearch.results.progress import SearchProgress
+    from peftsearch.search import SearchLoop, TrialExecutor, TrialTracker
+    from peftsearch.search.budget import Budget
+    from peftsearch.search.cost_model import CostModel
     from peftsearch.search.early_stopping import RungBoard
+    from peftsearch.spaces import ModelInfo
     from peftsearch.trials import PreparedData
 
-__all__ = ["SearchOutcome", "run_search"]
+__all__ = [
+    "Inputs",
+    "SearchOutcome",
+    "drive",
+    "finish",
+    "load_inputs",
+    "make_loop",
+    "open_executor",
+    "reconcile",
+    "run_search",
+    "start_budget",
+    "start_progress",
+]
 
 
 @dataclass
@@ -36,13 +61,75 @@ class SearchOutcome:
     rows: list[dict[str, Any]]
     front: list[int]
     wall_seconds: float
+    stop_reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Inputs:
+    """The tokenized data and the model's structure (its weightless meta model too)."""
+
+    data: PreparedData
+    info: ModelInfo
+    meta: nn.Module
+
+
+def load_inputs(config: Config, console: Console) -> Inputs:
+    """Phase 1: read and tokenize the data, inspect the model, write the study's files."""
+    config.study_dir.mkdir(parents=True, exist_ok=True)
+    with console.status("Loading and tokenizing data..."):
+        data = build_data(config)
+        info, meta = build_model_info(config, data.num_labels)
+    console.print(
+        f"Data: {data.stats['train_rows']} train / {data.stats['eval_rows']} eval rows, "
+        f"labels {', '.join(data.label_names)}. "
+        f"Model: {info.model_type}, {info.num_layers} layers, {info.total_params:,} parameters."
+    )
+    write_study_files(config, data)
+    return Inputs(data, info, meta)
+
+
+def reconcile(
+    study: optuna.Study, tracker: TrialTracker, console: Console, *, resume: bool, study_dir: Path
+) -> None:
+    """Phase 2: after a killed driver, put the study back in order (``resume``); else
+    warn when trials are still RUNNING."""
+    from peftsearch.search import read_records
+    from peftsearch.search.recovery import recover_study
+
+    if resume:
+        recovery = recover_study(study, tracker)
+        console.print(
+            f"Resuming '{study.study_name}': {len(recovery.requeued)} interrupted trial(s) "
+            f"re-queued, {recovery.runs_killed} orphaned MLflow run(s) ended as KILLED."
+        )
+        return
+    stale = sum(r.state == "RUNNING" for r in read_records(study))
+    if stale:
+        console.print(
+            f"[yellow]{stale} trial(s) of this study are RUNNING: another driver is at "
+            f"work, or one was killed (then run `peftsearch resume {study_dir}`).[/yellow]"
+        )
+
+
+def start_progress(study: optuna.Study, total: int, console: Console) -> SearchProgress:
+    """Phase 3: progress over the whole study, so a continued study shows its bests."""
+    from peftsearch.results.progress import progress_from_study
+
+    progress = progress_from_study(study, total)
+    progress.started, progress.ended = time.time(), None
+    if progress.done:
+        console.print(
+            f"Continuing study '{study.study_name}': {progress.done} trials already finished."
+        )
+    return progress
 
 
 @contextlib.contextmanager
 def open_executor(
     config: Config, data: PreparedData, board: RungBoard | None
 ) -> Iterator[TrialExecutor]:
-    """Ray workers by default; in-process when ``resources.use_ray`` is false."""
+    """Phase 4: Ray workers by default; in-process when ``resources.use_ray`` is false."""
     from peftsearch.search import InProcessExecutor
 
     resources = config.resources
@@ -97,156 +184,161 @@ def open_executor(
             ray_executor.close()
 
 
-def run_search(config: Config, console: Console, *, resume: bool = False) -> SearchOutcome:
-    from rich.live import Live
+def start_budget(
+    config: Config,
+    study: optuna.Study,
+    executor: TrialExecutor,
+    inputs: Inputs,
+    console: Console,
+) -> tuple[Budget | None, CostModel | None]:
+    """Phase 5: with any budget limit, calibrate the cost model and open the budget."""
+    if not (config.budget.max_trials or config.budget.limits_time):
+        return None, None
+    with console.status("Timing a few training steps to estimate trial costs..."):
+        budget, cost_model = build_budget(
+            config, study, executor, inputs.info, len(inputs.data.eval)
+        )
+    console.print(describe_budget(budget, cost_model))
+    return budget, cost_model
 
-    from peftsearch.results import TRIAL_ADAPTERS, trial_line
-    from peftsearch.results.progress import SearchProgress
-    from peftsearch.search import SearchLoop, Tracker, finished_count, make_sampler, open_study
-    from peftsearch.search.early_stopping import RungBoard, accuracy_noise, rung_steps
-    from peftsearch.search.recovery import recover_study
+
+def make_loop(
+    config: Config,
+    study: optuna.Study,
+    executor: TrialExecutor,
+    inputs: Inputs,
+    tracker: TrialTracker,
+    parent_run_id: str,
+    *,
+    budget: Budget | None,
+    cost_model: CostModel | None,
+    rungs: tuple[int, ...],
+) -> SearchLoop:
+    """Phase 6: the ask/tell loop over the space, the executor and the budget."""
+    from peftsearch.results import TRIAL_ADAPTERS
+    from peftsearch.search import SearchLoop
     from peftsearch.spaces import sample_choice
     from peftsearch.trials import count_trainable
 
-    started = time.perf_counter()
-    study_dir = config.study_dir
-    study_dir.mkdir(parents=True, exist_ok=True)
-    with console.status("Loading and tokenizing data..."):
-        data = build_data(config)
-        info, meta = build_model_info(config, data.num_labels)
-    console.print(
-        f"Data: {data.stats['train_rows']} train / {data.stats['eval_rows']} eval rows, "
-        f"labels {', '.join(data.label_names)}. "
-        f"Model: {info.model_type}, {info.num_layers} layers, {info.total_params:,} parameters."
-    )
-    write_study_files(config, data)
-    study = open_study(
-        config.search.study_name,
-        config.storage_url,
-        make_sampler(
-            config.search.sampler,
-            config.search.seed,
-            config.search.n_trials,
-            constrained=config.space.max_trainable_pct is not None,
-        ),
-    )
-    tracker = Tracker(config.mlflow_uri, config.experiment_name, config.output_dir / "mlartifacts")
-    if resume:
-        recovery = recover_study(study, tracker)
-        console.print(
-            f"Resuming '{study.study_name}': {len(recovery.requeued)} interrupted trial(s) "
-            f"re-queued, {recovery.runs_killed} orphaned MLflow run(s) ended as KILLED."
-        )
-    else:
-        stale = sum(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False))
-        if stale:
-            console.print(
-                f"[yellow]{stale} trial(s) of this study are RUNNING: another driver is at "
-                f"work, or one was killed (then run `peftsearch resume {study_dir}`).[/yellow]"
-            )
-    progress = SearchProgress(total=config.search.n_trials, started=time.time())
-    progress.done = finished_count(study)
-    if progress.done and not resume:
-        console.print(
-            f"Continuing study '{study.study_name}': {progress.done} trials already finished."
-        )
-    parent = tracker.start_parent(study.study_name, config.model_dump(mode="json"))
     methods = config.method_options()
-    early = config.search.early_stopping
-    rungs = rung_steps(config.training.max_steps, early.eta, early.rungs) if early.enabled else ()
-    board = (
-        RungBoard(early.eta, early.min_trials, accuracy_noise(len(data.eval))) if rungs else None
+    info, meta = inputs.info, inputs.meta
+    return SearchLoop(
+        study=study,
+        executor=executor,
+        sample=lambda trial: sample_choice(trial, methods, info),
+        n_trials=config.search.n_trials,
+        adapter_root=config.study_dir / TRIAL_ADAPTERS,
+        count_params=lambda choice: count_trainable(meta, choice.peft_config),
+        num_layers=info.num_layers,
+        max_steps=config.training.max_steps,
+        tracker=tracker,
+        parent_run_id=parent_run_id,
+        budget=budget,
+        cost_model=cost_model,
+        max_trainable_pct=config.space.max_trainable_pct,
+        rungs=rungs,
     )
 
-    with open_executor(config, data, board) as executor:
-        if config.resources.use_ray:
-            console.print(f"Ray: {executor.slots} worker(s) running trials in parallel.")
-        budget, cost_model = None, None
-        if config.budget.max_trials or config.budget.limits_time:
-            with console.status("Timing a few training steps to estimate trial costs..."):
-                budget, cost_model = build_budget(config, study, executor, info, len(data.eval))
-            progress.budget = budget
-            console.print(describe_budget(budget, cost_model))
-        loop: SearchLoop
 
-        def report(result: Any) -> None:
-            progress.add(result)
-            console.print(trial_line(result, progress.done, progress.total))
+def drive(loop: SearchLoop, progress: SearchProgress, console: Console) -> str:
+    """Phase 7: run the loop under a live progress line; one line per finished trial."""
+    from rich.live import Live
 
-        def render() -> str:
-            progress.running = loop.running
-            return progress.line()
+    from peftsearch.results import trial_line
 
-        loop = SearchLoop(
-            study=study,
-            executor=executor,
-            sample=lambda trial: sample_choice(trial, methods, info),
-            n_trials=config.search.n_trials,
-            adapter_root=study_dir / TRIAL_ADAPTERS,
-            count_params=lambda choice: count_trainable(meta, choice.peft_config),
-            num_layers=info.num_layers,
-            max_steps=config.training.max_steps,
-            tracker=tracker,
-            parent_run_id=parent,
-            on_result=report,
-            budget=budget,
-            cost_model=cost_model,
-            max_trainable_pct=config.space.max_trainable_pct,
-            rungs=rungs,
-        )
-        try:
-            with Live(get_renderable=render, console=console, refresh_per_second=2, transient=True):
-                reason = loop.run()
-        except BaseException:
-            tracker.end(parent, "KILLED")
-            raise
+    def report(result: Any) -> None:
+        progress.add_result(result)
+        console.print(trial_line(result, progress.done, progress.total))
+
+    def render() -> str:
+        progress.running = loop.running
+        return progress.line()
+
+    loop.on_result = report
+    with Live(get_renderable=render, console=console, refresh_per_second=2, transient=True):
+        reason = loop.run()
     progress.ended = time.time()
     console.print(progress.line())
     console.print(f"[bold]Search stopped[/bold] ({reason}).")
-    extra = {"stop_reason": reason, "budget": budget.summary() if budget else None}
-    return _finish(config, study, tracker, parent, time.perf_counter() - started, extra)
+    return reason
 
 
-def _finish(
-    config: Config, study: Any, tracker: Any, parent: str, wall: float, extra: dict[str, Any]
+def finish(
+    config: Config,
+    study: optuna.Study,
+    tracker: TrialTracker,
+    parent_run_id: str,
+    wall: float,
+    extra: dict[str, Any],
 ) -> SearchOutcome:
+    """Phase 8: tables, front adapters, report; all of it logged to the parent run."""
     from peftsearch.results import (
         REPORT_FILE,
         copy_front_adapters,
         pareto_numbers,
+        summarize,
         trial_rows,
         write_report,
         write_tables,
     )
+    from peftsearch.search import read_records
 
     rows = trial_rows(study)
     front = pareto_numbers(study)
-    complete = [r for r in rows if r["status"] == "COMPLETE"]
-    summary = {
-        "study": study.study_name,
-        "trials": len(rows),
-        "complete": len(complete),
-        "failed": sum(r["status"] == "FAIL" for r in rows),
-        "total_cost_usd": sum(r["cost_usd"] or 0 for r in rows),
-        "total_device_seconds": sum(r["device_seconds"] or 0 for r in rows),
-        "pruned": sum(r["status"] == "PRUNED" for r in rows),
-        "infeasible": sum(r["status"] == "INFEASIBLE" for r in rows),
-        "best_accuracy": max((r["accuracy"] for r in complete), default=None),
-    }
-    write_tables(config.study_dir, rows, front, extra={"summary": summary, **extra})
+    summary = summarize(study.study_name, rows)
+    extra = {"summary": summary, **extra}
+    write_tables(config.study_dir, rows, front, extra=extra)
     copied = copy_front_adapters(config.study_dir, front)
     if config.tracking.log_adapters:
+        run_ids = {r.number: r.run_id for r in read_records(study)}
         for number, folder in copied.items():
-            run_id = study.trials[number].user_attrs.get("mlflow_run_id")
-            if run_id:
-                tracker.log_artifacts(run_id, folder, "adapter")
+            if run_ids.get(number):
+                tracker.log_artifacts(str(run_ids[number]), folder, "adapter")
+    write_report(config.study_dir, study.study_name, rows, front, extra)
     budget = {f"budget_{k}": v for k, v in (extra.get("budget") or {}).items()}
-    tracker.log_parent_metrics(
-        parent, {k: v for k, v in {**summary, **budget}.items() if isinstance(v, int | float)}
+    metrics = {k: v for k, v in {**summary, **budget}.items() if isinstance(v, int | float)}
+    files = [config.study_dir / n for n in ("pareto.json", "pareto.csv", "trials.csv", REPORT_FILE)]
+    tracker.finish_parent(parent_run_id, metrics, {"stop_reason": extra["stop_reason"]}, files)
+    return SearchOutcome(
+        study_dir=config.study_dir,
+        rows=rows,
+        front=front,
+        wall_seconds=wall,
+        stop_reason=extra["stop_reason"],
+        extra=extra,
     )
-    tracker.client.set_tag(parent, "stop_reason", extra["stop_reason"])
-    write_report(config.study_dir, study.study_name, rows, front, {"summary": summary, **extra})
-    for name in ("pareto.json", "pareto.csv", "trials.csv", REPORT_FILE):
-        tracker.log_file(parent, config.study_dir / name)
-    tracker.end(parent, "FINISHED")
-    return SearchOutcome(study_dir=config.study_dir, rows=rows, front=front, wall_seconds=wall)
+
+
+def run_search(config: Config, console: Console, *, resume: bool = False) -> SearchOutcome:
+    """Run (or continue, or resume) the search a config describes."""
+    started = time.perf_counter()
+    inputs = load_inputs(config, console)
+    study = build_study(config)
+    tracker = build_tracker(config)
+    reconcile(study, tracker, console, resume=resume, study_dir=config.study_dir)
+    progress = start_progress(study, config.search.n_trials, console)
+    parent = tracker.start_parent(study.study_name, config.model_dump(mode="json"))
+    rungs, board = build_early_stopping(config, len(inputs.data.eval))
+    try:
+        with open_executor(config, inputs.data, board) as executor:
+            if config.resources.use_ray:
+                console.print(f"Ray: {executor.slots} worker(s) running trials in parallel.")
+            budget, cost_model = start_budget(config, study, executor, inputs, console)
+            progress.budget = budget
+            loop = make_loop(
+                config,
+                study,
+                executor,
+                inputs,
+                tracker,
+                parent,
+                budget=budget,
+                cost_model=cost_model,
+                rungs=rungs,
+            )
+            reason = drive(loop, progress, console)
+    except BaseException:
+        tracker.end(parent, "KILLED")
+        raise
+    extra = {"stop_reason": reason, "budget": budget.summary() if budget else None}
+    return finish(config, study, tracker, parent, time.perf_counter() - started, extra)

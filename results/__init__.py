@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from peftsearch.results.console import front_table, trial_line
-from peftsearch.results.export import export_adapter
+from peftsearch.results.export import Checkpoint, export_adapter
 from peftsearch.results.files import (
     ADAPTERS,
     CONFIG_FILE,
@@ -12,10 +12,11 @@ from peftsearch.results.files import (
     TRIAL_ADAPTERS,
     atomic_write,
     copy_front_adapters,
+    summarize,
     write_report,
     write_tables,
 )
-from peftsearch.results.front import COLUMNS, pareto_numbers, trial_rows
+from peftsearch.results.front import COLUMNS, display_name, pareto_numbers, trial_rows
 from peftsearch.results.recommend import Constraints, Recommendation, recommend
 
 __all__ = [
@@ -25,14 +26,17 @@ __all__ = [
     "LABELS_FILE",
     "REPORT_FILE",
     "TRIAL_ADAPTERS",
+    "Checkpoint",
     "Constraints",
     "Recommendation",
     "atomic_write",
     "copy_front_adapters",
+    "display_name",
     "export_adapter",
     "front_table",
     "pareto_numbers",
     "recommend",
+    "summarize",
     "trial_line",
     "trial_rows",
     "write_report",

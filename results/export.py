@@ -5,20 +5,41 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from peftsearch.errors import UserError
 from peftsearch.results.files import LABELS_FILE, TRIAL_ADAPTERS
 
-__all__ = ["export_adapter", "model_card"]
+__all__ = ["Checkpoint", "export_adapter", "model_card"]
 
-MERGEABLE = {"LORA", "IA3", "LOHA", "LOKR"}
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Exactly the base model a search trained on: an export names it and merges into it."""
+
+    name_or_path: str
+    revision: str | None = None
+    gguf_file: str | None = None
+    trust_remote_code: bool = False
+    seed: int = 0
+
+    def load_arguments(self) -> str:
+        """The keyword arguments of ``from_pretrained``, as Python source for the card."""
+        parts = []
+        if self.revision:
+            parts.append(f"revision={self.revision!r}")
+        if self.gguf_file:
+            parts.append(f"gguf_file={self.gguf_file!r}")
+        if self.trust_remote_code:
+            parts.append("trust_remote_code=True")
+        return "".join(f"\n    {part}," for part in parts)
 
 
 def model_card(
     *,
-    base_model: str,
+    base: Checkpoint,
     row: dict[str, Any],
     data: dict[str, Any],
     labels: list[str],
@@ -27,6 +48,9 @@ def model_card(
 ) -> str:
     acc = row.get("accuracy")
     f1 = row.get("macro_f1")
+    base_model = base.name_or_path
+    revision = f" at revision `{base.revision}`" if base.revision else ""
+    extra = base.load_arguments()
     return f"""---
 library_name: peft
 base_model: {base_model}
@@ -34,7 +58,8 @@ tags: [peft, {peft_type.lower()}, peftsearch]
 ---
 # {row["method"]} adapter from peftsearch study `{study_name}` (trial {row["trial"]})
 
-**Base model:** `{base_model}`
+**Base model:** `{base_model}`{revision}
+**Settings in words:** {row.get("description") or row["method"]}
 **Method:** {row["method"]} ({peft_type}); settings: {row["params"]}; learning rate {row["lr"]:.3g}
 **Task:** sequence classification into {len(labels)} labels: {", ".join(labels)}
 
@@ -63,14 +88,14 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 labels = json.load(open("{LABELS_FILE}"))
 base = AutoModelForSequenceClassification.from_pretrained(
-    "{base_model}",
+    "{base_model}",{extra}
     num_labels=len(labels["id2label"]),
     id2label={{int(i): name for i, name in labels["id2label"].items()}},
     label2id=labels["label2id"],
 )
 base.config.pad_token_id = labels["pad_token_id"]
 model = PeftModel.from_pretrained(base, "path/to/this/folder").eval()
-tokenizer = AutoTokenizer.from_pretrained("{base_model}")
+tokenizer = AutoTokenizer.from_pretrained("{base_model}",{extra})
 ```
 """
 
@@ -79,12 +104,20 @@ def export_adapter(
     *,
     study_dir: Path,
     row: dict[str, Any],
-    config: Any,
+    base: Checkpoint,
+    data: dict[str, Any],
+    study_name: str,
     out: Path,
     merge: bool = False,
     force: bool = False,
 ) -> Path:
-    """Write the adapter, ``labels.json`` and ``README.md`` to ``out``, all or nothing."""
+    """Write the adapter, ``labels.json`` and ``README.md`` to ``out``, all or nothing.
+
+    ``data`` is the study's data section (for the card). With ``merge``, the adapter is
+    also merged into ``base`` (same revision, remote code and float32 weights as the
+    search) and written to ``out/merged``.
+    """
+
     number = row["trial"]
     source = study_dir / TRIAL_ADAPTERS / str(number)
     if row["status"] != "COMPLETE" or not (source / "adapter_config.json").is_file():
@@ -99,7 +132,7 @@ def export_adapter(
     meta = json.loads(labels_path.read_text())
     adapter_config = json.loads((source / "adapter_config.json").read_text())
     peft_type = str(adapter_config.get("peft_type", "")).upper()
-    if merge and peft_type not in MERGEABLE:
+    if merge and not _mergeable(row["method"]):
         raise UserError(
             f"{row['method']} adapters cannot be merged into the weights",
             where="--merge",
@@ -112,16 +145,16 @@ def export_adapter(
         shutil.copytree(source, staging, dirs_exist_ok=True)
         (staging / LABELS_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         card = model_card(
-            base_model=config.model.name_or_path,
+            base=base,
             row=row,
-            data=config.data.model_dump(),
+            data=data,
             labels=list(meta["id2label"].values()),
-            study_name=config.search.study_name,
+            study_name=study_name,
             peft_type=peft_type,
         )
         (staging / "README.md").write_text(card)
         if merge:
-            _merge(staging, config, meta)
+            _merge(staging, base, meta)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
@@ -131,23 +164,38 @@ def export_adapter(
     return out
 
 
-def _merge(folder: Path, config: Any, meta: dict[str, Any]) -> None:
+def _mergeable(method: str) -> bool:
+    from peftsearch.spaces import get_method
+
+    try:
+        return get_method(method).mergeable
+    except KeyError:
+        return False
+
+
+def _merge(folder: Path, base: Checkpoint, meta: dict[str, Any]) -> None:
+    """Merge into the very checkpoint the trials trained on, loaded the way they loaded it."""
     from peft import PeftModel
-    from transformers import AutoModelForSequenceClassification
 
-    from peftsearch.trials import load_tokenizer
+    from peftsearch.trials import BaseModelSource, load_tokenizer
 
-    kwargs = {"gguf_file": config.model.gguf_file} if config.model.gguf_file else {}
-    base = AutoModelForSequenceClassification.from_pretrained(
-        config.model.name_or_path,
-        num_labels=len(meta["id2label"]),
-        id2label={int(k): v for k, v in meta["id2label"].items()},
-        label2id=meta["label2id"],
-        **kwargs,
+    labels = [meta["id2label"][k] for k in sorted(meta["id2label"], key=int)]
+    source = BaseModelSource(
+        base.name_or_path,
+        num_labels=len(labels),
+        label_names=labels,
+        pad_token_id=meta["pad_token_id"],
+        revision=base.revision,
+        gguf_file=base.gguf_file,
+        trust_remote_code=base.trust_remote_code,
+        seed=base.seed,
     )
-    base.config.pad_token_id = meta["pad_token_id"]
-    merged = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+    merged = PeftModel.from_pretrained(source.fresh_copy(), str(folder)).merge_and_unload()
     merged.save_pretrained(folder / "merged")
-    load_tokenizer(config.model.name_or_path, gguf_file=config.model.gguf_file).save_pretrained(
-        folder / "merged"
+    tokenizer = load_tokenizer(
+        base.name_or_path,
+        revision=base.revision,
+        gguf_file=base.gguf_file,
+        trust_remote_code=base.trust_remote_code,
     )
+    tokenizer.save_pretrained(folder / "merged")

@@ -21,6 +21,7 @@ __all__ = [
     "TRIAL_ADAPTERS",
     "atomic_write",
     "copy_front_adapters",
+    "summarize",
     "write_report",
     "write_tables",
 ]
@@ -52,6 +53,22 @@ def _csv(rows: Iterable[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def summarize(study_name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The study's totals, as ``pareto.json`` and the report show them."""
+    complete = [r for r in rows if r["status"] == "COMPLETE"]
+    return {
+        "study": study_name,
+        "trials": len(rows),
+        "complete": len(complete),
+        "failed": sum(r["status"] == "FAIL" for r in rows),
+        "total_cost_usd": sum(r["cost_usd"] or 0 for r in rows),
+        "total_device_seconds": sum(r["device_seconds"] or 0 for r in rows),
+        "pruned": sum(r["status"] == "PRUNED" for r in rows),
+        "infeasible": sum(r["status"] == "INFEASIBLE" for r in rows),
+        "best_accuracy": max((r["accuracy"] for r in complete), default=None),
+    }
 
 
 def write_tables(

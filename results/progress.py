@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from peftsearch.search.records import read_records
+
 if TYPE_CHECKING:
     import optuna
 
@@ -14,6 +16,8 @@ __all__ = ["SearchProgress", "progress_from_study"]
 
 @dataclass
 class SearchProgress:
+    """Counts and bests over every trial of the study, earlier runs included."""
+
     total: int
     done: int = 0
     running: int = 0
@@ -25,19 +29,21 @@ class SearchProgress:
     ended: float | None = None
     budget: Any = None
 
-    def add(self, result: Any) -> None:
-        """Fold in one finished trial (a ``TrialResult``)."""
+    def add(
+        self, status: str, accuracy: float | None, params: int | None, cost: float | None
+    ) -> None:
+        """Fold in one finished trial that counts against ``search.n_trials``."""
         self.done += 1
-        if result.status != "COMPLETE":
-            self.failed += result.status == "FAIL"
+        self.failed += status == "FAIL"
+        if status != "COMPLETE" or accuracy is None or params is None or cost is None:
             return
-        self.best_accuracy = max(self.best_accuracy or 0.0, result.accuracy)
-        self.fewest_params = min(
-            self.fewest_params or result.trainable_params, result.trainable_params
-        )
-        self.lowest_cost = min(
-            self.lowest_cost if self.lowest_cost is not None else result.cost_usd, result.cost_usd
-        )
+        self.best_accuracy = max(self.best_accuracy or 0.0, accuracy)
+        self.fewest_params = min(self.fewest_params or params, params)
+        self.lowest_cost = min(self.lowest_cost if self.lowest_cost is not None else cost, cost)
+
+    def add_result(self, result: Any) -> None:
+        """Fold in a live ``TrialResult``."""
+        self.add(result.status, result.accuracy, result.trainable_params, result.cost_usd)
 
     def line(self) -> str:
         elapsed = (self.ended or time.time()) - self.started if self.started else 0.0
@@ -59,28 +65,23 @@ class SearchProgress:
 
 
 def progress_from_study(study: optuna.Study, total: int) -> SearchProgress:
-    """The same numbers, read from storage while a search runs elsewhere."""
-    from optuna.trial import TrialState
+    """The numbers from storage: every trial that counts, whichever run made it.
 
-    trials = study.get_trials(deepcopy=False)
+    Configs over the params cap and trials never launched are left out: they were not
+    trained, so they have no accuracy or cost to show.
+    """
+    stored = read_records(study)
     progress = SearchProgress(total=total)
-    starts = [t.datetime_start.timestamp() for t in trials if t.datetime_start]
-    progress.started = min(starts, default=0.0)
-    running = [t for t in trials if t.state == TrialState.RUNNING]
-    progress.running = len(running)
-    if not running:
-        ends = [t.datetime_complete.timestamp() for t in trials if t.datetime_complete]
-        progress.ended = max(ends, default=None)
-    for trial in trials:
-        if trial.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED):
-            record = trial.user_attrs.get("result", {})
-            progress.add(_Finished(trial.state.name, record))
+    progress.started = min((r.started for r in stored if r.started), default=0.0)
+    progress.running = sum(r.state == "RUNNING" for r in stored)
+    if not progress.running:
+        progress.ended = max((r.completed for r in stored if r.completed), default=None)
+    for record in stored:
+        if record.counted:
+            progress.add(
+                record.state,
+                record.measurement("accuracy"),
+                record.measurement("trainable_params"),
+                record.measurement("cost_usd"),
+            )
     return progress
-
-
-class _Finished:
-    def __init__(self, status: str, record: dict[str, Any]) -> None:
-        self.status = status
-        self.accuracy = record.get("accuracy")
-        self.trainable_params = record.get("trainable_params")
-        self.cost_usd = record.get("cost_usd")

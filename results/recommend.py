@@ -7,34 +7,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from peftsearch.errors import UserError
+from peftsearch.results.front import display_name, plain_settings
 
 __all__ = ["Constraints", "Recommendation", "parse_cost", "parse_params", "recommend"]
 
 Preference = Literal["accuracy", "params", "cost"]
 NEAR_BEST = 0.02  # "as good as the best" when within 2 accuracy points
-
-METHOD_NAMES = {
-    "lora": "LoRA",
-    "dora": "DoRA",
-    "ia3": "IA3",
-    "loha": "LoHa",
-    "lokr": "LoKr",
-    "prompt_tuning": "prompt tuning",
-    "prefix_tuning": "prefix tuning",
-}
-TARGET_WORDS = {
-    "qv": "query/value projections",
-    "attention": "all attention projections",
-    "attention+mlp": "attention and MLP layers",
-    "kv": "keys and values",
-    "kv+ffn": "keys, values and the feed-forward activation",
-}
-LAYER_WORDS = {
-    "all": "every layer",
-    "top-half": "the top half of the layers",
-    "top-quarter": "the top quarter of the layers",
-    "bottom-half": "the bottom half of the layers",
-}
 
 
 def parse_params(text: str | None) -> tuple[int | None, float | None]:
@@ -115,21 +93,11 @@ class Recommendation:
 
 
 def describe_choice(row: dict[str, Any]) -> str:
-    """``LoRA rank 8 on all attention projections in the top half of the layers, lr 6.7e-03``."""
+    """The plain-language settings of a trial row, in its method plug-in's words."""
+    if row.get("description"):
+        return str(row["description"])
     settings = dict(item.split("=", 1) for item in (row.get("params") or "").split() if "=" in item)
-    words = [METHOD_NAMES.get(row["method"], row["method"])]
-    if "rank" in settings:
-        words.append(f"rank {settings['rank']}")
-    if "num_virtual_tokens" in settings:
-        words.append(f"with {settings['num_virtual_tokens']} virtual tokens")
-    if "targets" in settings:
-        words.append(f"on {TARGET_WORDS.get(settings['targets'], settings['targets'])}")
-    if "layers" in settings:
-        words.append(f"in {LAYER_WORDS.get(settings['layers'], settings['layers'])}")
-    text = " ".join(words)
-    if row.get("lr"):
-        text += f", learning rate {row['lr']:.1e}"
-    return text
+    return plain_settings(row["method"], {**settings, "lr": row.get("lr")})
 
 
 def _facts(row: dict[str, Any]) -> str:
@@ -182,7 +150,7 @@ def recommend(
     if best["trial"] != pick["trial"] and gap > 0:
         traded.append(
             f"it is {gap:.1f} accuracy points below the best found (trial {best['trial']}, "
-            f"{METHOD_NAMES.get(best['method'], best['method'])}, "
+            f"{display_name(best['method'])}, "
             f"{best['trainable_pct']:.2f}% trainable)"
         )
     else:
@@ -202,10 +170,7 @@ def recommend(
     rival = _rival(trained, pick)
     if rival is not None:
         lead = (pick["accuracy"] - rival["accuracy"]) * 100
-        text += (
-            f" It beat {METHOD_NAMES.get(rival['method'], rival['method'])} by {lead:.1f} points "
-            f"at similar size."
-        )
+        text += f" It beat {display_name(rival['method'])} by {lead:.1f} points at similar size."
     alternatives = [
         f"trial {r['trial']}: {describe_choice(r)} ({_facts(r)})"
         for r in sorted(options, key=lambda r: -r["accuracy"])

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 from peftsearch.search._loop import SearchLoop, finished_count
 from peftsearch.search.executor import InProcessExecutor, TrialExecutor
+from peftsearch.search.records import DIRECTIONS, OBJECTIVES, TrialRecord, read_records
 from peftsearch.search.study import (
-    DIRECTIONS,
-    OBJECTIVES,
     load_existing_study,
     make_sampler,
     open_study,
+    quiet_optuna,
 )
-from peftsearch.search.tracking import Tracker, flatten
+from peftsearch.search.tracking import NullTracker, Tracker, TrialTracker, flatten
 
 __all__ = [
     "DIRECTIONS",
     "OBJECTIVES",
     "InProcessExecutor",
+    "NullTracker",
     "SearchLoop",
     "Tracker",
     "TrialExecutor",
+    "TrialRecord",
+    "TrialTracker",
     "finished_count",
     "flatten",
     "load_existing_study",
     "make_sampler",
     "open_study",
+    "quiet_optuna",
+    "read_records",
 ]

@@ -6,9 +6,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from peftsearch.search import records
 from peftsearch.search.cost_model import features_of
+from peftsearch.search.study import quiet_optuna
+from peftsearch.search.tracking import NullTracker, TrialTracker
 from peftsearch.trials import TrialRequest, TrialResult
 
 if TYPE_CHECKING:
@@ -17,27 +20,16 @@ if TYPE_CHECKING:
     from peftsearch.search.budget import Budget
     from peftsearch.search.cost_model import CostModel, TrialFeatures
     from peftsearch.search.executor import TrialExecutor
-    from peftsearch.search.tracking import Tracker
     from peftsearch.spaces import PeftChoice
 
-__all__ = ["NOT_COUNTED", "SearchLoop", "finished_count"]
+__all__ = ["SearchLoop", "finished_count"]
 
-FINISHED_STATES = ("COMPLETE", "FAIL", "PRUNED")
-# Trials that hold a study number but were never trained: not counted against n_trials.
-NOT_COUNTED = ("infeasible", "not_launched")
 MAX_INFEASIBLE_IN_A_ROW = 50
 
 
 def finished_count(study: optuna.Study) -> int:
-    """Trials that ran, not counting those a dead driver left (they were re-queued) nor
-    configs that were never trained."""
-    interrupted = study.user_attrs.get("interrupted_trials", {})
-    return sum(
-        t.state.name in FINISHED_STATES
-        and str(t.number) not in interrupted
-        and not any(t.user_attrs.get(key) for key in NOT_COUNTED)
-        for t in study.get_trials(deepcopy=False)
-    )
+    """Trials that count against ``search.n_trials`` (see ``TrialRecord.counted``)."""
+    return sum(record.counted for record in records.read_records(study))
 
 
 @dataclass
@@ -58,6 +50,10 @@ class SearchLoop:
     and a ``cost_model`` each trial gets an allowance from its estimate. ``rungs`` are
     the steps at which trials are judged for early stopping. ``on_result`` sees every
     finished trial (progress display). ``stop_reason`` says why the loop ended.
+
+    A trial whose estimate did not fit the budget is recorded once as not launched. A
+    later run of the same study stops at once while it still does not fit (no new
+    trial is added), and launches it first once the budget was raised.
     """
 
     study: optuna.Study
@@ -68,23 +64,26 @@ class SearchLoop:
     count_params: Callable[[PeftChoice], tuple[int, int]]
     num_layers: int
     max_steps: int
-    tracker: Tracker | None = None
-    parent_run_id: str | None = None
+    tracker: TrialTracker = field(default_factory=NullTracker)
+    parent_run_id: str = ""
     on_result: Callable[[TrialResult], None] | None = None
     budget: Budget | None = None
     cost_model: CostModel | None = None
     max_trainable_pct: float | None = None
     rungs: tuple[int, ...] = ()
     stop_reason: str | None = None
-    _inflight: dict[int, tuple[optuna.Trial, str | None, _Candidate | None]] = field(
-        default_factory=dict
-    )
+    _inflight: dict[int, tuple[optuna.Trial, str, _Candidate | None]] = field(default_factory=dict)
 
     @property
     def running(self) -> int:
         return len(self._inflight)
 
     def run(self) -> str:
+        with quiet_optuna():
+            return self._run()
+
+    def _run(self) -> str:
+        self._retry_not_launched()
         pending: _Candidate | None = None
         while True:
             while self.stop_reason is None and self.running < self.executor.slots:
@@ -112,6 +111,23 @@ class SearchLoop:
             self._not_launched(pending)
         return self.stop_reason or "trials: nothing left to run"
 
+    def _retry_not_launched(self) -> None:
+        """A trial an earlier run could not afford: stop now if it still does not fit,
+        else queue its params so it runs first."""
+        if self.budget is None:
+            return
+        stored = records.read_records(self.study)
+        retried = {r.requeued_from for r in stored}
+        waiting = [r for r in stored if r.not_launched and r.number not in retried]
+        if not waiting:
+            return
+        last = waiting[-1]
+        estimate = last.estimated_seconds or 0.0
+        if self.budget.allowance(estimate) is None:
+            self.stop_reason = self.budget.no_room(estimate)
+            return
+        self.study.enqueue_trial(last.params, user_attrs=records.requeue_attrs(last.number))
+
     def _next_candidate(self) -> _Candidate | None:
         for _ in range(MAX_INFEASIBLE_IN_A_ROW):
             trial = self.study.ask()
@@ -119,17 +135,14 @@ class SearchLoop:
                 choice = self.sample(trial)
                 trainable, total = self.count_params(choice)
             except ValueError as error:  # the space cannot express this point for the model
-                method = str(trial.user_attrs.get("method", "?"))
-                self._record(
-                    trial, None, TrialResult(trial.number, method, "FAIL", error=str(error))
-                )
+                method = str(trial.params.get("method", "?"))
+                self._record(trial, "", TrialResult(trial.number, method, "FAIL", error=str(error)))
                 return None
-            trial.set_user_attr("summary", {**choice.summary, "lr": choice.learning_rate})
-            trial.set_user_attr("peft_config", choice.peft_config)
+            records.save_choice(trial, choice)
             pct = 100.0 * trainable / total
             if self.max_trainable_pct is not None:
                 # Optuna's constraint API: > 0 is infeasible, and the sampler learns from it.
-                trial.set_user_attr("constraint", [pct - self.max_trainable_pct])
+                records.save_constraint(trial, pct - self.max_trainable_pct)
                 if pct > self.max_trainable_pct:
                     self._infeasible(trial, choice, trainable, total)
                     continue
@@ -144,19 +157,19 @@ class SearchLoop:
     def _infeasible(
         self, trial: optuna.Trial, choice: PeftChoice, trainable: int, total: int
     ) -> None:
-        trial.set_user_attr("infeasible", True)
+        pct = 100.0 * trainable / total
         record = TrialResult(
             trial.number,
             choice.method,
             "COMPLETE",
             trainable_params=trainable,
             total_params=total,
-            trainable_pct=100.0 * trainable / total,
-            error=f"not trained: {100.0 * trainable / total:.3f}% trainable is over the cap "
-            "(space.max_trainable_pct)",
+            trainable_pct=pct,
+            error=f"not trained: {pct:.3f}% trainable is over the cap (space.max_trainable_pct)",
         )
-        trial.set_user_attr("result", _stored(record))
-        self._child_run(trial, choice, status="INFEASIBLE")
+        records.save_result(trial, record, infeasible=True)
+        run_id = self._child_run(trial, choice)
+        self.tracker.close_child(run_id, "INFEASIBLE", "FINISHED")
         # Told as complete with the worst accuracy so the sampler's constraint handling
         # sees it; results and the front leave infeasible trials out.
         self.study.tell(trial, [0.0, float(trainable), 0.0])
@@ -167,13 +180,12 @@ class SearchLoop:
         if self.cost_model is not None:
             evaluations = len(self.rungs) + 1
             estimate = self.cost_model.predict(candidate.features, self.max_steps, evaluations)
+            records.save_estimate(trial, estimate)
         if self.budget is not None and estimate is not None:
             allowance = self.budget.allowance(estimate)
             if allowance is None:
                 return False
             self.budget.reserve(trial.number, allowance)
-        if estimate is not None:
-            trial.set_user_attr("estimated_seconds", estimate)
         run_id = self._child_run(trial, choice)
         self._inflight[trial.number] = (trial, run_id, candidate)
         self.executor.submit(
@@ -193,21 +205,18 @@ class SearchLoop:
         import optuna
 
         trial = candidate.trial
-        trial.set_user_attr("not_launched", True)
-        reason = "not launched: its estimated cost does not fit in the budget left"
-        record = TrialResult(trial.number, candidate.choice.method, "PRUNED", error=reason)
-        trial.set_user_attr("result", _stored(record))
-        self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        self.stop_reason = self.stop_reason or (
-            "budget: the next trial would not fit in what is left (budget.max_cost_usd, "
-            "max_device_hours or max_wall_time)"
+        estimate = records.estimate_of(trial) or 0.0
+        reason = (
+            self.budget.no_room(estimate)
+            if self.budget is not None
+            else "budget: the next trial does not fit"
         )
+        record = TrialResult(trial.number, candidate.choice.method, "PRUNED", error=reason)
+        records.save_result(trial, record, not_launched=True)
+        self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        self.stop_reason = self.stop_reason or reason
 
-    def _child_run(
-        self, trial: optuna.Trial, choice: PeftChoice, status: str | None = None
-    ) -> str | None:
-        if self.tracker is None or self.parent_run_id is None:
-            return None
+    def _child_run(self, trial: optuna.Trial, choice: PeftChoice) -> str:
         params = {
             "method": choice.method,
             "learning_rate": choice.learning_rate,
@@ -216,38 +225,29 @@ class SearchLoop:
         run_id = self.tracker.start_child(
             self.parent_run_id, self.study.study_name, trial.number, choice.method, params
         )
-        trial.set_user_attr("mlflow_run_id", run_id)
-        if status is not None:
-            self.tracker.client.set_tag(run_id, "status", status)
-            self.tracker.end(run_id, "FINISHED")
+        if run_id:
+            records.save_run_id(trial, run_id)
         return run_id
 
     def _finish(self, result: TrialResult) -> None:
         trial, run_id, candidate = self._inflight.pop(result.number)
-        result.estimated_seconds = trial.user_attrs.get("estimated_seconds")
+        result.estimated_seconds = records.estimate_of(trial)
         if self.budget is not None:
             self.budget.settle(result.number, result.device_seconds)
         if self.cost_model is not None and candidate is not None:
             self.cost_model.observe(candidate.features, result)
         self._record(trial, run_id, result)
 
-    def _record(self, trial: optuna.Trial, run_id: str | None, result: TrialResult) -> None:
+    def _record(self, trial: optuna.Trial, run_id: str, result: TrialResult) -> None:
         import optuna
 
-        trial.set_user_attr("result", _stored(result))
+        records.save_result(trial, result)
         if result.status == "COMPLETE":
             self.study.tell(trial, result.objectives())
         else:
             state = optuna.trial.TrialState[result.status]
             self.study.tell(trial, state=state)
-        if self.tracker is not None and run_id is not None:
+        if run_id:
             self.tracker.finish_child(run_id, result)
         if self.on_result is not None:
             self.on_result(result)
-
-
-def _stored(result: TrialResult) -> dict[str, Any]:
-    """The result as kept in Optuna's user attrs (the loss curve lives in MLflow)."""
-    record = result.to_dict()
-    record.pop("losses")
-    return record

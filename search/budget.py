@@ -13,19 +13,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Budget", "BudgetLimits", "spent_device_seconds"]
+__all__ = ["Budget", "BudgetLimits", "retry_allowance", "spent_device_seconds"]
 
 SLACK = 2.0  # an allowance covers up to twice the estimate, so estimates may be rough
 
 
 @dataclass(frozen=True)
 class BudgetLimits:
-    """Limits in device-seconds (money and device-hours converted), trials and wall time."""
+    """Limits in device-seconds (money and device-hours converted), trials and wall time.
+
+    ``device_key`` names the config key that set ``device_seconds`` (the tighter of
+    money and device-hours), so a stop can say which key to raise.
+    """
 
     device_seconds: float | None = None
     trials: int | None = None
     wall_seconds: float | None = None
     usd_per_device_hour: float = 0.0
+    device_key: str = "budget.max_device_hours"
 
     @classmethod
     def build(
@@ -37,18 +42,19 @@ class BudgetLimits:
         max_wall_seconds: float | None,
         usd_per_device_hour: float,
     ) -> BudgetLimits:
-        limits = []
+        limits: list[tuple[float, str]] = []
         if max_cost_usd is not None:
-            limits.append(
-                max_cost_usd / usd_per_device_hour * 3600 if usd_per_device_hour else math.inf
-            )
+            seconds = max_cost_usd / usd_per_device_hour * 3600 if usd_per_device_hour else math.inf
+            limits.append((seconds, "budget.max_cost_usd"))
         if max_device_hours is not None:
-            limits.append(max_device_hours * 3600)
+            limits.append((max_device_hours * 3600, "budget.max_device_hours"))
+        device, key = min(limits) if limits else (None, "budget.max_device_hours")
         return cls(
-            device_seconds=min(limits) if limits else None,
+            device_seconds=device,
             trials=max_trials,
             wall_seconds=max_wall_seconds,
             usd_per_device_hour=usd_per_device_hour,
+            device_key=key,
         )
 
 
@@ -109,17 +115,48 @@ class Budget:
         self.spent += device_seconds
 
     def exhausted(self, cheapest_estimate: float) -> str | None:
-        """Why no further trial can start, or None while one can."""
+        """Why no further trial can start, or None while one can. Each reason names the
+        config key to raise to go on."""
         if self.limits.trials is not None and self.trials >= self.limits.trials:
-            return f"budget: {self.limits.trials} trials done (budget.max_trials)"
+            return (
+                f"budget: {self.limits.trials} trials done in this run; raise "
+                "budget.max_trials to go on"
+            )
         if self.wall_left() < cheapest_estimate:
-            return "budget: wall time used up (budget.max_wall_time)"
+            return "budget: wall time used up; raise budget.max_wall_time to go on"
         if (
             self.limits.device_seconds is not None
             and self.limits.device_seconds - self.spent < cheapest_estimate
         ):
-            return "budget: device time / money used up (budget.max_cost_usd or max_device_hours)"
+            return (
+                f"budget: {self._device_words()} used up; raise {self.limits.device_key} to go on"
+            )
         return None
+
+    def no_room(self, estimate: float) -> str:
+        """Why a trial estimated at ``estimate`` device-seconds was not launched."""
+        if (
+            self.limits.trials is not None
+            and self.trials + len(self.reserved) >= self.limits.trials
+        ):
+            return self.exhausted(math.inf) or "budget: budget.max_trials reached"
+        if self.wall_left() <= self.device_left():
+            key, left = "budget.max_wall_time", f"{max(0.0, self.wall_left()):.0f} s of wall time"
+        else:
+            key, left = self.limits.device_key, self._device_words(left=True)
+        return (
+            f"budget: the next trial (about {estimate:.0f} device-seconds) does not fit in "
+            f"the {left} left; raise {key} to go on"
+        )
+
+    def _device_words(self, left: bool = False) -> str:
+        """``$0.0100`` or ``0.50 device-hours``, spent or left, in the key's own unit."""
+        assert self.limits.device_seconds is not None
+        seconds = self.device_left() if left else self.limits.device_seconds
+        seconds = max(0.0, seconds)
+        if self.limits.device_key == "budget.max_cost_usd":
+            return f"${seconds / 3600 * self.limits.usd_per_device_hour:.4f}"
+        return f"{seconds / 3600:.3f} device-hours"
 
     def summary(self) -> dict[str, float | None]:
         price = self.limits.usd_per_device_hour
@@ -135,9 +172,17 @@ class Budget:
         }
 
 
+def retry_allowance(max_seconds: float | None, lost_seconds: float) -> float | None:
+    """What is left of a trial's allowance after an attempt lost ``lost_seconds`` (its
+    worker died): the retry gets only that, so the trial's reservation still covers
+    every attempt and the budget is never exceeded."""
+    if max_seconds is None:
+        return None
+    return max(0.0, max_seconds - lost_seconds)
+
+
 def spent_device_seconds(study: Any) -> float:
     """What a continued study already spent: its budget covers earlier runs too."""
-    return sum(
-        float(t.user_attrs.get("result", {}).get("device_seconds") or 0.0)
-        for t in study.get_trials(deepcopy=False)
-    )
+    from peftsearch.search.records import read_records
+
+    return sum(record.device_seconds for record in read_records(study))

@@ -46,22 +46,16 @@ def features_of(
     return TrialFeatures(method, max(1, trainable_params), min(1.0, fraction))
 
 
-def calibration_request(info: ModelInfo, eval_rows: int) -> TrialRequest:
-    """A few LoRA steps and one small evaluation, to time this model, data and device."""
+def calibration_request(method: str, info: ModelInfo, eval_rows: int) -> TrialRequest:
+    """A few steps of ``method``'s typical config and one small evaluation, to time this
+    model, data and device. The method's plug-in says what a typical config is."""
+    from peftsearch.spaces import get_method
     from peftsearch.trials import TrialRequest
 
-    layers = list(range(info.num_layers))
-    config = {
-        "peft_type": "LORA",
-        "task_type": info.task_type,
-        "r": 8,
-        "lora_alpha": 16,
-        "target_modules": info.target_modules(info.query_value or info.attention, layers),
-    }
     return TrialRequest(
         number=-1,
-        method="lora",
-        peft_config=config,
+        method=method,
+        peft_config=get_method(method).calibration_config(info),
         learning_rate=1e-4,
         adapter_dir=None,
         max_steps=CALIBRATION_STEPS,
@@ -77,6 +71,7 @@ class CostModel:
     eval_seconds: float
     setup_seconds: float
     reference_params: int
+    method: str = "lora"
     ridge: float = 1.0
     _rows: list[tuple[TrialFeatures, float]] = field(default_factory=list)
     _evals: list[float] = field(default_factory=list)
@@ -96,6 +91,7 @@ class CostModel:
             eval_seconds=per_row * eval_rows_full,
             setup_seconds=result.setup_seconds,
             reference_params=max(1, result.trainable_params or 1),
+            method=result.method,
         )
 
     def observe(self, features: TrialFeatures, result: TrialResult) -> None:
@@ -149,11 +145,11 @@ class CostModel:
 
 
 def calibrate(
-    executor: TrialExecutor, info: ModelInfo, eval_rows: int, eval_batch: int
+    executor: TrialExecutor, method: str, info: ModelInfo, eval_rows: int, eval_batch: int
 ) -> tuple[CostModel, TrialResult]:
     """Run the calibration on a worker; its device time is real spend, charge it."""
     sample = min(eval_rows, eval_batch)
-    executor.submit(calibration_request(info, sample))
+    executor.submit(calibration_request(method, info, sample))
     results: list[TrialResult] = []
     while not results:
         results = executor.wait()

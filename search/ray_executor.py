@@ -6,6 +6,7 @@ results in multi-objective runs. The driver keeps the study and only dispatches 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -13,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from peftsearch.search.budget import retry_allowance
 from peftsearch.search.early_stopping import RungBoard
 from peftsearch.trials import TrialResult
 
@@ -198,20 +200,26 @@ class RayExecutor:
         # Idle survivors first, so the retry lands on another worker as soon as possible.
         self._idle.append(replacement)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        lost = attempt.lost_seconds + time.time() - attempt.started
-        if attempt.number < self.MAX_ATTEMPTS:
-            self._queue.appendleft((attempt.request, attempt.number + 1, lost))
+        this_attempt = time.time() - attempt.started
+        lost = attempt.lost_seconds + this_attempt
+        request = attempt.request
+        left = retry_allowance(request.max_seconds, this_attempt)
+        if attempt.number < self.MAX_ATTEMPTS and (left is None or left > 0):
+            # The retry gets what is left of the trial's allowance, not a fresh one.
+            retry = dataclasses.replace(request, max_seconds=left)
+            self._queue.appendleft((retry, attempt.number + 1, lost))
             return []
+        why = "" if left is None or left > 0 else "; its allowance is used up"
         return [
             TrialResult(
-                number=attempt.request.number,
-                method=attempt.request.method,
+                number=request.number,
+                method=request.method,
                 status="FAIL",
                 attempts=attempt.number,
                 started_at=attempt.started,
                 finished_at=time.time(),
                 device_seconds=lost,
-                error=f"worker process died in {attempt.number} attempts ({reason})",
+                error=f"worker process died in {attempt.number} attempts ({reason}){why}",
             )
         ]
 

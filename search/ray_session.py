@@ -14,6 +14,21 @@ from peftsearch.errors import UserError
 
 __all__ = ["ray_session"]
 
+# Ray puts Unix sockets at <temp>/session_<date>_<id>/sockets/plasma_store, and such a
+# path may not exceed 107 bytes; this much of it is Ray's own.
+_RAY_SOCKET_SUFFIX = 66
+_SOCKET_PATH_MAX = 107
+
+
+def _session_folder() -> str:
+    """A fresh folder for Ray's session files: in the user's temp dir, or in /tmp when
+    that path is too deep for Ray's sockets."""
+    temp = tempfile.mkdtemp(prefix="psr-")
+    if len(temp.encode()) + _RAY_SOCKET_SUFFIX > _SOCKET_PATH_MAX:
+        os.rmdir(temp)
+        temp = tempfile.mkdtemp(prefix="psr-", dir="/tmp")
+    return temp
+
 
 def _reload_auth_settings() -> None:
     """Ray reads RAY_AUTH_* when it is imported; make it read them again (Ray >= 2.50)."""
@@ -44,7 +59,7 @@ def ray_session(address: str = "") -> Iterator[None]:
         return
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address in ("", "local"):
-        temp = tempfile.mkdtemp(prefix="peftsearch-ray-")
+        temp = _session_folder()
         saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
         if saved["RAY_AUTH_MODE"] is None:
             os.environ["RAY_AUTH_MODE"] = "token"

@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from peftsearch.search import records
+
 if TYPE_CHECKING:
     import optuna
 
-    from peftsearch.search.tracking import Tracker
+    from peftsearch.search.tracking import TrialTracker
 
-__all__ = ["INTERRUPTED", "Recovery", "recover_study"]
+__all__ = ["Recovery", "recover_study"]
 
-INTERRUPTED = "interrupted_trials"
 REASON = "its driver stopped before the trial finished; re-queued as trial {}"
 
 
@@ -23,7 +24,7 @@ class Recovery:
     runs_completed: int = 0
 
 
-def recover_study(study: optuna.Study, tracker: Tracker | None) -> Recovery:
+def recover_study(study: optuna.Study, tracker: TrialTracker) -> Recovery:
     """Close what a dead driver left open, exactly once.
 
     Finished trials are untouched. Trials left RUNNING become FAIL, and their sampled
@@ -38,33 +39,29 @@ def recover_study(study: optuna.Study, tracker: Tracker | None) -> Recovery:
     from optuna.trial import TrialState
 
     recovery = Recovery()
-    interrupted = dict(study.user_attrs.get(INTERRUPTED, {}))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+        study.enqueue_trial(trial.params, user_attrs=records.requeue_attrs(trial.number))
         rerun = study.get_trials(deepcopy=False)[-1].number  # enqueueing numbers it
         recovery.requeued[trial.number] = rerun
-        interrupted[str(trial.number)] = REASON.format(rerun)
     if recovery.requeued:
-        study.set_user_attr(INTERRUPTED, interrupted)
-    if tracker is not None:
-        _close_runs(study, tracker, recovery)
+        records.mark_interrupted(
+            study, {stale: REASON.format(rerun) for stale, rerun in recovery.requeued.items()}
+        )
+    _close_runs(study, tracker, recovery)
     return recovery
 
 
-def _close_runs(study: optuna.Study, tracker: Tracker, recovery: Recovery) -> None:
-    from peftsearch.trials import TrialResult
-
+def _close_runs(study: optuna.Study, tracker: TrialTracker, recovery: Recovery) -> None:
     name = study.study_name
     for run in tracker.runs(name, "search", status="RUNNING"):
         tracker.end(run.info.run_id, "KILLED")
         recovery.runs_killed += 1
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    stored = {r.number: r for r in records.read_records(study)}
     for run in tracker.runs(name, "trial", status="RUNNING"):
-        trial = trials.get(int(run.data.tags.get("peftsearch.trial", -1)))
-        record = dict(trial.user_attrs.get("result", {})) if trial else {}
-        if trial is not None and trial.state.name == "COMPLETE" and record:
-            tracker.finish_child(run.info.run_id, TrialResult.from_dict({**record, "losses": []}))
+        record = stored.get(int(run.data.tags.get("peftsearch.trial", -1)))
+        if record is not None and record.state == "COMPLETE" and record.result:
+            tracker.finish_child(run.info.run_id, record.to_result())
             recovery.runs_completed += 1
         else:
             tracker.end(run.info.run_id, "KILLED")
@@ -73,9 +70,9 @@ def _close_runs(study: optuna.Study, tracker: Tracker, recovery: Recovery) -> No
     parents = tracker.runs(name, "search")
     for number in recovery.requeued:
         if number not in with_child and parents:
-            trial = trials[number]
-            method = str(trial.params.get("method", trial.user_attrs.get("method", "?")))
-            run_id = tracker.start_child(parents[0].info.run_id, name, number, method, trial.params)
-            tracker.client.set_tag(run_id, "status", "FAIL")
-            tracker.end(run_id, "KILLED")
+            record = stored[number]
+            run_id = tracker.start_child(
+                parents[0].info.run_id, name, number, record.method or "?", record.params
+            )
+            tracker.close_child(run_id, "FAIL", "KILLED")
             recovery.runs_killed += 1

@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from peftsearch.errors import UserError
+from peftsearch.search.records import DIRECTIONS, OBJECTIVES, constraint_of
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["DIRECTIONS", "OBJECTIVES", "load_existing_study", "make_sampler", "open_study"]
+__all__ = [
+    "DIRECTIONS",
+    "OBJECTIVES",
+    "load_existing_study",
+    "make_sampler",
+    "open_study",
+    "quiet_optuna",
+]
 
-OBJECTIVES = ("accuracy", "trainable_params", "cost_usd")
-DIRECTIONS: tuple[Literal["maximize", "minimize"], ...] = ("maximize", "minimize", "minimize")
 
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's INFO lines and experimental-feature warnings, silenced for one call only:
+    library code leaves the caller's logging and warning filters as they were."""
+    import optuna
 
-def _constraint(trial: optuna.trial.FrozenTrial) -> list[float]:
-    return list(trial.user_attrs.get("constraint", [0.0]))
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
 
 
 def make_sampler(
@@ -36,22 +55,21 @@ def make_sampler(
     """
     import optuna
 
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed,
-            multivariate=True,
-            group=True,
-            constant_liar=True,
-            n_startup_trials=max(3, min(10, n_trials // 3)),
-            constraints_func=_constraint if constrained else None,
-        )
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(
-            seed=seed, constraints_func=_constraint if constrained else None
-        )
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+    constraint = constraint_of if constrained else None
+    with quiet_optuna():
+        if name == "tpe":
+            return optuna.samplers.TPESampler(
+                seed=seed,
+                multivariate=True,
+                group=True,
+                constant_liar=True,
+                n_startup_trials=max(3, min(10, n_trials // 3)),
+                constraints_func=constraint,
+            )
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraint)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
     raise UserError(f"unknown sampler {name!r}", where="search.sampler")
 
 
@@ -59,16 +77,15 @@ def open_study(name: str, storage_url: str, sampler: optuna.samplers.BaseSampler
     """Create the study, or continue it when the name exists in storage."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        study = optuna.create_study(
-            study_name=name,
-            storage=storage_url,
-            sampler=sampler,
-            directions=list(DIRECTIONS),
-            load_if_exists=True,
-        )
+        with quiet_optuna():
+            study = optuna.create_study(
+                study_name=name,
+                storage=storage_url,
+                sampler=sampler,
+                directions=list(DIRECTIONS),
+                load_if_exists=True,
+            )
     except (ImportError, ValueError) as error:
         raise UserError(f"cannot open study storage: {error}", where="storage") from None
     except Exception as error:  # SQLAlchemy raises its own error types
@@ -81,7 +98,8 @@ def open_study(name: str, storage_url: str, sampler: optuna.samplers.BaseSampler
             where="search.study_name",
             hint="choose a new study name",
         )
-    study.set_metric_names(list(OBJECTIVES))
+    with quiet_optuna():
+        study.set_metric_names(list(OBJECTIVES))
     return study
 
 
@@ -89,9 +107,9 @@ def load_existing_study(name: str, storage_url: str) -> optuna.Study:
     """Open a study for reading (status, export); never creates one."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.load_study(study_name=name, storage=storage_url)
+        with quiet_optuna():
+            return optuna.load_study(study_name=name, storage=storage_url)
     except KeyError:
         raise UserError(
             f"no study named {name!r} in {storage_url}", where="search.study_name"

@@ -6,11 +6,13 @@ active-run state), so workers never contend for the tracking store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from peftsearch.trials.result import MEASUREMENTS
 
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 
     from peftsearch.trials import TrialResult
 
-__all__ = ["Tracker", "flatten"]
+__all__ = ["NullTracker", "Tracker", "TrialTracker", "flatten"]
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -35,25 +37,99 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-class Tracker:
-    def __init__(self, uri: str, experiment_name: str, artifact_root: Path) -> None:
-        from mlflow import MlflowClient
+class TrialTracker(Protocol):
+    """What the search needs from tracking: a parent run per search, a child per trial.
 
-        # mlflow sets its own logger up on import; its INFO lines are noise here.
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
+    Run ids are strings; the null tracker hands out empty ones and records nothing.
+    ``close_child`` ends a child that never trained (``status`` is its peftsearch status
+    tag, ``run_status`` MLflow's: FINISHED, FAILED or KILLED).
+    """
 
-        self.client: MlflowClient = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment_name)
-        if found is None:
-            artifact_root.mkdir(parents=True, exist_ok=True)
-            self.experiment_id = self.client.create_experiment(
-                experiment_name, artifact_location=artifact_root.resolve().as_uri()
-            )
-        else:
-            self.experiment_id = found.experiment_id
+    def start_parent(self, study_name: str, params: dict[str, Any]) -> str: ...
+
+    def start_child(
+        self, parent_id: str, study_name: str, number: int, method: str, params: dict[str, Any]
+    ) -> str: ...
+
+    def finish_child(self, run_id: str, result: TrialResult) -> None: ...
+
+    def close_child(self, run_id: str, status: str, run_status: str) -> None: ...
+
+    def finish_parent(
+        self, run_id: str, metrics: dict[str, float], tags: dict[str, str], files: list[Path]
+    ) -> None: ...
+
+    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None: ...
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None: ...
+
+    def runs(self, study_name: str, kind: str, status: str | None = None) -> list[Any]: ...
+
+
+class NullTracker:
+    """Tracking turned off (``tracking.enabled: false``): every call does nothing."""
 
     def start_parent(self, study_name: str, params: dict[str, Any]) -> str:
-        run = self.client.create_run(
+        return ""
+
+    def start_child(
+        self, parent_id: str, study_name: str, number: int, method: str, params: dict[str, Any]
+    ) -> str:
+        return ""
+
+    def finish_child(self, run_id: str, result: TrialResult) -> None:
+        return None
+
+    def close_child(self, run_id: str, status: str, run_status: str) -> None:
+        return None
+
+    def finish_parent(
+        self, run_id: str, metrics: dict[str, float], tags: dict[str, str], files: list[Path]
+    ) -> None:
+        return None
+
+    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        return None
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        return None
+
+    def runs(self, study_name: str, kind: str, status: str | None = None) -> list[Any]:
+        return []
+
+
+@contextlib.contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """MLflow's INFO lines (store migrations...) are noise here; silence them for the
+    call only, leaving the caller's logging as it was."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class Tracker:
+    """``TrialTracker`` on MLflow, through an explicit client (no global active run)."""
+
+    def __init__(self, uri: str, experiment_name: str, artifact_root: Path) -> None:
+        with _quiet_mlflow():
+            from mlflow import MlflowClient
+
+            self._client: MlflowClient = MlflowClient(tracking_uri=uri)
+            found = self._client.get_experiment_by_name(experiment_name)
+            if found is None:
+                artifact_root.mkdir(parents=True, exist_ok=True)
+                self.experiment_id = self._client.create_experiment(
+                    experiment_name, artifact_location=artifact_root.resolve().as_uri()
+                )
+            else:
+                self.experiment_id = found.experiment_id
+
+    def start_parent(self, study_name: str, params: dict[str, Any]) -> str:
+        run = self._client.create_run(
             self.experiment_id,
             run_name=f"{study_name}-search",
             tags={"peftsearch.study": study_name, "peftsearch.kind": "search"},
@@ -64,7 +140,7 @@ class Tracker:
     def start_child(
         self, parent_id: str, study_name: str, number: int, method: str, params: dict[str, Any]
     ) -> str:
-        run = self.client.create_run(
+        run = self._client.create_run(
             self.experiment_id,
             run_name=f"trial-{number}-{method}",
             tags={
@@ -94,28 +170,38 @@ class Tracker:
             error = result.device_seconds / result.estimated_seconds - 1
             metrics.append(Metric("estimate_error", error, now, 0))
         for start in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
-        self.client.set_tag(run_id, "status", result.status)
+            self._client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        self._client.set_tag(run_id, "status", result.status)
         if result.error:
-            self.client.set_tag(run_id, "error", result.error[:5000])
-        self.client.set_terminated(run_id, "FINISHED" if result.status == "COMPLETE" else "FAILED")
+            self._client.set_tag(run_id, "error", result.error[:5000])
+        self._client.set_terminated(run_id, "FINISHED" if result.status == "COMPLETE" else "FAILED")
 
-    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:
-        self.client.log_artifacts(run_id, str(folder), artifact_path)
+    def close_child(self, run_id: str, status: str, run_status: str) -> None:
+        self._client.set_tag(run_id, "status", status)
+        self._client.set_terminated(run_id, run_status)
 
-    def log_file(self, run_id: str, path: Path) -> None:
-        self.client.log_artifact(run_id, str(path))
-
-    def log_parent_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
-        from mlflow.entities import Metric
+    def finish_parent(
+        self, run_id: str, metrics: dict[str, float], tags: dict[str, str], files: list[Path]
+    ) -> None:
+        """The search's totals, why it stopped, and its result files; then FINISHED."""
+        from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        self.client.log_batch(
-            run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        self._client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            tags=[RunTag(k, v[:5000]) for k, v in tags.items()],
         )
+        for path in files:
+            if path.is_file():
+                self._client.log_artifact(run_id, str(path))
+        self._client.set_terminated(run_id, "FINISHED")
+
+    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        self._client.log_artifacts(run_id, str(folder), artifact_path)
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status)
+        self._client.set_terminated(run_id, status)
 
     def runs(self, study_name: str, kind: str, status: str | None = None) -> list[Any]:
         """This study's runs of one kind (``search`` or ``trial``), optionally by status."""
@@ -123,7 +209,7 @@ class Tracker:
         if status:
             query += f" and attributes.status = '{status}'"
         return list(
-            self.client.search_runs([self.experiment_id], filter_string=query, max_results=50000)
+            self._client.search_runs([self.experiment_id], filter_string=query, max_results=50000)
         )
 
     def _log_params(self, run_id: str, params: dict[str, str]) -> None:
@@ -131,4 +217,4 @@ class Tracker:
 
         items = [Param(k, v) for k, v in params.items()]
         for start in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[start : start + 100])
+            self._client.log_batch(run_id, params=items[start : start + 100])

@@ -14,10 +14,12 @@ from peftsearch.spaces._registry import (
     LearningRateRange,
     MethodOptions,
     MethodSpace,
+    MethodSpaceBase,
     PeftChoice,
     get_method,
     method_names,
     register,
+    unregister,
 )
 from peftsearch.spaces._sample import sample_choice
 
@@ -27,6 +29,7 @@ __all__ = [
     "LearningRateRange",
     "MethodOptions",
     "MethodSpace",
+    "MethodSpaceBase",
     "ModelInfo",
     "PeftChoice",
     "get_method",
@@ -34,6 +37,7 @@ __all__ = [
     "method_names",
     "register",
     "sample_choice",
+    "unregister",
 ]
 
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from peftsearch.spaces._placement import RankedOptions, suggest_placement, suggest_rank
+from peftsearch.spaces._placement import (
+    Probability,
+    RankedOptions,
+    describe_placement,
+    ranked_calibration,
+    suggest_placement,
+    suggest_rank,
+)
 from peftsearch.spaces._registry import (
     LearningRateRange,
     MethodOptions,
+    MethodSpaceBase,
     PeftChoice,
     suggest_lr,
 )
@@ -23,21 +31,26 @@ __all__ = ["LycorisOptions", "LycorisSpace"]
 
 
 class LycorisOptions(RankedOptions):
+    """``space.loha`` and ``space.lokr``.
+
+    Args:
+        module_dropout: chance of skipping a whole adapted module in a step, in [0, 1).
+    """
+
     lr: LearningRateRange = LearningRateRange(low=1e-4, high=5e-3)
-    module_dropout: list[float] = Field(default=[0.0], min_length=1)
+    module_dropout: list[Probability] = Field(default=[0.0], min_length=1)
 
 
-class LycorisSpace:
+class LycorisSpace(MethodSpaceBase):
     """One class for both: they share every knob and differ only in ``peft_type``."""
 
     options: type[LycorisOptions] = LycorisOptions
+    mergeable = True
 
-    def __init__(self, name: str, peft_type: str) -> None:
+    def __init__(self, name: str, display_name: str, peft_type: str) -> None:
         self.name = name
+        self.display_name = display_name
         self.peft_type = peft_type
-
-    def supports(self, info: ModelInfo) -> str | None:
-        return None
 
     def suggest(self, trial: optuna.Trial, options: MethodOptions, info: ModelInfo) -> PeftChoice:
         assert isinstance(options, LycorisOptions)
@@ -62,3 +75,9 @@ class LycorisSpace:
             learning_rate=suggest_lr(trial, self.name, options.lr),
             summary={"rank": rank, "alpha": alpha, **summary},
         )
+
+    def describe(self, summary: dict[str, Any]) -> str:
+        return describe_placement(summary)
+
+    def calibration_config(self, info: ModelInfo) -> dict[str, Any]:
+        return {"peft_type": self.peft_type, "alpha": 16, **ranked_calibration(info)}

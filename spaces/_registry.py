@@ -15,20 +15,27 @@ __all__ = [
     "LearningRateRange",
     "MethodOptions",
     "MethodSpace",
+    "MethodSpaceBase",
     "PeftChoice",
     "get_method",
     "method_names",
     "register",
     "suggest_lr",
+    "unregister",
 ]
 
 
 class LearningRateRange(BaseModel):
-    """A log-uniform learning-rate interval; each method needs its own scale."""
+    """A log-uniform learning-rate interval; each method needs its own scale.
 
-    model_config = ConfigDict(extra="forbid")
-    low: float = Field(gt=0)
-    high: float = Field(gt=0)
+    Args:
+        low: smallest learning rate tried (> 0).
+        high: largest learning rate tried (above low, at most 1).
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    low: float = Field(gt=0, le=1)
+    high: float = Field(gt=0, le=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> LearningRateRange:
@@ -38,9 +45,14 @@ class LearningRateRange(BaseModel):
 
 
 class MethodOptions(BaseModel):
-    """Base of each method's ``space.<method>`` config section."""
+    """Base of each method's ``space.<method>`` config section, validated as strictly as
+    the core config: unknown keys, non-finite numbers and out-of-range values fail.
 
-    model_config = ConfigDict(extra="forbid")
+    Args:
+        lr: the learning-rate range searched for this method.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     lr: LearningRateRange
 
 
@@ -59,19 +71,26 @@ class PeftChoice(BaseModel):
 
 
 class MethodSpace(Protocol):
-    """Contract of a search-space plug-in.
+    """Contract of a search-space plug-in: everything method-specific lives in it.
 
     ``name`` is the key users write in ``space.methods`` and ``space.<name>``.
-    ``options`` is the pydantic model of that section; its defaults must be a sound
-    space for a typical transformer. ``suggest`` samples with define-by-run calls on
-    ``trial`` (parameter names prefixed with ``name`` so methods never collide) and
-    returns a ``PeftChoice``. ``supports`` returns ``None`` when the method can run on
-    the model, or a one-line reason why not. Neither may import torch or peft at module
-    import time: the CLI imports every plug-in to build the config schema.
+    ``display_name`` is how reports and recommendations name the method. ``options`` is
+    the pydantic model of that section; its defaults must be a sound space for a
+    typical transformer. ``mergeable`` says whether peft can merge the adapter into the
+    base weights (``export --merge``). ``supports`` returns ``None`` when the method can
+    run on the model, or a one-line reason why not. ``suggest`` samples with
+    define-by-run calls on ``trial`` (parameter names prefixed with ``name`` so methods
+    never collide) and returns a ``PeftChoice``. ``describe`` says a choice's
+    ``summary`` in plain words. ``calibration_config`` is a typical peft config of the
+    method, which the cost calibration trains for a few steps. Nothing may import torch
+    or peft at module import time: the CLI imports every plug-in to build the config
+    schema.
     """
 
     name: str
+    display_name: str
     options: type[MethodOptions]
+    mergeable: bool
 
     def supports(self, info: ModelInfo) -> str | None: ...
 
@@ -79,11 +98,33 @@ class MethodSpace(Protocol):
         self, trial: optuna.Trial, options: MethodOptions, info: ModelInfo
     ) -> PeftChoice: ...
 
+    def describe(self, summary: dict[str, Any]) -> str: ...
+
+    def calibration_config(self, info: ModelInfo) -> dict[str, Any]: ...
+
+
+class MethodSpaceBase:
+    """Defaults for a plug-in: runs on any model, cannot merge, settings said as
+    ``key value`` pairs. Subclasses set ``name``, ``display_name`` and ``options`` and
+    implement ``suggest`` and ``calibration_config``."""
+
+    name: str
+    display_name: str
+    options: type[MethodOptions]
+    mergeable: bool = False
+
+    def supports(self, info: ModelInfo) -> str | None:
+        return None
+
+    def describe(self, summary: dict[str, Any]) -> str:
+        return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items() if k != "lr")
+
 
 _METHODS: dict[str, MethodSpace] = {}
 
 
 def register(space: MethodSpace) -> MethodSpace:
+    """Add a method by its name; its ``space.<name>`` section appears in the config."""
     if space.name in _METHODS:
         raise ValueError(f"search-space method {space.name!r} is registered twice")
     _METHODS[space.name] = space
@@ -100,6 +141,11 @@ def get_method(name: str) -> MethodSpace:
 
 def method_names() -> list[str]:
     return sorted(_METHODS)
+
+
+def unregister(name: str) -> None:
+    """Remove a method (tests that register throwaway methods clean up with this)."""
+    _METHODS.pop(name, None)
 
 
 def suggest_lr(trial: optuna.Trial, method: str, lr: LearningRateRange) -> float:

@@ -20,5 +20,4 @@ def sample_choice(
     """Sample ``method`` first; only the chosen method's parameters exist in the trial."""
     names = list(methods)
     method = str(trial.suggest_categorical("method", names)) if len(names) > 1 else names[0]
-    trial.set_user_attr("method", method)
     return get_method(method).suggest(trial, methods[method], info)

@@ -7,4 +7,4 @@ from peftsearch.spaces.lora import LoraSpace
 
 __all__: list[str] = []
 
-register(LoraSpace(name="dora", use_dora=True))
+register(LoraSpace(name="dora", display_name="DoRA", use_dora=True))

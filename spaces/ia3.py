@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from peftsearch.spaces._placement import LayerSubset
+from peftsearch.spaces._placement import LAYER_WORDS, LayerSubset
 from peftsearch.spaces._registry import (
     LearningRateRange,
     MethodOptions,
+    MethodSpaceBase,
     PeftChoice,
     register,
     suggest_lr,
@@ -22,17 +23,31 @@ if TYPE_CHECKING:
 
 __all__ = ["IA3Options", "IA3Space"]
 
+TARGET_WORDS = {
+    "kv": "keys and values",
+    "kv+ffn": "keys, values and the feed-forward activation",
+}
+
 
 class IA3Options(MethodOptions):
-    # IA3 has ~1 parameter per hidden unit, so it needs far larger steps than LoRA.
+    """``space.ia3``.
+
+    Args:
+        lr: IA3 has ~1 parameter per hidden unit, so it needs far larger steps than LoRA.
+        targets: rescale keys and values, or also the feed-forward activation.
+        layers: which blocks carry the rescaling vectors.
+    """
+
     lr: LearningRateRange = LearningRateRange(low=3e-3, high=1e-1)
     targets: list[Literal["kv", "kv+ffn"]] = Field(default=["kv+ffn", "kv"], min_length=1)
     layers: list[LayerSubset] = Field(default=["all"], min_length=1)
 
 
-class IA3Space:
+class IA3Space(MethodSpaceBase):
     name = "ia3"
+    display_name = "IA3"
     options = IA3Options
+    mergeable = True
 
     def supports(self, info: ModelInfo) -> str | None:
         return None if info.key_value else "no key/value projections were found"
@@ -41,22 +56,32 @@ class IA3Space:
         assert isinstance(options, IA3Options)
         targets = str(trial.suggest_categorical("ia3.targets", options.targets))
         subset = str(trial.suggest_categorical("ia3.layers", options.layers))
-        layers = info.layer_indices(subset)
+        return PeftChoice(
+            method=self.name,
+            peft_config=self._config(info, targets, info.layer_indices(subset), subset == "all"),
+            learning_rate=suggest_lr(trial, self.name, options.lr),
+            summary={"targets": targets, "layers": subset},
+        )
+
+    @staticmethod
+    def _config(info: ModelInfo, targets: str, layers: list[int], every: bool) -> dict[str, Any]:
         feedforward = info.mlp_down if targets == "kv+ffn" else ()
         # peft's IA3Config has no layers_to_transform: a subset is named layer by layer.
-        names = info.target_modules if subset == "all" else info.per_layer_modules
-        config = {
+        names = info.target_modules if every else info.per_layer_modules
+        return {
             "peft_type": "IA3",
             "task_type": info.task_type,
             "target_modules": names(info.key_value + feedforward, layers),
             "feedforward_modules": names(feedforward, layers),
         }
-        return PeftChoice(
-            method=self.name,
-            peft_config=config,
-            learning_rate=suggest_lr(trial, self.name, options.lr),
-            summary={"targets": targets, "layers": subset},
-        )
+
+    def describe(self, summary: dict[str, Any]) -> str:
+        targets = TARGET_WORDS.get(summary.get("targets", ""), summary.get("targets"))
+        layers = LAYER_WORDS.get(summary.get("layers", ""), summary.get("layers"))
+        return f"on {targets} in {layers}"
+
+    def calibration_config(self, info: ModelInfo) -> dict[str, Any]:
+        return self._config(info, "kv+ffn", list(range(info.num_layers)), True)
 
 
 register(IA3Space())

@@ -7,4 +7,4 @@ from peftsearch.spaces._registry import register
 
 __all__: list[str] = []
 
-register(LycorisSpace(name="loha", peft_type="LOHA"))
+register(LycorisSpace(name="loha", display_name="LoHa", peft_type="LOHA"))

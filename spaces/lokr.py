@@ -7,4 +7,4 @@ from peftsearch.spaces._registry import register
 
 __all__: list[str] = []
 
-register(LycorisSpace(name="lokr", peft_type="LOKR"))
+register(LycorisSpace(name="lokr", display_name="LoKr", peft_type="LOKR"))

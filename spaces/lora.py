@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from peftsearch.spaces._placement import RankedOptions, suggest_placement, suggest_rank
+from peftsearch.spaces._placement import (
+    Probability,
+    RankedOptions,
+    describe_placement,
+    ranked_calibration,
+    suggest_placement,
+    suggest_rank,
+)
 from peftsearch.spaces._registry import (
     LearningRateRange,
     MethodOptions,
+    MethodSpaceBase,
     PeftChoice,
     register,
     suggest_lr,
@@ -24,22 +32,27 @@ __all__ = ["LoraOptions", "LoraSpace"]
 
 
 class LoraOptions(RankedOptions):
-    # Wide on purpose: short searches on small models want ~5e-3, long LLM runs ~2e-4.
+    """``space.lora`` (and ``space.dora``).
+
+    Args:
+        lr: wide on purpose: short searches on small models want ~5e-3, long LLM runs ~2e-4.
+        dropout: LoRA dropout values to try, in [0, 1).
+    """
+
     lr: LearningRateRange = LearningRateRange(low=2e-4, high=1e-2)
-    dropout: list[float] = Field(default=[0.0, 0.1], min_length=1)
+    dropout: list[Probability] = Field(default=[0.0, 0.1], min_length=1)
 
 
-class LoraSpace:
+class LoraSpace(MethodSpaceBase):
     """LoRA, and with ``use_dora`` its weight-decomposed variant DoRA."""
 
     options: type[LoraOptions] = LoraOptions
+    mergeable = True
 
-    def __init__(self, name: str = "lora", use_dora: bool = False) -> None:
+    def __init__(self, name: str = "lora", display_name: str = "LoRA", use_dora: bool = False):
         self.name = name
+        self.display_name = display_name
         self.use_dora = use_dora
-
-    def supports(self, info: ModelInfo) -> str | None:
-        return None
 
     def suggest(self, trial: optuna.Trial, options: MethodOptions, info: ModelInfo) -> PeftChoice:
         assert isinstance(options, LoraOptions)
@@ -63,6 +76,17 @@ class LoraSpace:
             learning_rate=suggest_lr(trial, self.name, options.lr),
             summary={"rank": rank, "alpha": alpha, "dropout": dropout, **summary},
         )
+
+    def describe(self, summary: dict[str, Any]) -> str:
+        return describe_placement(summary)
+
+    def calibration_config(self, info: ModelInfo) -> dict[str, Any]:
+        return {
+            "peft_type": "LORA",
+            "lora_alpha": 16,
+            "use_dora": self.use_dora,
+            **ranked_calibration(info),
+        }
 
 
 register(LoraSpace())

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from peftsearch.spaces._registry import (
     LearningRateRange,
     MethodOptions,
+    MethodSpaceBase,
     PeftChoice,
     register,
     suggest_lr,
 )
+from peftsearch.spaces.prompt_tuning import VirtualTokens
 
 if TYPE_CHECKING:
     import optuna
@@ -23,13 +25,21 @@ __all__ = ["PrefixTuningOptions", "PrefixTuningSpace"]
 
 
 class PrefixTuningOptions(MethodOptions):
+    """``space.prefix_tuning``.
+
+    Args:
+        num_virtual_tokens: prefix lengths to try (1 to 1024).
+        prefix_projection: whether the prefix goes through a trained MLP first.
+    """
+
     lr: LearningRateRange = LearningRateRange(low=1e-3, high=5e-2)
-    num_virtual_tokens: list[int] = Field(default=[8, 16, 32], min_length=1)
+    num_virtual_tokens: list[VirtualTokens] = Field(default=[8, 16, 32], min_length=1)
     prefix_projection: list[bool] = Field(default=[False], min_length=1)
 
 
-class PrefixTuningSpace:
+class PrefixTuningSpace(MethodSpaceBase):
     name = "prefix_tuning"
+    display_name = "prefix tuning"
     options = PrefixTuningOptions
 
     def supports(self, info: ModelInfo) -> str | None:
@@ -52,18 +62,28 @@ class PrefixTuningSpace:
         projection = bool(
             trial.suggest_categorical("prefix_tuning.prefix_projection", options.prefix_projection)
         )
-        config = {
+        return PeftChoice(
+            method=self.name,
+            peft_config=self._config(info, tokens, projection),
+            learning_rate=suggest_lr(trial, self.name, options.lr),
+            summary={"num_virtual_tokens": tokens, "prefix_projection": projection},
+        )
+
+    @staticmethod
+    def _config(info: ModelInfo, tokens: int, projection: bool) -> dict[str, Any]:
+        return {
             "peft_type": "PREFIX_TUNING",
             "task_type": info.task_type,
             "num_virtual_tokens": tokens,
             "prefix_projection": projection,
         }
-        return PeftChoice(
-            method=self.name,
-            peft_config=config,
-            learning_rate=suggest_lr(trial, self.name, options.lr),
-            summary={"num_virtual_tokens": tokens, "prefix_projection": projection},
-        )
+
+    def describe(self, summary: dict[str, Any]) -> str:
+        through = " through an MLP" if summary.get("prefix_projection") else ""
+        return f"with {summary.get('num_virtual_tokens')} virtual tokens{through}"
+
+    def calibration_config(self, info: ModelInfo) -> dict[str, Any]:
+        return self._config(info, 16, False)
 
 
 register(PrefixTuningSpace())

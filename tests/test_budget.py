@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from peftsearch.search.budget import SLACK, Budget, BudgetLimits
+from peftsearch.search.budget import SLACK, Budget, BudgetLimits, retry_allowance
 from peftsearch.search.cost_model import CostModel, TrialFeatures, features_of
 from peftsearch.search.early_stopping import RungBoard, accuracy_noise, rung_steps
 from peftsearch.trials import TrialResult
@@ -22,9 +22,45 @@ class FakeClock:
         return self.now
 
 
-def simulate(seed: int) -> tuple[float, float, int]:
-    """One search on fake time: trials with noisy costs run under a random budget, each
-    stopping by the Deadline rule the real TrialRunner uses. Returns (spent, limit, trials)."""
+def run_attempt(
+    rng: random.Random,
+    clock: FakeClock,
+    allowance: float | None,
+    steps: int,
+    step: float,
+    evaluation: float,
+    setup: float,
+    dies_after: int | None,
+) -> tuple[float, bool]:
+    """One attempt of a trial on fake time, stopping by the Deadline rule the real
+    TrialRunner uses; a worker that dies after ``dies_after`` steps loses the attempt.
+    Returns (device seconds used, whether the worker died)."""
+    started = clock.now
+    deadline = Deadline(allowance, clock=clock, started=started)
+    clock.now += setup
+    if not deadline.has_room(0.0):
+        return clock.now - started, False
+    for number in range(1, steps + 1):
+        # Steps vary, but never beyond STEP_SAFETY x the slowest seen so far.
+        cap = max(deadline.step_times, default=step) * STEP_SAFETY
+        duration = min(step * rng.uniform(0.7, 1.4), cap)
+        clock.now += duration
+        deadline.record_step(duration)
+        if dies_after is not None and number >= dies_after:
+            clock.now += rng.uniform(0, 1.0) * duration  # death noticed a little later
+            return clock.now - started, True
+        if number < steps and not deadline.has_room(deadline.next_step + evaluation):
+            break
+    else:
+        clock.now += evaluation
+    return clock.now - started, False
+
+
+def simulate(seed: int, death_rate: float = 0.0) -> tuple[float, float, int]:
+    """One search on fake time: trials with noisy costs run under a random budget. With
+    ``death_rate``, workers die mid-trial and the trial is retried once on what is left of
+    its allowance (``retry_allowance``, as the Ray executor does). Returns (spent, limit,
+    trials)."""
     rng = random.Random(seed)
     clock = FakeClock()
     limit = rng.uniform(20, 2000)
@@ -42,20 +78,21 @@ def simulate(seed: int) -> tuple[float, float, int]:
         if allowance is None:
             break
         budget.reserve(ran, allowance)
-        started = clock.now
-        deadline = Deadline(allowance, clock=clock, started=started)
-        clock.now += setup
-        for number in range(1, steps + 1):
-            # Steps vary, but never beyond STEP_SAFETY x the slowest seen so far.
-            cap = max(deadline.step_times, default=step) * STEP_SAFETY
-            duration = min(step * rng.uniform(0.7, 1.4), cap)
-            clock.now += duration
-            deadline.record_step(duration)
-            if number < steps and not deadline.has_room(deadline.next_step + evaluation):
+        used = 0.0
+        left: float | None = allowance
+        for attempt in (1, 2):
+            dies = rng.random() < death_rate
+            dies_after = rng.randint(1, steps) if dies else None
+            seconds, died = run_attempt(
+                rng, clock, left, steps, step, evaluation, setup, dies_after
+            )
+            used += seconds
+            if not died or attempt == 2:
                 break
-        else:
-            clock.now += evaluation
-        budget.settle(ran, clock.now - started)
+            left = retry_allowance(left, seconds)
+            if left is not None and left <= 0:
+                break
+        budget.settle(ran, used)
         ran += 1
     return budget.spent, limit, ran
 
@@ -69,6 +106,23 @@ def test_no_overshoot_in_200_randomized_searches() -> None:
     assert worst > 0.5  # the budget is actually used, not left idle
 
 
+def test_no_overshoot_when_workers_die() -> None:
+    """A dead worker's trial is retried on what is left of its allowance, so the lost
+    attempt and the retry together stay inside the reservation."""
+    worst = 0.0
+    for seed in range(200):
+        spent, limit, _ = simulate(seed, death_rate=0.3)
+        assert spent <= limit, (seed, spent, limit)
+        worst = max(worst, spent / limit)
+    assert worst > 0.5
+
+
+def test_retry_allowance() -> None:
+    assert retry_allowance(None, 50.0) is None  # no time cap, none for the retry either
+    assert retry_allowance(100.0, 30.0) == 70.0
+    assert retry_allowance(100.0, 130.0) == 0.0
+
+
 def test_allowance_reserves_and_refuses() -> None:
     clock = FakeClock()
     budget = Budget(BudgetLimits(device_seconds=100), clock=clock)
@@ -79,7 +133,9 @@ def test_allowance_reserves_and_refuses() -> None:
     budget.settle(0, 50)
     assert budget.spent == 50 and budget.device_left() == 50
     assert budget.exhausted(10) is None
-    assert budget.exhausted(60).startswith("budget: device time / money")
+    assert budget.exhausted(60) == (
+        "budget: 0.028 device-hours used up; raise budget.max_device_hours to go on"
+    )
 
 
 def test_wall_time_and_trial_limits() -> None:
@@ -91,7 +147,9 @@ def test_wall_time_and_trial_limits() -> None:
     budget.settle(0, 1)
     budget.settle(1, 1)
     assert budget.allowance(1) is None
-    assert budget.exhausted(1) == "budget: 2 trials done (budget.max_trials)"
+    assert budget.exhausted(1) == (
+        "budget: 2 trials done in this run; raise budget.max_trials to go on"
+    )
 
 
 def test_a_trial_count_alone_puts_no_time_cap_on_trials() -> None:
@@ -109,9 +167,15 @@ def test_limits_in_money_and_hours() -> None:
         usd_per_device_hour=2.0,
     )
     assert limits.device_seconds == 1800  # $1 at $2/h is half an hour, under the 1 h cap
+    assert limits.device_key == "budget.max_cost_usd"
     budget = Budget(limits, spent=900)
     assert budget.summary()["spent_usd"] == pytest.approx(0.5)
     assert budget.summary()["left_usd"] == pytest.approx(0.5)
+    assert budget.exhausted(1000) == "budget: $1.0000 used up; raise budget.max_cost_usd to go on"
+    assert budget.no_room(1000) == (
+        "budget: the next trial (about 1000 device-seconds) does not fit in the $0.5000 left; "
+        "raise budget.max_cost_usd to go on"
+    )
 
 
 def result(steps: int, train: float, evaluation: float, setup: float = 1.0) -> TrialResult:

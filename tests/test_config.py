@@ -138,7 +138,7 @@ def test_cli_init_then_validate(tmp_path: Path) -> None:
 
 
 def test_wrong_column_names_the_key_and_the_columns(base: dict) -> None:
-    from peftsearch.pipelines._build import build_data
+    from peftsearch.pipelines.builders import build_data
 
     base["data"]["text_column"] = "review"
     with pytest.raises(UserError) as caught:
@@ -148,9 +148,12 @@ def test_wrong_column_names_the_key_and_the_columns(base: dict) -> None:
     )
 
 
-def test_single_label_is_refused(base: dict) -> None:
-    from peftsearch.pipelines._build import build_data
+def test_single_label_is_refused(base: dict, tmp_path: Path) -> None:
+    from peftsearch.pipelines.builders import build_data
 
-    base["data"]["labels"] = ["pos"]
+    one_label = tmp_path / "one.csv"
+    one_label.write_text("text,label\n" + "".join(f"good film {i},pos\n" for i in range(8)))
+    base["data"]["train"] = str(one_label)
+    base["data"].pop("eval")
     with pytest.raises(UserError, match=r"data\.label_column: found 1 label value"):
         build_data(parse_config(base))

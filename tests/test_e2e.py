@@ -154,7 +154,7 @@ def reproduce_metrics(study_dir: Path, adapter: Path) -> tuple[float, float]:
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    from peftsearch.pipelines._build import build_data, load_study_config
+    from peftsearch.pipelines.builders import build_data, load_study_config
     from peftsearch.trials.train import evaluate
 
     config = load_study_config(study_dir)

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,25 +18,40 @@ import yaml
 from helpers import LORA, tiny_config
 
 from peftsearch.config import parse_config
-from peftsearch.pipelines._build import build_data, build_model_source, build_settings
+from peftsearch.pipelines.builders import build_data, build_model_source, build_settings
 from peftsearch.search.ray_executor import RayExecutor, WorkerSetup
 from peftsearch.trials import TrialRequest
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """One Ray for the module: a head and a second node, 1 CPU each."""
+def cluster() -> Any:
+    """One Ray for the module: a head and a second node, 1 CPU each.
+
+    Everything Ray writes stays in one short temp folder: ``Cluster`` writes its address
+    file under ``$RAY_TMPDIR/ray`` (a fresh machine has no ``/tmp/ray``), and Unix
+    socket paths must stay under 108 bytes, which pytest's deep tmp_path breaks.
+    """
     import ray
     from ray.cluster_utils import Cluster
 
-    temp = str(tmp_path_factory.mktemp("ray"))
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": temp})
-    cluster.add_node(num_cpus=1, temp_dir=temp)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+    temp = tempfile.mkdtemp(prefix="ray-")
+    (Path(temp) / "ray").mkdir()
+    saved = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp
+    try:
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": temp})
+        cluster.add_node(num_cpus=1, temp_dir=temp)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+        yield cluster
+        ray.shutdown()
+        cluster.shutdown()
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def executor_for(

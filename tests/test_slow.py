@@ -9,7 +9,7 @@ import pytest
 from helpers import SHARED
 
 from peftsearch.config import parse_config
-from peftsearch.pipelines._build import (
+from peftsearch.pipelines.builders import (
     build_data,
     build_model_info,
     build_model_source,

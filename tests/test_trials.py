@@ -8,7 +8,7 @@ import pytest
 from helpers import LORA, tiny_config
 
 from peftsearch.config import parse_config
-from peftsearch.pipelines._build import build_data, build_model_source, build_settings
+from peftsearch.pipelines.builders import build_data, build_model_source, build_settings
 from peftsearch.trials import TrialRequest, TrialRunner
 
 

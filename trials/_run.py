@@ -82,6 +82,12 @@ class TrialRunner:
 
     def run(self, request: TrialRequest, judge: Judge | None = None) -> TrialResult:
         """Never raises for a trial's own failure: it comes back as FAIL with its reason."""
+        from peftsearch.trials.model import quiet_transformers
+
+        with quiet_transformers():
+            return self._run(request, judge)
+
+    def _run(self, request: TrialRequest, judge: Judge | None) -> TrialResult:
         import torch
 
         if self.num_threads:

@@ -183,9 +183,12 @@ def prepare_data(
     def tokenize(batch: dict[str, list[Any]]) -> dict[str, Any]:
         return tokenizer(batch["text"], truncation=True, max_length=max_length)
 
+    from peftsearch.trials.model import quiet_transformers
+
     columns = ["text"]
-    train_tok = train_set.map(tokenize, batched=True, remove_columns=columns)
-    eval_tok = eval_set.map(tokenize, batched=True, remove_columns=columns)
+    with quiet_transformers():
+        train_tok = train_set.map(tokenize, batched=True, remove_columns=columns)
+        eval_tok = eval_set.map(tokenize, batched=True, remove_columns=columns)
     keep = [c for c in (*TOKEN_COLUMNS, "label") if c in train_tok.column_names]
     stats = {"train_rows": len(train_tok), "eval_rows": len(eval_tok), "dropped_rows": dropped}
     return PreparedData(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from peftsearch.errors import UserError
@@ -18,24 +21,43 @@ __all__ = [
     "inspect_base_model",
     "load_tokenizer",
     "meta_model",
+    "quiet_transformers",
 ]
 
 HEAD_MODULES = ("classifier", "score")
 
 
-def _quiet_transformers() -> None:
-    import warnings
-
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers/datasets/peft chatter for one call, then restore the caller's
+    settings: deprecation notices from inside those libraries say nothing a user can act
+    on, and library code must not change process-wide logging or warning filters."""
     import datasets
     import transformers
 
-    # Deprecation notices from inside transformers/peft say nothing a user can act on.
-    warnings.filterwarnings("ignore", category=FutureWarning)
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
+    hf_logging = transformers.utils.logging
+    saved = (
+        hf_logging.get_verbosity(),
+        hf_logging.is_progress_bar_enabled(),
+        datasets.logging.get_verbosity(),
+        datasets.is_progress_bar_enabled(),
+    )
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(saved[0])
+        if saved[1]:
+            hf_logging.enable_progress_bar()
+        datasets.logging.set_verbosity(saved[2])
+        if saved[3]:
+            datasets.enable_progress_bars()
 
 
 def _hub_kwargs(
@@ -57,13 +79,13 @@ def load_tokenizer(
     trust_remote_code: bool = False,
 ) -> Any:
     """The tokenizer, with a pad token: decoders such as LLaMA ship without one."""
-    _quiet_transformers()
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            name_or_path, **_hub_kwargs(revision, gguf_file, trust_remote_code)
-        )
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(
+                name_or_path, **_hub_kwargs(revision, gguf_file, trust_remote_code)
+            )
     except Exception as error:
         raise UserError(
             f"cannot load the tokenizer of {name_or_path!r}: {error}",
@@ -106,21 +128,21 @@ class BaseModelSource:
         self.extra_modules: list[str] = []
 
     def _load(self) -> nn.Module:
-        _quiet_transformers()
         import torch
         from transformers import AutoModelForSequenceClassification
 
         torch.manual_seed(self.seed)
         try:
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                self.name_or_path,
-                num_labels=self.num_labels,
-                id2label=dict(enumerate(self.label_names)),
-                label2id={name: i for i, name in enumerate(self.label_names)},
-                output_loading_info=True,
-                dtype=torch.float32,
-                **self.kwargs,
-            )
+            with quiet_transformers():
+                model, info = AutoModelForSequenceClassification.from_pretrained(
+                    self.name_or_path,
+                    num_labels=self.num_labels,
+                    id2label=dict(enumerate(self.label_names)),
+                    label2id={name: i for i, name in enumerate(self.label_names)},
+                    output_loading_info=True,
+                    dtype=torch.float32,
+                    **self.kwargs,
+                )
         except Exception as error:
             raise UserError(
                 f"cannot load model {self.name_or_path!r}: {error}", where="model.name_or_path"
@@ -148,23 +170,23 @@ def meta_model(
     trust_remote_code: bool = False,
 ) -> nn.Module:
     """The model built from its config on the meta device: structure, no weights."""
-    _quiet_transformers()
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     try:
-        config = AutoConfig.from_pretrained(
-            name_or_path,
-            num_labels=num_labels,
-            **_hub_kwargs(revision, gguf_file, trust_remote_code),
-        )
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(
+                name_or_path,
+                num_labels=num_labels,
+                **_hub_kwargs(revision, gguf_file, trust_remote_code),
+            )
     except Exception as error:
         raise UserError(
             f"cannot read the config of {name_or_path!r}: {error}",
             where="model.name_or_path",
             hint="offline? use a local model folder",
         ) from None
-    with torch.device("meta"):
+    with torch.device("meta"), quiet_transformers():
         return AutoModelForSequenceClassification.from_config(
             config, trust_remote_code=trust_remote_code
         )
@@ -180,6 +202,7 @@ def count_trainable(model: nn.Module, peft_config: dict[str, Any]) -> tuple[int,
     """(trainable, total) parameters of a peft config, without weights or training."""
     from peft import get_peft_config, get_peft_model
 
-    peft_model = get_peft_model(copy.deepcopy(model), get_peft_config(dict(peft_config)))
+    with quiet_transformers():
+        peft_model = get_peft_model(copy.deepcopy(model), get_peft_config(dict(peft_config)))
     trainable, total = peft_model.get_nb_trainable_parameters()
     return int(trainable), int(total)

@@ -1,4 +1,8 @@
-"""Builders: turn the config into the flat arguments each component takes."""
+"""Builders: turn the config into the flat arguments each component takes.
+
+Core classes never see the whole config (torchtune's rule); each builder reads the
+sections it needs and calls one constructor.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +15,27 @@ from peftsearch.errors import UserError
 from peftsearch.results import CONFIG_FILE, LABELS_FILE
 
 if TYPE_CHECKING:
+    import optuna
     from torch import nn
 
-    from peftsearch.search import TrialExecutor
+    from peftsearch.results.export import Checkpoint
+    from peftsearch.search import TrialExecutor, TrialTracker
     from peftsearch.search.budget import Budget
     from peftsearch.search.cost_model import CostModel
+    from peftsearch.search.early_stopping import RungBoard
     from peftsearch.spaces import ModelInfo
     from peftsearch.trials import BaseModelSource, PreparedData, TrainSettings
 
 __all__ = [
     "build_budget",
+    "build_checkpoint",
     "build_data",
+    "build_early_stopping",
     "build_model_info",
     "build_model_source",
     "build_settings",
+    "build_study",
+    "build_tracker",
     "describe_budget",
     "load_results",
     "load_study_config",
@@ -102,6 +113,61 @@ def build_model_source(config: Config, data: PreparedData) -> BaseModelSource:
     )
 
 
+def build_checkpoint(config: Config) -> Checkpoint:
+    from peftsearch.results.export import Checkpoint
+
+    m = config.model
+    return Checkpoint(
+        m.name_or_path,
+        revision=m.revision,
+        gguf_file=m.gguf_file,
+        trust_remote_code=m.trust_remote_code,
+        seed=config.search.seed,
+    )
+
+
+def build_study(config: Config) -> optuna.Study:
+    """The study in its storage, created or continued by name, with its sampler."""
+    from peftsearch.search import make_sampler, open_study
+
+    s = config.search
+    sampler = make_sampler(
+        s.sampler, s.seed, s.n_trials, constrained=config.space.max_trainable_pct is not None
+    )
+    return open_study(s.study_name, config.storage_url, sampler)
+
+
+def build_tracker(config: Config) -> TrialTracker:
+    """MLflow, or nothing when ``tracking.enabled`` is false."""
+    from peftsearch.search import NullTracker, Tracker
+
+    if not config.tracking.enabled:
+        return NullTracker()
+    try:
+        return Tracker(config.mlflow_uri, config.experiment_name, config.output_dir / "mlartifacts")
+    except Exception as error:  # MLflow raises its own types for unreachable stores
+        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise UserError(
+            f"cannot open MLflow tracking at {config.mlflow_uri!r}: {first}",
+            where="tracking.mlflow_uri",
+        ) from None
+
+
+def build_early_stopping(
+    config: Config, eval_rows: int
+) -> tuple[tuple[int, ...], RungBoard | None]:
+    """Rung steps and the board that judges them; none when early stopping is off."""
+    from peftsearch.search.early_stopping import RungBoard, accuracy_noise, rung_steps
+
+    early = config.search.early_stopping
+    if not early.enabled:
+        return (), None
+    rungs = rung_steps(config.training.max_steps, early.eta, early.rungs)
+    if not rungs:
+        return (), None
+    return rungs, RungBoard(early.eta, early.min_trials, accuracy_noise(eval_rows))
+
+
 def write_study_files(config: Config, data: PreparedData) -> None:
     from peftsearch.results import atomic_write
 
@@ -138,7 +204,9 @@ def build_budget(
     from peftsearch.search.cost_model import calibrate
     from peftsearch.trials import price_per_hour
 
-    cost_model, calibration = calibrate(executor, info, eval_rows, config.training.eval_batch_size)
+    cost_model, calibration = calibrate(
+        executor, config.space.methods[0], info, eval_rows, config.training.eval_batch_size
+    )
     b = config.budget
     limits = BudgetLimits.build(
         max_cost_usd=b.max_cost_usd,
@@ -153,6 +221,8 @@ def build_budget(
 
 
 def describe_budget(budget: Budget, cost_model: CostModel) -> str:
+    from peftsearch.results.front import display_name
+
     s = budget.summary()
     parts = []
     if s["limit_usd"] is not None:
@@ -163,7 +233,8 @@ def describe_budget(budget: Budget, cost_model: CostModel) -> str:
         parts.append(f"{budget.limits.trials} trials")
     return (
         f"Budget: {', '.join(parts)}; spent so far ${s['spent_usd']:.4f} "
-        f"(calibration included). A LoRA step takes about {cost_model.step_seconds:.2f} s, "
+        f"(calibration included). A {display_name(cost_model.method)} step takes about "
+        f"{cost_model.step_seconds:.2f} s, "
         f"an evaluation {cost_model.eval_seconds:.1f} s."
     )
 

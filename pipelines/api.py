@@ -1,0 +1,226 @@
+"""The Python API: what notebooks and scripts call, and what the CLI is a thin layer over.
+
+import peftsearch
+
+result = peftsearch.run("search.yaml", overrides=["search.n_trials=10"])
+result.trials                       # every trial, a pandas DataFrame
+result.front                        # the Pareto front
+print(result.recommend(max_params="1%").text)
+result.export("my-adapter", pick="recommended")
+
+result = peftsearch.load("peftsearch-out/my-study")   # a finished study, later
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from peftsearch.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.console import Console
+
+    from peftsearch.config import Config
+    from peftsearch.results import Recommendation
+
+__all__ = ["StudyResult", "load", "resume", "run"]
+
+
+@dataclass
+class StudyResult:
+    """A study's trials and front, read from its folder and storage.
+
+    ``rows`` holds one dict per trial (the columns of ``trials.csv``); ``front_numbers``
+    the trial numbers on the Pareto front; ``extra`` the last run's summary, budget and
+    stop reason.
+    """
+
+    study_dir: Path
+    config: Config
+    rows: list[dict[str, Any]]
+    front_numbers: list[int]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trials(self) -> pd.DataFrame:
+        """Every trial, one row each, indexed by trial number."""
+        import pandas as pd
+
+        from peftsearch.results import COLUMNS
+
+        return pd.DataFrame(self.rows, columns=list(COLUMNS)).set_index("trial", drop=False)
+
+    @property
+    def front(self) -> pd.DataFrame:
+        """The Pareto front of accuracy, trainable params and cost, most accurate first."""
+        table = self.trials
+        front = table[table["trial"].isin(self.front_numbers)]
+        return front.sort_values("accuracy", ascending=False)
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.extra.get("stop_reason")
+
+    def recommend(
+        self,
+        *,
+        max_params: int | str | None = None,
+        max_cost: float | str | None = None,
+        min_accuracy: float | None = None,
+        prefer: str = "accuracy",
+    ) -> Recommendation:
+        """The trial to take under these limits, with what it trades away, in words.
+
+        ``max_params`` is a count (``200_000``, ``"200k"``) or a share (``"1%"``);
+        ``max_cost`` dollars per run; ``prefer`` is accuracy, params or cost.
+        """
+        from peftsearch.results import recommend
+
+        return recommend(
+            self.rows, self.front_numbers, constraints(max_params, max_cost, min_accuracy, prefer)
+        )
+
+    def export(
+        self,
+        out: str | Path,
+        *,
+        trial: int | None = None,
+        pick: str | None = None,
+        merge: bool = False,
+        force: bool = False,
+        **limits: Any,
+    ) -> Path:
+        """Write one trial's adapter in PEFT format to ``out``: ``trial=N``, or
+        ``pick="recommended"`` with ``recommend``'s keyword limits."""
+        from peftsearch.pipelines.builders import build_checkpoint
+        from peftsearch.results import export_adapter
+
+        number = self.pick_trial(trial=trial, pick=pick, **limits)
+        row = next(r for r in self.rows if r["trial"] == number)
+        return export_adapter(
+            study_dir=self.study_dir,
+            row=row,
+            base=build_checkpoint(self.config),
+            data=self.config.data.model_dump(),
+            study_name=self.config.search.study_name,
+            out=Path(out),
+            merge=merge,
+            force=force,
+        )
+
+    def pick_trial(
+        self, *, trial: int | None = None, pick: str | None = None, **limits: Any
+    ) -> int:
+        """The trial an export means: ``trial=N``, or ``pick="recommended"`` under limits."""
+        if (trial is None) == (pick is None):
+            raise UserError("name one trial: --trial N or --pick recommended", where="export")
+        if pick is not None:
+            if pick != "recommended":
+                raise UserError(
+                    f"unknown pick {pick!r}; the only one is 'recommended'", where="--pick"
+                )
+            advice = self.recommend(**limits)
+            if advice.trial is None:
+                raise UserError(advice.text, where="--pick")
+            trial = advice.trial
+        if trial not in {r["trial"] for r in self.rows}:
+            raise UserError(
+                f"trial {trial} is not in study {self.config.search.study_name!r} "
+                f"(it has {len(self.rows)})",
+                where="--trial",
+            )
+        assert trial is not None
+        return trial
+
+    def report(self, out: str | Path | None = None) -> Path:
+        """(Re)write the self-contained HTML report; returns its path."""
+        from peftsearch.results import write_report
+
+        return write_report(
+            self.study_dir,
+            self.config.search.study_name,
+            self.rows,
+            self.front_numbers,
+            self.extra,
+            out=Path(out) if out is not None else None,
+        )
+
+
+def constraints(
+    max_params: int | str | None,
+    max_cost: float | str | None,
+    min_accuracy: float | None,
+    prefer: str,
+) -> Any:
+    """``Constraints`` from what a person writes (``1%``, ``200k``, ``5usd``)."""
+    from peftsearch.results.recommend import Constraints, parse_cost, parse_params
+
+    if prefer not in ("accuracy", "params", "cost"):
+        raise UserError(
+            f"unknown preference {prefer!r}; use accuracy, params or cost", where="--prefer"
+        )
+    count, pct = parse_params(None if max_params is None else str(max_params))
+    cost = parse_cost(None if max_cost is None else str(max_cost))
+    return Constraints(count, pct, cost, min_accuracy, prefer)
+
+
+def _console(quiet: bool) -> Console:
+    from rich.console import Console
+
+    return Console(quiet=quiet, highlight=False)
+
+
+def _config(config: Config | dict[str, Any] | str | Path, overrides: list[str] | None) -> Config:
+    from peftsearch.config import Config, load_config, parse_config
+
+    if isinstance(config, Config):
+        if not overrides:
+            return config
+        return parse_config(config.model_dump(mode="json"), overrides=overrides)
+    if isinstance(config, dict):
+        return parse_config(config, overrides=overrides)
+    return load_config(config, overrides)
+
+
+def run(
+    config: Config | dict[str, Any] | str | Path,
+    overrides: list[str] | None = None,
+    *,
+    console: Console | None = None,
+    quiet: bool = False,
+) -> StudyResult:
+    """Run the search a config describes (a YAML path, a dict or a ``Config``); running
+    a study name again continues it. ``overrides`` are ``key.path=value`` strings."""
+    from peftsearch.pipelines.run import run_search
+
+    resolved = _config(config, overrides)
+    outcome = run_search(resolved, console or _console(quiet), resume=False)
+    return StudyResult(outcome.study_dir, resolved, outcome.rows, outcome.front, outcome.extra)
+
+
+def resume(
+    study_dir: str | Path,
+    overrides: list[str] | None = None,
+    *,
+    console: Console | None = None,
+    quiet: bool = False,
+) -> StudyResult:
+    """Continue a study whose driver was killed: interrupted trials are re-queued."""
+    from peftsearch.pipelines.builders import load_study_config
+    from peftsearch.pipelines.run import run_search
+
+    resolved = load_study_config(Path(study_dir), overrides)
+    outcome = run_search(resolved, console or _console(quiet), resume=True)
+    return StudyResult(outcome.study_dir, resolved, outcome.rows, outcome.front, outcome.extra)
+
+
+def load(study_dir: str | Path) -> StudyResult:
+    """A study as it stands in its folder and storage (finished, or still running)."""
+    from peftsearch.pipelines.builders import load_results
+
+    folder = Path(study_dir)
+    config, rows, front, extra = load_results(folder)
+    return StudyResult(folder, config, rows, front, extra)

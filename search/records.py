@@ -1,0 +1,207 @@
+"""The stored trial record: what a search keeps in Optuna for each trial, and how it reads back.
+
+Optuna stores a trial's params, values and state. peftsearch adds user attrs (the sampled
+choice, the measured result, why a trial never trained...). This module is their one
+owner: the search loop writes through the ``save_*`` functions, and results, progress,
+recovery and the budget read through ``read_records``. No other module names a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import optuna
+
+    from peftsearch.spaces import PeftChoice
+    from peftsearch.trials import TrialResult
+
+__all__ = [
+    "DIRECTIONS",
+    "OBJECTIVES",
+    "TrialRecord",
+    "constraint_of",
+    "estimate_of",
+    "mark_interrupted",
+    "read_records",
+    "requeue_attrs",
+    "save_choice",
+    "save_constraint",
+    "save_estimate",
+    "save_result",
+    "save_run_id",
+]
+
+# The study's objectives and their directions, in the order Optuna stores values.
+OBJECTIVES = ("accuracy", "trainable_params", "cost_usd")
+DIRECTIONS: tuple[Literal["maximize", "minimize"], ...] = ("maximize", "minimize", "minimize")
+
+# Trial user attrs.
+_METHOD = "method"
+_SUMMARY = "summary"
+_PEFT_CONFIG = "peft_config"
+_RESULT = "result"
+_INFEASIBLE = "infeasible"
+_NOT_LAUNCHED = "not_launched"
+_CONSTRAINT = "constraint"
+_ESTIMATE = "estimated_seconds"
+_RUN_ID = "mlflow_run_id"
+_REQUEUED_FROM = "requeued_from"
+# Study user attrs: trial number -> why it was re-run (its driver died).
+_INTERRUPTED = "interrupted_trials"
+
+_FINISHED = ("COMPLETE", "FAIL", "PRUNED")
+
+
+def save_choice(trial: optuna.Trial, choice: PeftChoice) -> None:
+    """What the space sampled, before anything runs."""
+    trial.set_user_attr(_METHOD, choice.method)
+    trial.set_user_attr(_SUMMARY, {**choice.summary, "lr": choice.learning_rate})
+    trial.set_user_attr(_PEFT_CONFIG, choice.peft_config)
+
+
+def save_constraint(trial: optuna.Trial, excess: float) -> None:
+    """Optuna's constraint convention: a value > 0 means infeasible."""
+    trial.set_user_attr(_CONSTRAINT, [excess])
+
+
+def constraint_of(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """The ``constraints_func`` the samplers call."""
+    return list(trial.user_attrs.get(_CONSTRAINT, [0.0]))
+
+
+def save_estimate(trial: optuna.Trial, seconds: float) -> None:
+    trial.set_user_attr(_ESTIMATE, seconds)
+
+
+def estimate_of(trial: optuna.Trial | optuna.trial.FrozenTrial) -> float | None:
+    value = trial.user_attrs.get(_ESTIMATE)
+    return None if value is None else float(value)
+
+
+def save_run_id(trial: optuna.Trial, run_id: str) -> None:
+    trial.set_user_attr(_RUN_ID, run_id)
+
+
+def save_result(
+    trial: optuna.Trial,
+    result: TrialResult,
+    *,
+    infeasible: bool = False,
+    not_launched: bool = False,
+) -> None:
+    """The measured result (the loss curve lives in MLflow, not here). ``infeasible``:
+    over the trainable-params cap, never trained; ``not_launched``: did not fit the budget."""
+    record = result.to_dict()
+    record.pop("losses")
+    trial.set_user_attr(_RESULT, record)
+    if infeasible:
+        trial.set_user_attr(_INFEASIBLE, True)
+    if not_launched:
+        trial.set_user_attr(_NOT_LAUNCHED, True)
+
+
+def requeue_attrs(from_number: int) -> dict[str, Any]:
+    """User attrs of a trial enqueued to re-run ``from_number`` with the same params."""
+    return {_REQUEUED_FROM: from_number}
+
+
+def mark_interrupted(study: optuna.Study, reasons: dict[int, str]) -> None:
+    """Trials a dead driver left: they stay FAIL in Optuna, with this reason."""
+    stored = dict(study.user_attrs.get(_INTERRUPTED, {}))
+    stored.update({str(number): reason for number, reason in reasons.items()})
+    study.set_user_attr(_INTERRUPTED, stored)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as stored, in the terms the rest of peftsearch uses."""
+
+    number: int
+    state: str
+    method: str
+    params: dict[str, Any]
+    summary: dict[str, Any] = field(default_factory=dict)
+    peft_config: dict[str, Any] | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    values: tuple[float, ...] | None = None
+    infeasible: bool = False
+    not_launched: bool = False
+    interrupted: str | None = None
+    requeued_from: int | None = None
+    run_id: str | None = None
+    estimated_seconds: float | None = None
+    started: float | None = None
+    completed: float | None = None
+
+    @property
+    def status(self) -> str:
+        """Optuna's state, except INFEASIBLE for configs over the params cap."""
+        return "INFEASIBLE" if self.infeasible else self.state
+
+    @property
+    def finished(self) -> bool:
+        return self.state in _FINISHED
+
+    @property
+    def counted(self) -> bool:
+        """Counts against ``search.n_trials``: it ran (or failed) in a live driver. Configs
+        never trained and trials a dead driver left (re-queued) do not count."""
+        return (
+            self.finished
+            and self.interrupted is None
+            and not self.infeasible
+            and not self.not_launched
+        )
+
+    @property
+    def trained(self) -> bool:
+        """Complete with measured objectives: may enter the front."""
+        return self.state == "COMPLETE" and not self.infeasible and self.values is not None
+
+    @property
+    def device_seconds(self) -> float:
+        return float(self.result.get("device_seconds") or 0.0)
+
+    @property
+    def error(self) -> str | None:
+        return self.result.get("error") or self.interrupted
+
+    def measurement(self, name: str) -> Any:
+        return self.result.get(name)
+
+    def to_result(self) -> TrialResult:
+        from peftsearch.trials import TrialResult
+
+        return TrialResult.from_dict({**self.result, "losses": []})
+
+
+def _record(trial: optuna.trial.FrozenTrial, interrupted: dict[str, str]) -> TrialRecord:
+    attrs = trial.user_attrs
+    result = dict(attrs.get(_RESULT, {}))
+    method = attrs.get(_METHOD) or result.get("method") or trial.params.get("method", "")
+    return TrialRecord(
+        number=trial.number,
+        state=trial.state.name,
+        method=str(method),
+        params=dict(trial.params),
+        summary=dict(attrs.get(_SUMMARY, {})),
+        peft_config=attrs.get(_PEFT_CONFIG),
+        result=result,
+        values=tuple(trial.values) if trial.values is not None else None,
+        infeasible=bool(attrs.get(_INFEASIBLE)),
+        not_launched=bool(attrs.get(_NOT_LAUNCHED)),
+        interrupted=interrupted.get(str(trial.number)),
+        requeued_from=attrs.get(_REQUEUED_FROM),
+        run_id=attrs.get(_RUN_ID),
+        estimated_seconds=attrs.get(_ESTIMATE),
+        started=trial.datetime_start.timestamp() if trial.datetime_start else None,
+        completed=trial.datetime_complete.timestamp() if trial.datetime_complete else None,
+    )
+
+
+def read_records(study: optuna.Study) -> list[TrialRecord]:
+    """Every trial of the study, in number order."""
+    interrupted = study.user_attrs.get(_INTERRUPTED, {})
+    return [_record(t, interrupted) for t in study.get_trials(deepcopy=False)]
