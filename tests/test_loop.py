@@ -1,0 +1,249 @@
+"""SearchLoop on its own: a fake executor on a fake clock, a real in-memory Optuna study.
+
+The executor honours the contract (``TrialExecutor``): trials take the device time the
+test gives them, stop at their ``max_seconds``, and a worker death is retried once on
+what is left of the allowance, as the Ray executor does.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+import optuna
+import pytest
+
+from peftsearch.results.progress import progress_from_study
+from peftsearch.search import SearchLoop, finished_count, read_records
+from peftsearch.search.budget import Budget, BudgetLimits, retry_allowance
+from peftsearch.search.cost_model import CostModel
+from peftsearch.search.records import DIRECTIONS
+from peftsearch.spaces import PeftChoice
+from peftsearch.trials import TrialRequest, TrialResult
+
+PARAMS_PER_RANK = 1_000
+TOTAL_PARAMS = 100_000
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeExecutor:
+    """Trials last ``seconds(request)`` device-seconds each, one slot at a time per
+    ``slots``; ``deaths`` lists trial numbers whose first worker dies after
+    ``death_after`` seconds."""
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        seconds: float = 10.0,
+        slots: int = 1,
+        deaths: tuple[int, ...] = (),
+        death_after: float = 4.0,
+    ) -> None:
+        self.clock = clock
+        self.seconds = seconds
+        self._slots = slots
+        self.deaths = set(deaths)
+        self.death_after = death_after
+        self.pending: deque[TrialRequest] = deque()
+        self.requests: list[TrialRequest] = []
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    def submit(self, request: TrialRequest) -> None:
+        self.pending.append(request)
+        self.requests.append(request)
+
+    def wait(self) -> list[TrialResult]:
+        if not self.pending:
+            return []
+        request = self.pending.popleft()
+        attempts, lost, allowance = 1, 0.0, request.max_seconds
+        if request.number in self.deaths:
+            attempts, lost = 2, self.death_after
+            allowance = retry_allowance(allowance, lost)
+        used = self.seconds if allowance is None else min(self.seconds, allowance)
+        self.clock.now += lost + used
+        stopped = allowance is not None and self.seconds > allowance
+        rank = int(request.peft_config["r"])
+        return [
+            TrialResult(
+                request.number,
+                request.method,
+                "PRUNED" if stopped else "COMPLETE",
+                accuracy=0.5 + rank / 100,
+                macro_f1=0.5,
+                trainable_params=rank * PARAMS_PER_RANK,
+                total_params=TOTAL_PARAMS,
+                trainable_pct=100 * rank * PARAMS_PER_RANK / TOTAL_PARAMS,
+                device_seconds=lost + used,
+                cost_usd=(lost + used) / 3600,
+                steps=10,
+                train_seconds=used * 0.8,
+                eval_seconds=used * 0.2,
+                evaluations=1,
+                attempts=attempts,
+                error="stopped by the budget" if stopped else None,
+            )
+        ]
+
+    def close(self) -> None:
+        self.pending.clear()
+
+
+def sample(trial: optuna.Trial) -> PeftChoice:
+    rank = int(trial.suggest_categorical("lora.rank", [2, 4, 8, 16, 32]))
+    config = {"peft_type": "LORA", "task_type": "SEQ_CLS", "r": rank, "target_modules": ["q"]}
+    return PeftChoice(method="lora", peft_config=config, learning_rate=1e-3, summary={"rank": rank})
+
+
+def count(choice: PeftChoice) -> tuple[int, int]:
+    return int(choice.peft_config["r"]) * PARAMS_PER_RANK, TOTAL_PARAMS
+
+
+def new_study() -> optuna.Study:
+    return optuna.create_study(
+        directions=list(DIRECTIONS), sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+
+
+def cost_model(seconds: float) -> CostModel:
+    """A cost model that predicts ``seconds`` for every trial (10 steps, 1 evaluation)."""
+    return CostModel(
+        step_seconds=seconds * 0.8 / 10,
+        eval_seconds=seconds * 0.2,
+        setup_seconds=0.0,
+        reference_params=1,
+    )
+
+
+def make_loop(study: optuna.Study, executor: FakeExecutor, n_trials: int, **kwargs) -> SearchLoop:
+    return SearchLoop(
+        study=study,
+        executor=executor,
+        sample=sample,
+        n_trials=n_trials,
+        adapter_root=Path("unused"),
+        count_params=count,
+        num_layers=4,
+        max_steps=10,
+        **kwargs,
+    )
+
+
+def budget(clock: FakeClock, device_seconds: float | None = None, **kwargs) -> Budget:
+    limits = BudgetLimits(device_seconds=device_seconds, usd_per_device_hour=1.0, **kwargs)
+    return Budget(limits, clock=clock)
+
+
+def test_stops_after_n_trials() -> None:
+    study, clock = new_study(), FakeClock()
+    loop = make_loop(study, FakeExecutor(clock), n_trials=4)
+    assert loop.run() == "trials: 4 trials done (search.n_trials)"
+    assert finished_count(study) == 4
+    assert [r.status for r in read_records(study)] == ["COMPLETE"] * 4
+
+
+def test_n_trials_counts_earlier_runs() -> None:
+    study, clock = new_study(), FakeClock()
+    make_loop(study, FakeExecutor(clock), n_trials=3).run()
+    executor = FakeExecutor(clock)
+    make_loop(study, executor, n_trials=5).run()
+    assert len(executor.requests) == 2 and finished_count(study) == 5
+
+
+def test_budget_stops_and_is_never_exceeded() -> None:
+    study, clock = new_study(), FakeClock()
+    spend = budget(clock, device_seconds=55.0)
+    loop = make_loop(
+        study, FakeExecutor(clock, seconds=10), n_trials=100, budget=spend, cost_model=cost_model(9)
+    )
+    reason = loop.run()
+    assert reason.startswith("budget:") and "raise budget.max_device_hours" in reason
+    assert spend.spent <= 55.0
+    assert 3 <= finished_count(study) <= 6
+
+
+def test_infeasible_configs_never_train_and_status_reads_them() -> None:
+    study, clock = new_study(), FakeClock()
+    executor = FakeExecutor(clock)
+    # 8% of the params: ranks 2, 4 and 8 fit, 16 and 32 do not.
+    loop = make_loop(study, executor, n_trials=6, max_trainable_pct=8.0)
+    loop.run()
+    stored = read_records(study)
+    infeasible = [r for r in stored if r.infeasible]
+    assert infeasible and all(r.status == "INFEASIBLE" for r in infeasible)
+    assert all(int(q.peft_config["r"]) <= 8 for q in executor.requests)
+    assert finished_count(study) == 6 == len(executor.requests)
+    # `peftsearch status` reads the same storage: infeasible trials have no accuracy.
+    progress = progress_from_study(study, 6)
+    assert progress.done == 6 and progress.best_accuracy is not None
+    assert "best accuracy 0." in progress.line()
+
+
+def test_a_dead_worker_is_retried_inside_the_trial_allowance() -> None:
+    study, clock = new_study(), FakeClock()
+    spend = budget(clock, device_seconds=1000.0)
+    executor = FakeExecutor(clock, seconds=10, deaths=(0, 2), death_after=6.0)
+    loop = make_loop(study, executor, n_trials=4, budget=spend, cost_model=cost_model(8))
+    loop.run()
+    stored = {r.number: r for r in read_records(study)}
+    assert stored[0].result["attempts"] == 2 and stored[1].result["attempts"] == 1
+    for number in (0, 2):
+        allowance = executor.requests[number].max_seconds
+        assert allowance is not None
+        assert stored[number].device_seconds <= allowance + 1e-9
+    assert spend.spent == pytest.approx(sum(r.device_seconds for r in stored.values()))
+
+
+def test_a_spent_budget_adds_no_trial_on_rerun_and_names_the_key() -> None:
+    """Continuing a study whose budget is spent: no junk trial, the bests of earlier
+    runs, and a stop line that says which key to raise."""
+    study, clock = new_study(), FakeClock()
+    first = make_loop(
+        study,
+        FakeExecutor(clock, seconds=10),
+        n_trials=100,
+        budget=budget(clock, device_seconds=35.0),
+        cost_model=cost_model(10),
+    )
+    first.run()
+    before = len(study.trials)
+    not_launched = [r for r in read_records(study) if r.not_launched]
+    assert len(not_launched) == 1
+
+    for _ in range(2):  # each re-run with the same budget
+        spend = budget(clock, device_seconds=35.0)
+        spend.spent = sum(r.device_seconds for r in read_records(study))
+        rerun = make_loop(
+            study, FakeExecutor(clock), n_trials=100, budget=spend, cost_model=cost_model(10)
+        )
+        reason = rerun.run()
+        assert len(study.trials) == before
+        assert "raise budget.max_device_hours to go on" in reason
+    assert progress_from_study(study, 100).best_accuracy is not None
+
+    # Raised: the config that did not fit runs first, with the same params.
+    spend = budget(clock, device_seconds=60.0)
+    spend.spent = sum(r.device_seconds for r in read_records(study))
+    executor = FakeExecutor(clock)
+    make_loop(study, executor, n_trials=100, budget=spend, cost_model=cost_model(10)).run()
+    rerun_of = [r for r in read_records(study) if r.requeued_from == not_launched[0].number]
+    assert len(rerun_of) == 1 and rerun_of[0].params == not_launched[0].params
+    assert executor.requests[0].number == rerun_of[0].number
+
+
+def test_trial_count_budget() -> None:
+    study, clock = new_study(), FakeClock()
+    spend = budget(clock, trials=2)
+    loop = make_loop(study, FakeExecutor(clock), n_trials=10, budget=spend, cost_model=cost_model(5))
+    assert loop.run() == "budget: 2 trials done in this run; raise budget.max_trials to go on"
+    assert finished_count(study) == 2
