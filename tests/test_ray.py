@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from executor_contract import ExecutorContract, drain
 from helpers import LORA, tiny_config
 
 from peftsearch.config import parse_config
@@ -76,13 +78,6 @@ def request(number: int, out: Path | None = None) -> TrialRequest:
     return TrialRequest(number, "lora", LORA, 1e-3, str(out / str(number)) if out else None)
 
 
-def drain(executor: RayExecutor) -> list:
-    results = []
-    while batch := executor.wait():
-        results += batch
-    return results
-
-
 def test_trials_run_at_once_on_both_nodes(
     cluster: Any, tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -112,12 +107,14 @@ def wait_for_pid(executor: RayExecutor, number: int, not_pid: int | None = None)
     raise AssertionError(f"trial {number} never started")
 
 
-def run_and_kill(executor: RayExecutor, kills: int) -> tuple[list, list[int]]:
+def run_and_kill(
+    executor: RayExecutor, kills: int, max_seconds: float | None = None
+) -> tuple[list, list[int]]:
     """Drain in a thread (wait() blocks through retries) while this thread kills workers."""
     import threading
 
     results: list = []
-    executor.submit(request(0))
+    executor.submit(dataclasses.replace(request(0), max_seconds=max_seconds))
     thread = threading.Thread(target=lambda: results.extend(drain(executor)))
     thread.start()
     killed: list[int] = []
@@ -145,6 +142,32 @@ def test_killed_worker_retries_once_on_another(
     assert result.attempts == 2
     assert not result.worker.endswith(f":{killed[0]}")
     assert result.device_seconds > result.wall_seconds  # the lost attempt is paid for
+
+
+def test_retry_gets_only_what_is_left_of_the_allowance(
+    cluster: Any, tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """The budget promise holds through a worker death: the lost attempt and the retry
+    together stay inside the one allowance the trial reserved."""
+    executor = executor_for(tiny_model_dir, tiny_data, tmp_path, steps=100_000)
+    try:
+        results, _ = run_and_kill(executor, kills=1, max_seconds=8.0)
+    finally:
+        executor.close()
+    (result,) = results
+    assert result.attempts == 2
+    assert result.status == "PRUNED" and result.error.startswith("stopped by the budget")
+    assert result.device_seconds <= 8.0, result.device_seconds
+
+
+class TestRayExecutor(ExecutorContract):
+    @pytest.fixture
+    def executor(
+        self, cluster: Any, tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+    ) -> Any:
+        executor = executor_for(tiny_model_dir, tiny_data, tmp_path, steps=6)
+        yield executor
+        executor.close()
 
 
 def test_worker_killed_twice_fails_and_search_goes_on(

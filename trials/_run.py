@@ -107,6 +107,8 @@ class TrialRunner:
             model = self._build(request, result)
             result.setup_seconds = time.perf_counter() - started
             deadline = Deadline(request.max_seconds, started=started)
+            if not deadline.has_room(0.0):  # a retry whose lost attempt used it all
+                raise _Stop("stopped by the budget before training: the allowance is used up")
             self._train(model, request, result, judge, deadline)
             self._evaluate(model, request, result)
             if request.adapter_dir:
