@@ -90,14 +90,14 @@ class ModelConfig(_Section):
     @field_validator("name_or_path")
     @classmethod
     def _resolve(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("name a hub model id or a local folder")
         value = resolve_resource(value)
         if _looks_like_path(value):
             path = Path(value).expanduser()
             if not path.is_dir():
                 raise ValueError(f"model folder not found: {value}")
             return str(path.resolve())
-        if not value.strip():
-            raise ValueError("name a hub model id or a local folder")
         return value
 
     @model_validator(mode="after")
