@@ -26,6 +26,8 @@ def searched(
 ) -> dict:
     out = tmp_path_factory.mktemp("e2e")
     config = tiny_config(tiny_model_dir, tiny_data, out / "results")
+    # A local folder has no revisions; the export must still name and merge this one.
+    config["model"]["revision"] = "v1.0"
     config["space"] = {
         "methods": ["lora", "ia3", "prompt_tuning"],
         "lora": {"lr": {"low": 5e-3, "high": 2e-2}},
@@ -86,15 +88,12 @@ def test_mlflow_parent_and_children(searched: dict) -> None:
     }
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        assert child.data.tags["status"] in {"COMPLETE", "FAIL"}
+        assert child.data.tags["status"] == "COMPLETE", child.data.tags.get("error")
         assert child.data.params["method"] in {"lora", "ia3", "prompt_tuning"}
         assert "peft.peft_type" in child.data.params and "learning_rate" in child.data.params
-        if child.data.tags["status"] == "COMPLETE":
-            assert {"accuracy", "trainable_params", "cost_usd", "macro_f1"} <= set(
-                child.data.metrics
-            )
-            history = client.get_metric_history(child.info.run_id, "train_loss")
-            assert [m.step for m in history] == list(range(1, 7))
+        assert {"accuracy", "trainable_params", "cost_usd", "macro_f1"} <= set(child.data.metrics)
+        history = client.get_metric_history(child.info.run_id, "train_loss")
+        assert [m.step for m in history] == list(range(1, 7))
         artifacts = [a.path for a in client.list_artifacts(child.info.run_id)]
         assert ("adapter" in artifacts) == (int(child.data.tags["peftsearch.trial"]) in pareto)
     assert parents[0].info.status == "FINISHED"
@@ -129,24 +128,47 @@ def test_continue_and_export(searched: dict, tmp_path: Path) -> None:
     assert refused.exit_code == 2 and "--force" in refused.output
     cli("export", str(study_dir), "--trial", row["trial"], "--out", str(out), "--force")
 
-    lora = [
+    card = (out / "README.md").read_text()
+    assert "at revision `v1.0`" in card and "revision='v1.0'," in card
+
+
+def test_merge_into_the_searched_checkpoint(searched: dict, tmp_path: Path) -> None:
+    """--merge writes full weights that score exactly as the adapter did."""
+    from peftsearch.spaces import get_method
+
+    study_dir: Path = searched["study_dir"]
+    mergeable = [
         r
         for r in read_csv(study_dir / "trials.csv")
-        if r["method"] == "lora" and r["status"] == "COMPLETE"
+        if r["status"] == "COMPLETE" and get_method(r["method"]).mergeable
     ]
-    if lora:
-        merged_out = tmp_path / "merged"
-        cli(
-            "export",
-            str(study_dir),
-            "--trial",
-            lora[0]["trial"],
-            "--out",
-            str(merged_out),
-            "--merge",
-        )
-        assert (merged_out / "merged" / "config.json").is_file()
-        assert (merged_out / "merged" / "model.safetensors").is_file()
+    assert mergeable, "the study must hold a mergeable trial (lora or ia3)"
+    row = mergeable[0]
+    out = tmp_path / "merged"
+    cli("export", str(study_dir), "--trial", row["trial"], "--out", str(out), "--merge")
+    assert (out / "merged" / "config.json").is_file()
+    assert (out / "merged" / "model.safetensors").is_file()
+    accuracy, macro_f1 = merged_metrics(study_dir, out / "merged")
+    assert accuracy == float(row["accuracy"]) and macro_f1 == float(row["macro_f1"])
+
+
+def merged_metrics(study_dir: Path, merged: Path) -> tuple[float, float]:
+    from transformers import AutoModelForSequenceClassification
+
+    from peftsearch.pipelines.builders import build_data, load_study_config
+    from peftsearch.trials.train import evaluate
+
+    data = build_data(load_study_config(study_dir))
+    model = AutoModelForSequenceClassification.from_pretrained(str(merged)).eval()
+    metrics = evaluate(
+        model,
+        data.eval,
+        batch_size=32,
+        pad_token_id=data.pad_token_id,
+        device="cpu",
+        num_labels=data.num_labels,
+    )
+    return metrics["accuracy"], metrics["macro_f1"]
 
 
 def reproduce_metrics(study_dir: Path, adapter: Path) -> tuple[float, float]:
@@ -195,3 +217,36 @@ def test_status_reads_storage(searched: dict) -> None:
 def test_status_of_a_non_study(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["status", str(tmp_path)])
     assert result.exit_code == 2 and "not a study folder" in result.output
+
+
+def test_merge_loads_the_checkpoint_as_the_search_did(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """A bfloat16 checkpoint: trials train on float32 weights, so the merge must load
+    float32 too (transformers would load bfloat16 by default) and score the same."""
+    import shutil
+
+    import torch
+    from transformers import BertModel
+
+    half = tmp_path / "bf16-bert"
+    shutil.copytree(tiny_model_dir, half)
+    BertModel.from_pretrained(tiny_model_dir).to(torch.bfloat16).save_pretrained(half)
+    config = tiny_config(half, tiny_data, tmp_path / "results")
+    config["search"]["n_trials"] = 1
+    config["space"] = {"methods": ["lora"], "lora": {"lr": {"low": 5e-3, "high": 2e-2}}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cli("run", str(path))
+    study_dir = tmp_path / "results" / "tiny"
+    (row,) = read_csv(study_dir / "trials.csv")
+    assert row["status"] == "COMPLETE", row["error"]
+    out = tmp_path / "merged"
+    cli("export", str(study_dir), "--trial", row["trial"], "--out", str(out), "--merge")
+    from safetensors import safe_open
+
+    with safe_open(str(out / "merged" / "model.safetensors"), "pt") as weights:
+        dtypes = {weights.get_slice(k).get_dtype() for k in weights.keys()}  # noqa: SIM118
+    assert dtypes == {"F32"}
+    accuracy, macro_f1 = merged_metrics(study_dir, out / "merged")
+    assert accuracy == float(row["accuracy"]) and macro_f1 == float(row["macro_f1"])

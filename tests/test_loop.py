@@ -244,6 +244,8 @@ def test_a_spent_budget_adds_no_trial_on_rerun_and_names_the_key() -> None:
 def test_trial_count_budget() -> None:
     study, clock = new_study(), FakeClock()
     spend = budget(clock, trials=2)
-    loop = make_loop(study, FakeExecutor(clock), n_trials=10, budget=spend, cost_model=cost_model(5))
+    loop = make_loop(
+        study, FakeExecutor(clock), n_trials=10, budget=spend, cost_model=cost_model(5)
+    )
     assert loop.run() == "budget: 2 trials done in this run; raise budget.max_trials to go on"
     assert finished_count(study) == 2

@@ -73,11 +73,10 @@ def test_method_contract(method: str, arch: str, models: dict) -> None:
     model, info = models[arch]
     reason = get_method(method).supports(info)
     if reason is not None:
-        # Prefix tuning is refused on encoders, and on decoders whose forward() in the
-        # installed transformers no longer takes past_key_values (v5 renamed it `cache`).
+        # Only prefix tuning may refuse (test_prefix_tuning_refusals says why); the rest of
+        # the contract does not apply to a refused method, so say so instead of passing.
         assert method == "prefix_tuning", reason
-        assert arch == "bert" or not info.takes_past_key_values
-        return
+        pytest.skip(f"{method} refuses {arch}: {reason}")
     for trial, choice in sampled_trials(method, info, 3):
         assert choice.method == method
         assert all(name.startswith(f"{method}.") for name in trial.params), trial.params
@@ -97,11 +96,40 @@ def test_method_contract(method: str, arch: str, models: dict) -> None:
         )
         out.loss.backward()
         assert torch.isfinite(out.loss)
+        assert get_method(method).describe(choice.summary).strip()
 
 
-def test_prefix_tuning_refused_on_bert(models: dict) -> None:
-    _, info = models["bert"]
-    assert "decoder" in get_method("prefix_tuning").supports(info)
+@pytest.mark.parametrize("method", method_names())
+@pytest.mark.parametrize("arch", list(MODELS))
+def test_method_owns_its_words_merging_and_calibration(
+    method: str, arch: str, models: dict
+) -> None:
+    """What reports, export and the cost calibration ask of a method, its plug-in says."""
+    from peft import get_peft_config, get_peft_model
+
+    model, info = models[arch]
+    space = get_method(method)
+    assert space.display_name.strip() and isinstance(space.mergeable, bool)
+    if space.supports(info) is not None:
+        pytest.skip(f"{method} refuses {arch}")
+    config = space.calibration_config(info)
+    peft_model = get_peft_model(copy.deepcopy(model), get_peft_config(dict(config)))
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    assert 0 < trainable < total
+    if space.mergeable:
+        merged = peft_model.merge_and_unload()
+        assert not any(
+            "lora_" in n or "ia3_" in n or "hada_" in n for n, _ in merged.named_parameters()
+        )
+
+
+def test_prefix_tuning_refusals(models: dict) -> None:
+    """Encoders have no KV cache; transformers 5's sequence classifiers no longer take
+    the ``past_key_values`` that peft hands the prefix over as."""
+    prefix = get_method("prefix_tuning")
+    assert "is an encoder" in prefix.supports(models["bert"][1])
+    llama = models["llama"][1]
+    assert llama.takes_past_key_values or "past_key_values" in prefix.supports(llama)
 
 
 def test_inspect_names_come_from_the_model(models: dict) -> None:
