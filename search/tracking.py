@@ -115,9 +115,9 @@ class Tracker:
     """``TrialTracker`` on MLflow, through an explicit client (no global active run)."""
 
     def __init__(self, uri: str, experiment_name: str, artifact_root: Path) -> None:
-        with _quiet_mlflow():
-            from mlflow import MlflowClient
+        from mlflow import MlflowClient  # sets up mlflow's logger: before quieting it
 
+        with _quiet_mlflow():
             self._client: MlflowClient = MlflowClient(tracking_uri=uri)
             found = self._client.get_experiment_by_name(experiment_name)
             if found is None:

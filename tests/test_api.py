@@ -1,0 +1,134 @@
+"""The Python API (`peftsearch.run`, `peftsearch.load`), the run phases one by one, and
+library code leaving no global state behind."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import tiny_config
+from rich.console import Console
+
+import peftsearch
+from peftsearch.config import parse_config
+from peftsearch.pipelines import builders
+from peftsearch.pipelines.run import reconcile, start_progress
+
+
+def global_state() -> dict[str, Any]:
+    import datasets
+    import optuna
+    import transformers
+
+    return {
+        # A set: a library that re-adds its own filter on a late import only moves it.
+        "warning filters": set(warnings.filters),
+        "environment": dict(os.environ),
+        "optuna verbosity": optuna.logging.get_verbosity(),
+        "transformers verbosity": transformers.logging.get_verbosity(),
+        "transformers bars": transformers.utils.logging.is_progress_bar_enabled(),
+        "datasets verbosity": datasets.logging.get_verbosity(),
+        "datasets bars": datasets.is_progress_bar_enabled(),
+        "mlflow log level": logging.getLogger("mlflow").level,
+    }
+
+
+@pytest.fixture(scope="module")
+def study(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("api")
+    config = tiny_config(tiny_model_dir, tiny_data, out)
+    config["space"] = {"methods": ["lora", "ia3"], "lora": {"lr": {"low": 5e-3, "high": 2e-2}}}
+    # Imported first, as a notebook would: some add warning filters or set up their
+    # loggers on import, which is theirs to do, not peftsearch's.
+    import datasets  # noqa: F401
+    import mlflow  # noqa: F401
+    import optuna  # noqa: F401
+    import plotly.graph_objects  # noqa: F401
+    import plotly.io  # noqa: F401
+    import plotly.graph_objs._deprecations  # noqa: F401
+    import plotly.tools  # noqa: F401
+    import requests  # noqa: F401
+    import transformers  # noqa: F401
+
+    before = global_state()
+    result = peftsearch.run(config, overrides=["search.n_trials=2"], quiet=True)
+    return {"result": result, "before": before, "after": global_state(), "out": out}
+
+
+def test_run_returns_the_study(study: dict[str, Any]) -> None:
+    result = study["result"]
+    assert list(result.trials["trial"]) == [0, 1]
+    assert set(result.front["trial"]) == set(result.front_numbers) and result.front_numbers
+    assert result.front["accuracy"].is_monotonic_decreasing
+    assert result.stop_reason == "trials: 2 trials done (search.n_trials)"
+    assert result.recommend(prefer="params").met
+    assert result.report().is_file()
+
+
+def test_load_reads_the_same_study(study: dict[str, Any], tmp_path: Path) -> None:
+    result = study["result"]
+    loaded = peftsearch.load(result.study_dir)
+    assert loaded.rows == result.rows and loaded.front_numbers == result.front_numbers
+    out = loaded.export(tmp_path / "adapter", trial=loaded.front_numbers[0])
+    assert (out / "adapter_config.json").is_file()
+    with pytest.raises(peftsearch.UserError, match="--trial: trial 99 is not in study"):
+        loaded.export(tmp_path / "other", trial=99)
+
+
+def test_library_code_leaves_no_global_state(study: dict[str, Any]) -> None:
+    before, after = study["before"], study["after"]
+    for key in before:
+        assert before[key] == after[key], key
+
+
+def test_tracking_off_writes_no_mlflow_store(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "out")
+    config["space"] = {"methods": ["ia3"]}
+    config["search"]["n_trials"] = 1
+    config["tracking"] = {"enabled": False}
+    result = peftsearch.run(config, quiet=True)
+    assert list(result.trials["status"]) == ["COMPLETE"]
+    assert not (tmp_path / "out" / "mlflow.db").exists()
+    assert not (tmp_path / "out" / "mlartifacts").exists()
+
+
+def test_phase_start_progress_counts_earlier_runs(study: dict[str, Any]) -> None:
+    config = peftsearch.load(study["result"].study_dir).config
+    console = Console(quiet=True)
+    progress = start_progress(builders.build_study(config), 5, console)
+    assert progress.done == 2 and progress.best_accuracy is not None
+    assert progress.line().startswith("trials 2/5 | running 0 | failed 0 | best accuracy 0.")
+
+
+def test_phase_reconcile_warns_about_running_trials(study: dict[str, Any]) -> None:
+    config = peftsearch.load(study["result"].study_dir).config
+    storage = builders.build_study(config)
+    storage.ask()  # left RUNNING, as by a driver that died
+    console = Console(record=True, width=200)
+    reconcile(storage, builders.build_tracker(config), console, resume=False, study_dir=Path("S"))
+    assert "1 trial(s) of this study are RUNNING" in console.export_text()
+    reconcile(storage, builders.build_tracker(config), console, resume=True, study_dir=Path("S"))
+    assert "1 interrupted trial(s) re-queued" in console.export_text()
+
+
+def test_builders_give_flat_arguments(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    data = tiny_config(tiny_model_dir, tiny_data, tmp_path / "out")
+    config = parse_config(data)
+    rungs, board = builders.build_early_stopping(config, eval_rows=48)
+    assert rungs == (2,) and board is not None  # 6 steps, eta 3
+    off = parse_config(data, overrides=["search.early_stopping=false"])
+    assert builders.build_early_stopping(off, eval_rows=48) == ((), None)
+    checkpoint = builders.build_checkpoint(config)
+    assert checkpoint.name_or_path == str(tiny_model_dir) and checkpoint.revision is None
+    settings = builders.build_settings(config)
+    assert settings.max_steps == 6 and settings.batch_size == 8
