@@ -49,9 +49,9 @@ def study(
     import datasets  # noqa: F401
     import mlflow  # noqa: F401
     import optuna  # noqa: F401
-    import plotly.graph_objects  # noqa: F401
-    import plotly.io  # noqa: F401
-    import plotly.graph_objs._deprecations  # noqa: F401
+    import plotly.graph_objects
+    import plotly.graph_objs._deprecations
+    import plotly.io
     import plotly.tools  # noqa: F401
     import requests  # noqa: F401
     import transformers  # noqa: F401
