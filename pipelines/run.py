@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Inputs",
     "SearchOutcome",
+    "describe_executor",
     "drive",
     "finish",
     "load_inputs",
@@ -101,7 +102,8 @@ def reconcile(
         recovery = recover_study(study, tracker)
         console.print(
             f"Resuming '{study.study_name}': {len(recovery.requeued)} interrupted trial(s) "
-            f"re-queued, {recovery.runs_killed} orphaned MLflow run(s) ended as KILLED."
+            f"re-queued, {recovery.runs_killed} orphaned MLflow run(s) ended as KILLED, "
+            f"{recovery.runs_completed} closed with the result their trial had stored."
         )
         return
     stale = sum(r.state == "RUNNING" for r in read_records(study))
@@ -182,6 +184,17 @@ def open_executor(
             yield ray_executor
         finally:
             ray_executor.close()
+
+
+def describe_executor(executor: TrialExecutor) -> str | None:
+    """The start-up line for parallel workers; None for the in-process executor."""
+    from peftsearch.search.ray_executor import RayExecutor
+
+    if not isinstance(executor, RayExecutor):
+        return None
+    return (
+        f"Ray: {executor.slots} worker(s) on {executor.nodes} node(s) running trials in parallel."
+    )
 
 
 def start_budget(
@@ -321,8 +334,9 @@ def run_search(config: Config, console: Console, *, resume: bool = False) -> Sea
     rungs, board = build_early_stopping(config, len(inputs.data.eval))
     try:
         with open_executor(config, inputs.data, board) as executor:
-            if config.resources.use_ray:
-                console.print(f"Ray: {executor.slots} worker(s) running trials in parallel.")
+            workers = describe_executor(executor)
+            if workers:
+                console.print(workers)
             budget, cost_model = start_budget(config, study, executor, inputs, console)
             progress.budget = budget
             loop = make_loop(

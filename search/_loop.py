@@ -196,6 +196,7 @@ class SearchLoop:
                 learning_rate=choice.learning_rate,
                 adapter_dir=str(self.adapter_root / str(trial.number)),
                 max_seconds=None if allowance is None or math.isinf(allowance) else allowance,
+                min_seconds=self.cost_model.floor() if self.cost_model is not None else 0.0,
                 rungs=self.rungs,
             )
         )

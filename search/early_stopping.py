@@ -79,9 +79,3 @@ class RungBoard:
         if dominated:
             self.stopped[trial] = step
         return not dominated
-
-    def snapshot(self) -> dict[int, dict[int, float]]:
-        return {
-            step: {t: r.accuracy for t, r in reports.items()}
-            for step, reports in self.rungs.items()
-        }

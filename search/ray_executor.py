@@ -149,12 +149,10 @@ class RayExecutor:
     def slots(self) -> int:
         return self._slots
 
-    def worker_pid(self, trial_number: int) -> int | None:
-        """The process now running a trial (diagnostics, and the fault tests)."""
-        for attempt in self._inflight.values():
-            if attempt.request.number == trial_number:
-                return self.identities.get(attempt.worker, (None, ""))[0]
-        return None
+    @property
+    def nodes(self) -> int:
+        """How many cluster nodes the workers landed on (the start-up line says it)."""
+        return len({node for _, node in self.identities.values()})
 
     def submit(self, request: TrialRequest) -> None:
         self._queue.append((request, 1, 0.0))
@@ -200,16 +198,20 @@ class RayExecutor:
         # Idle survivors first, so the retry lands on another worker as soon as possible.
         self._idle.append(replacement)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        this_attempt = time.time() - attempt.started
-        lost = attempt.lost_seconds + this_attempt
         request = attempt.request
+        this_attempt = time.time() - attempt.started
+        if request.max_seconds is not None:
+            # A live worker stops itself at its allowance; the rest is the time the
+            # driver took to notice the death, not device time the trial used.
+            this_attempt = min(this_attempt, request.max_seconds)
+        lost = attempt.lost_seconds + this_attempt
         left = retry_allowance(request.max_seconds, this_attempt)
-        if attempt.number < self.MAX_ATTEMPTS and (left is None or left > 0):
+        if attempt.number < self.MAX_ATTEMPTS and (left is None or left >= request.min_seconds):
             # The retry gets what is left of the trial's allowance, not a fresh one.
             retry = dataclasses.replace(request, max_seconds=left)
             self._queue.appendleft((retry, attempt.number + 1, lost))
             return []
-        why = "" if left is None or left > 0 else "; its allowance is used up"
+        why = "" if left is None or left >= request.min_seconds else "; its allowance is used up"
         return [
             TrialResult(
                 number=request.number,

@@ -33,8 +33,10 @@ class TrialRequest:
     """Everything a worker needs for one trial, as plain data.
 
     ``max_seconds`` is the device time the budget allows this trial: it stops before
-    the step that would cross it. At each step in ``rungs`` the adapter is evaluated
-    and the judge decides whether it goes on. ``max_steps`` and ``eval_rows`` shorten
+    the step that would cross it. ``min_seconds`` is the least a useful run costs (setup,
+    a step, an evaluation): with less allowance than that the trial does not start. At
+    each step in ``rungs`` the adapter is evaluated and the judge decides whether it
+    goes on. ``max_steps`` and ``eval_rows`` shorten
     the trial (cost calibration).
     """
 
@@ -44,6 +46,7 @@ class TrialRequest:
     learning_rate: float
     adapter_dir: str | None
     max_seconds: float | None = None
+    min_seconds: float = 0.0
     rungs: tuple[int, ...] = ()
     max_steps: int | None = None
     eval_rows: int | None = None
@@ -104,6 +107,11 @@ class TrialRunner:
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         try:
+            if request.max_seconds is not None and request.max_seconds < request.min_seconds:
+                raise _Stop(
+                    f"not started: {request.max_seconds:.1f} device-seconds of allowance are "
+                    f"less than a trial needs ({request.min_seconds:.1f})"
+                )
             model = self._build(request, result)
             result.setup_seconds = time.perf_counter() - started
             deadline = Deadline(request.max_seconds, started=started)
