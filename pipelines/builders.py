@@ -18,13 +18,12 @@ if TYPE_CHECKING:
     import optuna
     from torch import nn
 
-    from peftsearch.results.export import Checkpoint
     from peftsearch.search import TrialExecutor, TrialTracker
     from peftsearch.search.budget import Budget
     from peftsearch.search.cost_model import CostModel
     from peftsearch.search.early_stopping import RungBoard
     from peftsearch.spaces import ModelInfo
-    from peftsearch.trials import BaseModelSource, PreparedData, TrainSettings
+    from peftsearch.trials import BaseModelSource, Checkpoint, PreparedData, TrainSettings
 
 __all__ = [
     "build_budget",
@@ -61,13 +60,7 @@ def build_settings(config: Config) -> TrainSettings:
 def build_data(config: Config) -> PreparedData:
     from peftsearch.trials import load_tokenizer, prepare_data
 
-    m = config.model
-    tokenizer = load_tokenizer(
-        m.name_or_path,
-        revision=m.revision,
-        gguf_file=m.gguf_file,
-        trust_remote_code=m.trust_remote_code,
-    )
+    tokenizer = load_tokenizer(build_checkpoint(config))
     return prepare_data(**config.data.model_dump(), seed=config.search.seed, tokenizer=tokenizer)
 
 
@@ -77,14 +70,7 @@ def build_model_info(config: Config, num_labels: int) -> tuple[ModelInfo, nn.Mod
     from peftsearch.spaces import get_method
     from peftsearch.trials import inspect_base_model, meta_model
 
-    m = config.model
-    model = meta_model(
-        m.name_or_path,
-        num_labels=num_labels,
-        revision=m.revision,
-        gguf_file=m.gguf_file,
-        trust_remote_code=m.trust_remote_code,
-    )
+    model = meta_model(build_checkpoint(config), num_labels=num_labels)
     info = inspect_base_model(model)
     for name in config.space.methods:
         reason = get_method(name).supports(info)
@@ -100,21 +86,17 @@ def build_model_info(config: Config, num_labels: int) -> tuple[ModelInfo, nn.Mod
 def build_model_source(config: Config, data: PreparedData) -> BaseModelSource:
     from peftsearch.trials import BaseModelSource
 
-    m = config.model
     return BaseModelSource(
-        m.name_or_path,
+        build_checkpoint(config),
         num_labels=data.num_labels,
         label_names=data.label_names,
         pad_token_id=data.pad_token_id,
-        revision=m.revision,
-        gguf_file=m.gguf_file,
-        trust_remote_code=m.trust_remote_code,
         seed=config.search.seed,
     )
 
 
 def build_checkpoint(config: Config) -> Checkpoint:
-    from peftsearch.results.export import Checkpoint
+    from peftsearch.trials import Checkpoint
 
     m = config.model
     return Checkpoint(
@@ -122,7 +104,6 @@ def build_checkpoint(config: Config) -> Checkpoint:
         revision=m.revision,
         gguf_file=m.gguf_file,
         trust_remote_code=m.trust_remote_code,
-        seed=config.search.seed,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from peftsearch.results.console import front_table, trial_line
-from peftsearch.results.export import Checkpoint, export_adapter
+from peftsearch.results.export import export_adapter
 from peftsearch.results.files import (
     ADAPTERS,
     CONFIG_FILE,
@@ -26,7 +26,6 @@ __all__ = [
     "LABELS_FILE",
     "REPORT_FILE",
     "TRIAL_ADAPTERS",
-    "Checkpoint",
     "Constraints",
     "Recommendation",
     "atomic_write",

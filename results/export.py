@@ -5,36 +5,21 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peftsearch.errors import UserError
 from peftsearch.results.files import LABELS_FILE, TRIAL_ADAPTERS
 
-__all__ = ["Checkpoint", "export_adapter", "model_card"]
+if TYPE_CHECKING:
+    from peftsearch.trials import Checkpoint
+
+__all__ = ["export_adapter", "model_card"]
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """Exactly the base model a search trained on: an export names it and merges into it."""
-
-    name_or_path: str
-    revision: str | None = None
-    gguf_file: str | None = None
-    trust_remote_code: bool = False
-    seed: int = 0
-
-    def load_arguments(self) -> str:
-        """The keyword arguments of ``from_pretrained``, as Python source for the card."""
-        parts = []
-        if self.revision:
-            parts.append(f"revision={self.revision!r}")
-        if self.gguf_file:
-            parts.append(f"gguf_file={self.gguf_file!r}")
-        if self.trust_remote_code:
-            parts.append("trust_remote_code=True")
-        return "".join(f"\n    {part}," for part in parts)
+def _load_arguments(base: Checkpoint) -> str:
+    """``from_pretrained``'s keyword arguments for this checkpoint, as Python source."""
+    return "".join(f"\n    {key}={value!r}," for key, value in base.hub_kwargs().items() if value)
 
 
 def model_card(
@@ -50,7 +35,7 @@ def model_card(
     f1 = row.get("macro_f1")
     base_model = base.name_or_path
     revision = f" at revision `{base.revision}`" if base.revision else ""
-    extra = base.load_arguments()
+    extra = _load_arguments(base)
     return f"""---
 library_name: peft
 base_model: {base_model}
@@ -181,21 +166,8 @@ def _merge(folder: Path, base: Checkpoint, meta: dict[str, Any]) -> None:
 
     labels = [meta["id2label"][k] for k in sorted(meta["id2label"], key=int)]
     source = BaseModelSource(
-        base.name_or_path,
-        num_labels=len(labels),
-        label_names=labels,
-        pad_token_id=meta["pad_token_id"],
-        revision=base.revision,
-        gguf_file=base.gguf_file,
-        trust_remote_code=base.trust_remote_code,
-        seed=base.seed,
+        base, num_labels=len(labels), label_names=labels, pad_token_id=meta["pad_token_id"]
     )
     merged = PeftModel.from_pretrained(source.fresh_copy(), str(folder)).merge_and_unload()
     merged.save_pretrained(folder / "merged")
-    tokenizer = load_tokenizer(
-        base.name_or_path,
-        revision=base.revision,
-        gguf_file=base.gguf_file,
-        trust_remote_code=base.trust_remote_code,
-    )
-    tokenizer.save_pretrained(folder / "merged")
+    load_tokenizer(base).save_pretrained(folder / "merged")

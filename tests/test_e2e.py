@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -152,14 +153,12 @@ def test_merge_into_the_searched_checkpoint(searched: dict, tmp_path: Path) -> N
     assert accuracy == float(row["accuracy"]) and macro_f1 == float(row["macro_f1"])
 
 
-def merged_metrics(study_dir: Path, merged: Path) -> tuple[float, float]:
-    from transformers import AutoModelForSequenceClassification
-
+def score(model: Any, study_dir: Path) -> tuple[float, float]:
+    """Accuracy and macro-F1 of a model on the study's own evaluation set."""
     from peftsearch.pipelines.builders import build_data, load_study_config
     from peftsearch.trials.train import evaluate
 
     data = build_data(load_study_config(study_dir))
-    model = AutoModelForSequenceClassification.from_pretrained(str(merged)).eval()
     metrics = evaluate(
         model,
         data.eval,
@@ -171,16 +170,20 @@ def merged_metrics(study_dir: Path, merged: Path) -> tuple[float, float]:
     return metrics["accuracy"], metrics["macro_f1"]
 
 
+def merged_metrics(study_dir: Path, merged: Path) -> tuple[float, float]:
+    from transformers import AutoModelForSequenceClassification
+
+    return score(AutoModelForSequenceClassification.from_pretrained(str(merged)).eval(), study_dir)
+
+
 def reproduce_metrics(study_dir: Path, adapter: Path) -> tuple[float, float]:
     """Load the export the way its model card says, and score the study's eval set."""
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    from peftsearch.pipelines.builders import build_data, load_study_config
-    from peftsearch.trials.train import evaluate
+    from peftsearch.pipelines.builders import load_study_config
 
     config = load_study_config(study_dir)
-    data = build_data(config)
     labels = json.loads((adapter / "labels.json").read_text())
     base = AutoModelForSequenceClassification.from_pretrained(
         config.model.name_or_path,
@@ -189,16 +192,7 @@ def reproduce_metrics(study_dir: Path, adapter: Path) -> tuple[float, float]:
         label2id=labels["label2id"],
     )
     base.config.pad_token_id = labels["pad_token_id"]
-    model = PeftModel.from_pretrained(base, str(adapter)).eval()
-    metrics = evaluate(
-        model,
-        data.eval,
-        batch_size=32,
-        pad_token_id=data.pad_token_id,
-        device="cpu",
-        num_labels=data.num_labels,
-    )
-    return metrics["accuracy"], metrics["macro_f1"]
+    return score(PeftModel.from_pretrained(base, str(adapter)).eval(), study_dir)
 
 
 def test_export_refuses_unknown_trial(searched: dict, tmp_path: Path) -> None:

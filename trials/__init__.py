@@ -7,6 +7,7 @@ from peftsearch.trials.cost import detect_device, price_per_hour
 from peftsearch.trials.data import PreparedData, prepare_data
 from peftsearch.trials.model import (
     BaseModelSource,
+    Checkpoint,
     count_trainable,
     inspect_base_model,
     load_tokenizer,
@@ -17,6 +18,7 @@ from peftsearch.trials.train import TrainSettings, TrialDiverged
 
 __all__ = [
     "BaseModelSource",
+    "Checkpoint",
     "PreparedData",
     "TrainSettings",
     "TrialDiverged",

@@ -6,6 +6,7 @@ import contextlib
 import copy
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from peftsearch.errors import UserError
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BaseModelSource",
+    "Checkpoint",
     "count_trainable",
     "inspect_base_model",
     "load_tokenizer",
@@ -60,35 +62,37 @@ def quiet_transformers() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
-def _hub_kwargs(
-    revision: str | None, gguf_file: str | None, trust_remote_code: bool
-) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if revision:
-        kwargs["revision"] = revision
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
-    return kwargs
+@dataclass(frozen=True)
+class Checkpoint:
+    """Exactly which pretrained model: trials load it, and an export names and merges
+    into it. ``from_pretrained`` gets these as keyword arguments."""
+
+    name_or_path: str
+    revision: str | None = None
+    gguf_file: str | None = None
+    trust_remote_code: bool = False
+
+    def hub_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"trust_remote_code": self.trust_remote_code}
+        if self.revision:
+            kwargs["revision"] = self.revision
+        if self.gguf_file:
+            kwargs["gguf_file"] = self.gguf_file
+        return kwargs
 
 
-def load_tokenizer(
-    name_or_path: str,
-    *,
-    revision: str | None = None,
-    gguf_file: str | None = None,
-    trust_remote_code: bool = False,
-) -> Any:
+def load_tokenizer(checkpoint: Checkpoint) -> Any:
     """The tokenizer, with a pad token: decoders such as LLaMA ship without one."""
     from transformers import AutoTokenizer
 
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(
-                name_or_path, **_hub_kwargs(revision, gguf_file, trust_remote_code)
+                checkpoint.name_or_path, **checkpoint.hub_kwargs()
             )
     except Exception as error:
         raise UserError(
-            f"cannot load the tokenizer of {name_or_path!r}: {error}",
+            f"cannot load the tokenizer of {checkpoint.name_or_path!r}: {error}",
             where="model.name_or_path",
             hint="offline? use a local model folder",
         ) from None
@@ -108,21 +112,17 @@ class BaseModelSource:
 
     def __init__(
         self,
-        name_or_path: str,
+        checkpoint: Checkpoint,
         *,
         num_labels: int,
         label_names: list[str],
         pad_token_id: int,
-        revision: str | None = None,
-        gguf_file: str | None = None,
-        trust_remote_code: bool = False,
         seed: int = 0,
     ) -> None:
-        self.name_or_path = name_or_path
+        self.checkpoint = checkpoint
         self.num_labels = num_labels
         self.label_names = label_names
         self.pad_token_id = pad_token_id
-        self.kwargs = _hub_kwargs(revision, gguf_file, trust_remote_code)
         self.seed = seed
         self._model: nn.Module | None = None
         self.extra_modules: list[str] = []
@@ -135,17 +135,18 @@ class BaseModelSource:
         try:
             with quiet_transformers():
                 model, info = AutoModelForSequenceClassification.from_pretrained(
-                    self.name_or_path,
+                    self.checkpoint.name_or_path,
                     num_labels=self.num_labels,
                     id2label=dict(enumerate(self.label_names)),
                     label2id={name: i for i, name in enumerate(self.label_names)},
                     output_loading_info=True,
                     dtype=torch.float32,
-                    **self.kwargs,
+                    **self.checkpoint.hub_kwargs(),
                 )
         except Exception as error:
             raise UserError(
-                f"cannot load model {self.name_or_path!r}: {error}", where="model.name_or_path"
+                f"cannot load model {self.checkpoint.name_or_path!r}: {error}",
+                where="model.name_or_path",
             ) from None
         model.config.pad_token_id = self.pad_token_id
         missing = {key.rsplit(".", 1)[0] for key in info.get("missing_keys", ())}
@@ -161,14 +162,7 @@ class BaseModelSource:
         return copy.deepcopy(self._model)
 
 
-def meta_model(
-    name_or_path: str,
-    *,
-    num_labels: int,
-    revision: str | None = None,
-    gguf_file: str | None = None,
-    trust_remote_code: bool = False,
-) -> nn.Module:
+def meta_model(checkpoint: Checkpoint, *, num_labels: int) -> nn.Module:
     """The model built from its config on the meta device: structure, no weights."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -176,19 +170,17 @@ def meta_model(
     try:
         with quiet_transformers():
             config = AutoConfig.from_pretrained(
-                name_or_path,
-                num_labels=num_labels,
-                **_hub_kwargs(revision, gguf_file, trust_remote_code),
+                checkpoint.name_or_path, num_labels=num_labels, **checkpoint.hub_kwargs()
             )
     except Exception as error:
         raise UserError(
-            f"cannot read the config of {name_or_path!r}: {error}",
+            f"cannot read the config of {checkpoint.name_or_path!r}: {error}",
             where="model.name_or_path",
             hint="offline? use a local model folder",
         ) from None
     with torch.device("meta"), quiet_transformers():
         return AutoModelForSequenceClassification.from_config(
-            config, trust_remote_code=trust_remote_code
+            config, trust_remote_code=checkpoint.trust_remote_code
         )
 
 
