@@ -88,3 +88,7 @@ def test_trainable_cap_is_enforced_before_training(
     assert not any((study_dir / "trial_adapters" / r["trial"]).exists() for r in infeasible)
     front = {row["trial"] for row in json.loads((study_dir / "pareto.json").read_text())["pareto"]}
     assert not front & {int(r["trial"]) for r in infeasible}
+    # `peftsearch status` reads the same study, infeasible trials and all.
+    status = CliRunner().invoke(app, ["status", str(study_dir)])
+    assert status.exit_code == 0, f"{status.output}\n{status.exception!r}"
+    assert status.output.startswith("trials 4/4 | running 0 | failed 0 | best accuracy 0.")
