@@ -160,7 +160,14 @@ def chromium_driver(tmp_path: Path):
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(driver), options=options)
+    # Chromium keeps crash reports and dconf state under XDG folders whatever the
+    # profile: point those into this test's folder so nothing lands in ~.
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
+        "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
+    }
+    return webdriver.Chrome(service=Service(driver, env=env), options=options)
 
 
 def test_report_renders_in_chromium(study_dir: Path, tmp_path: Path) -> None:

@@ -167,7 +167,7 @@ class TrialRunner:
             if step in request.rungs and step < total:
                 stop_unless_room(self._eval_guess(result, deadline.next_step), step)
                 self._evaluate(model, request, result)
-                result.rungs.append([step, result.accuracy])
+                result.rungs.append([step, result.accuracy, result.macro_f1])
                 rate = sum(deadline.step_times) / len(deadline.step_times)
                 assert result.accuracy is not None and result.trainable_params is not None
                 if judge is not None and not judge(

