@@ -183,6 +183,7 @@ def build_budget(
     """Calibrate the cost model on a worker, then set the limits in its device's price."""
     from peftsearch.search.budget import Budget, BudgetLimits, spent_device_seconds
     from peftsearch.search.cost_model import calibrate
+    from peftsearch.search.records import add_overhead
     from peftsearch.trials import price_per_hour
 
     cost_model, calibration = calibrate(
@@ -196,9 +197,8 @@ def build_budget(
         max_wall_seconds=b.max_wall_time,
         usd_per_device_hour=price_per_hour(calibration.device, config.cost.usd_per_device_hour),
     )
-    budget = Budget(limits, spent=spent_device_seconds(study))
-    budget.charge(calibration.device_seconds)
-    return budget, cost_model
+    add_overhead(study, calibration.device_seconds)  # so later runs count it too
+    return Budget(limits, spent=spent_device_seconds(study)), cost_model
 
 
 def describe_budget(budget: Budget, cost_model: CostModel) -> str:

@@ -110,10 +110,6 @@ class Budget:
         self.spent += device_seconds
         self.trials += 1
 
-    def charge(self, device_seconds: float) -> None:
-        """Spend outside any trial (the calibration run)."""
-        self.spent += device_seconds
-
     def exhausted(self, cheapest_estimate: float) -> str | None:
         """Why no further trial can start, or None while one can. Each reason names the
         config key to raise to go on."""
@@ -182,7 +178,8 @@ def retry_allowance(max_seconds: float | None, lost_seconds: float) -> float | N
 
 
 def spent_device_seconds(study: Any) -> float:
-    """What a continued study already spent: its budget covers earlier runs too."""
-    from peftsearch.search.records import read_records
+    """What a continued study already spent, its trials and every run's calibration: its
+    budget covers earlier runs too."""
+    from peftsearch.search.records import overhead_of, read_records
 
-    return sum(record.device_seconds for record in read_records(study))
+    return overhead_of(study) + sum(record.device_seconds for record in read_records(study))

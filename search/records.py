@@ -21,9 +21,11 @@ __all__ = [
     "DIRECTIONS",
     "OBJECTIVES",
     "TrialRecord",
+    "add_overhead",
     "constraint_of",
     "estimate_of",
     "mark_interrupted",
+    "overhead_of",
     "read_records",
     "requeue_attrs",
     "save_choice",
@@ -48,8 +50,10 @@ _CONSTRAINT = "constraint"
 _ESTIMATE = "estimated_seconds"
 _RUN_ID = "mlflow_run_id"
 _REQUEUED_FROM = "requeued_from"
-# Study user attrs: trial number -> why it was re-run (its driver died).
+# Study user attrs: trial number -> why it was re-run (its driver died); device time
+# spent outside trials (each run's cost calibration).
 _INTERRUPTED = "interrupted_trials"
+_OVERHEAD = "overhead_device_seconds"
 
 _FINISHED = ("COMPLETE", "FAIL", "PRUNED")
 
@@ -112,6 +116,16 @@ def mark_interrupted(study: optuna.Study, reasons: dict[int, str]) -> None:
     stored = dict(study.user_attrs.get(_INTERRUPTED, {}))
     stored.update({str(number): reason for number, reason in reasons.items()})
     study.set_user_attr(_INTERRUPTED, stored)
+
+
+def add_overhead(study: optuna.Study, device_seconds: float) -> None:
+    """Device time spent outside any trial (a run's cost calibration): it counts against
+    the budget of every later run of the study too."""
+    study.set_user_attr(_OVERHEAD, overhead_of(study) + device_seconds)
+
+
+def overhead_of(study: optuna.Study) -> float:
+    return float(study.user_attrs.get(_OVERHEAD, 0.0))
 
 
 @dataclass(frozen=True)

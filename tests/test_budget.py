@@ -67,8 +67,8 @@ def simulate(seed: int, death_rate: float = 0.0) -> tuple[float, float, int]:
     rng = random.Random(seed)
     clock = FakeClock()
     limit = rng.uniform(20, 2000)
-    budget = Budget(BudgetLimits(device_seconds=limit, usd_per_device_hour=1.0), clock=clock)
-    budget.charge(rng.uniform(0, 5))  # calibration
+    limits = BudgetLimits(device_seconds=limit, usd_per_device_hour=1.0)
+    budget = Budget(limits, clock=clock, spent=rng.uniform(0, 5))  # the calibration
     ran = 0
     while budget.exhausted(cheapest_estimate=FLOOR) is None:
         steps = rng.randint(5, 60)

@@ -84,3 +84,6 @@ def test_never_trained_and_interrupted_trials_do_not_count() -> None:
     assert stored[2].interrupted == "its driver stopped" == stored[2].error
     assert stored[3].requeued_from == dead.number
     assert spent_device_seconds(s) == 0.0
+    records.add_overhead(s, 4.0)  # two runs' cost calibrations
+    records.add_overhead(s, 3.0)
+    assert spent_device_seconds(s) == 7.0

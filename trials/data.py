@@ -121,6 +121,40 @@ def prepare_data(
     dataset_config: str | None = None,
 ) -> PreparedData:
     """Load, clean, map labels, split, subsample and tokenize."""
+    from peftsearch.trials.model import quiet_transformers
+
+    with quiet_transformers():
+        return _prepare(
+            train=train,
+            eval=eval,
+            text_column=text_column,
+            label_column=label_column,
+            labels=labels,
+            max_length=max_length,
+            max_train_samples=max_train_samples,
+            max_eval_samples=max_eval_samples,
+            eval_fraction=eval_fraction,
+            seed=seed,
+            tokenizer=tokenizer,
+            dataset_config=dataset_config,
+        )
+
+
+def _prepare(
+    *,
+    train: str,
+    eval: str | None,
+    text_column: str,
+    label_column: str,
+    labels: list[Any] | None,
+    max_length: int,
+    max_train_samples: int | None,
+    max_eval_samples: int | None,
+    eval_fraction: float,
+    seed: int,
+    tokenizer: Any,
+    dataset_config: str | None,
+) -> PreparedData:
     import datasets
 
     train_frame, dropped = _clean(
@@ -183,12 +217,9 @@ def prepare_data(
     def tokenize(batch: dict[str, list[Any]]) -> dict[str, Any]:
         return tokenizer(batch["text"], truncation=True, max_length=max_length)
 
-    from peftsearch.trials.model import quiet_transformers
-
     columns = ["text"]
-    with quiet_transformers():
-        train_tok = train_set.map(tokenize, batched=True, remove_columns=columns)
-        eval_tok = eval_set.map(tokenize, batched=True, remove_columns=columns)
+    train_tok = train_set.map(tokenize, batched=True, remove_columns=columns)
+    eval_tok = eval_set.map(tokenize, batched=True, remove_columns=columns)
     keep = [c for c in (*TOKEN_COLUMNS, "label") if c in train_tok.column_names]
     stats = {"train_rows": len(train_tok), "eval_rows": len(eval_tok), "dropped_rows": dropped}
     return PreparedData(
