@@ -16,7 +16,7 @@ from peftsearch.results.files import (
     write_report,
     write_tables,
 )
-from peftsearch.results.front import COLUMNS, display_name, pareto_numbers, trial_rows
+from peftsearch.results.front import COLUMNS, display_name, front_of, pareto_numbers, trial_rows
 from peftsearch.results.recommend import Constraints, Recommendation, recommend
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "copy_front_adapters",
     "display_name",
     "export_adapter",
+    "front_of",
     "front_table",
     "pareto_numbers",
     "recommend",

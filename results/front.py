@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from peftsearch.search.records import DIRECTIONS, TrialRecord, read_records
+from peftsearch.search.records import DIRECTIONS, OBJECTIVES, TrialRecord, read_records
 from peftsearch.trials.result import MEASUREMENTS
 
 if TYPE_CHECKING:
@@ -14,6 +14,7 @@ __all__ = [
     "COLUMNS",
     "describe_params",
     "display_name",
+    "front_of",
     "pareto_numbers",
     "plain_settings",
     "trial_rows",
@@ -27,6 +28,7 @@ COLUMNS = (
     *MEASUREMENTS,
     "estimated_seconds",
     "steps",
+    "eval_rows",
     "status",
     "error",
     "description",
@@ -72,7 +74,10 @@ def _row(record: TrialRecord) -> dict[str, Any]:
         "method": record.method,
         "params": describe_params(record.summary),
         "lr": record.summary.get("lr"),
-        **{c: record.measurement(c) for c in (*MEASUREMENTS, "estimated_seconds", "steps")},
+        **{
+            c: record.measurement(c)
+            for c in (*MEASUREMENTS, "estimated_seconds", "steps", "eval_rows")
+        },
         "status": record.status,
         "error": record.error,
         "description": plain_settings(record.method, record.summary) if record.method else "",
@@ -84,18 +89,42 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
 
 
 def pareto_numbers(study: optuna.Study) -> list[int]:
-    """Trial numbers on the front: trained, COMPLETE trials that no other such trial
-    dominates. Failed, pruned and infeasible trials never enter it."""
-    trained = [r for r in read_records(study) if r.trained]
-    signs = [1.0 if d == "maximize" else -1.0 for d in DIRECTIONS]
-    scored = [
-        (r.number, [s * v for s, v in zip(signs, r.values or (), strict=True)]) for r in trained
+    """Trial numbers on the front of the study's trained trials (``front_of``)."""
+    return front_of(trial_rows(study))
+
+
+def front_of(rows: list[dict[str, Any]]) -> list[int]:
+    """Trained, COMPLETE trials that no other such trial dominates once evaluation and
+    timing noise are allowed for (the rule is in ``results/noise.py``). Failed, pruned
+    and infeasible trials never enter it."""
+    from peftsearch.results.noise import Tolerances, dominates
+
+    trained = [
+        r
+        for r in rows
+        if r["status"] == "COMPLETE"
+        and r["accuracy"] is not None
+        and r["trainable_params"] is not None
     ]
-    return sorted(
-        number
-        for number, mine in scored
-        if not any(_dominates(other, mine) for n, other in scored if n != number)
-    )
+    tolerances = Tolerances.from_rows(rows)
+    front = [
+        r["trial"]
+        for r in trained
+        if not any(dominates(o, r, tolerances) for o in trained if o["trial"] != r["trial"])
+    ]
+    if not front:  # noise made every trial look beaten: fall back to strict dominance
+        front = [
+            r["trial"]
+            for r in trained
+            if not any(_dominates(_signed(o), _signed(r)) for o in trained if o is not r)
+        ]
+    return sorted(front)
+
+
+def _signed(row: dict[str, Any]) -> list[float]:
+    """The objectives, each turned so that larger is better."""
+    signs = [1.0 if d == "maximize" else -1.0 for d in DIRECTIONS]
+    return [s * float(row[name]) for s, name in zip(signs, OBJECTIVES, strict=True)]
 
 
 def _dominates(a: list[float], b: list[float]) -> bool:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from peftsearch.errors import UserError
 from peftsearch.results.front import display_name, plain_settings
+from peftsearch.results.noise import Tolerances, accuracy_error, tied
 
 __all__ = ["Constraints", "Recommendation", "parse_cost", "parse_params", "recommend"]
 
@@ -87,6 +88,7 @@ class Recommendation:
     closest: dict[str, Any] | None = None
     traded: list[str] = field(default_factory=list)
     alternatives: list[str] = field(default_factory=list)
+    tied: list[int] = field(default_factory=list)  # trials tied with the pick within noise
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,22 +103,36 @@ def describe_choice(row: dict[str, Any]) -> str:
 
 
 def _facts(row: dict[str, Any]) -> str:
+    error = accuracy_error(row)
+    spread = f" ± {error:.3f}" if error else ""
     return (
-        f"accuracy {row['accuracy']:.3f}, {row['trainable_pct']:.2f}% of parameters trainable "
-        f"({row['trainable_params']:,}), ${row['cost_usd']:.4f} per run"
+        f"accuracy {row['accuracy']:.3f}{spread}, {row['trainable_pct']:.2f}% of parameters "
+        f"trainable ({row['trainable_params']:,}), ${row['cost_usd']:.4f} per run"
     )
 
 
-def _pick(candidates: list[dict[str, Any]], prefer: Preference) -> dict[str, Any]:
+def _pick(
+    candidates: list[dict[str, Any]], prefer: Preference, tolerances: Tolerances
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The pick, and the other candidates tied with it on accuracy within noise.
+
+    Of the trials tied with the most accurate one, the smallest wins (the cheapest with
+    ``prefer="cost"``): the evaluation cannot tell them apart, their size can.
+    """
+
     def accurate(r: dict[str, Any]) -> tuple[float, float, float]:
         return (-r["accuracy"], r["trainable_params"], r["cost_usd"])
 
     if prefer == "accuracy":
-        return min(candidates, key=accurate)
+        top = min(candidates, key=accurate)
+        ties = [r for r in candidates if tied(r, top, tolerances)]
+        pick = min(ties, key=lambda r: (r["trainable_params"], r["cost_usd"], -r["accuracy"]))
+        return pick, [r for r in ties if r["trial"] != pick["trial"]]
     best = max(r["accuracy"] for r in candidates)
     near = [r for r in candidates if r["accuracy"] >= best - NEAR_BEST]
     key = "trainable_params" if prefer == "params" else "cost_usd"
-    return min(near, key=lambda r: (r[key], *accurate(r)))
+    pick = min(near, key=lambda r: (r[key], *accurate(r)))
+    return pick, [r for r in near if r["trial"] != pick["trial"] and tied(r, pick, tolerances)]
 
 
 def recommend(
@@ -143,15 +159,22 @@ def recommend(
                 f"which misses on {why}."
             ),
         )
-    pick = _pick(fitting, constraints.prefer)
+    tolerances = Tolerances.from_rows(rows)
+    pick, ties = _pick(fitting, constraints.prefer, tolerances)
     best = max(trained, key=lambda r: r["accuracy"])
     traded = []
     gap = (best["accuracy"] - pick["accuracy"]) * 100
     if best["trial"] != pick["trial"] and gap > 0:
+        noise = tolerances.accuracy_gap(best, pick) * 100
+        within = (
+            f", a gap within the evaluation noise (±{noise:.1f} points)"
+            if tied(best, pick, tolerances)
+            else ""
+        )
         traded.append(
             f"it is {gap:.1f} accuracy points below the best found (trial {best['trial']}, "
             f"{display_name(best['method'])}, "
-            f"{best['trainable_pct']:.2f}% trainable)"
+            f"{best['trainable_pct']:.2f}% trainable){within}"
         )
     else:
         traded.append("it is the most accurate trial found")
@@ -167,6 +190,13 @@ def recommend(
         + "; ".join(traded)
         + "."
     )
+    if ties:
+        names = ", ".join(str(r["trial"]) for r in sorted(ties, key=lambda r: r["trial"]))
+        which = "cheapest" if constraints.prefer == "cost" else "smallest"
+        text += (
+            f" Trial(s) {names} are tied with it within the evaluation noise; it is the "
+            f"{which} of them."
+        )
     rival = _rival(trained, pick)
     if rival is not None:
         lead = (pick["accuracy"] - rival["accuracy"]) * 100
@@ -177,7 +207,13 @@ def recommend(
         if r["trial"] != pick["trial"]
     ][:3]
     return Recommendation(
-        True, pick["trial"], text, choice=pick, traded=traded, alternatives=alternatives
+        True,
+        pick["trial"],
+        text,
+        choice=pick,
+        traded=traded,
+        alternatives=alternatives,
+        tied=sorted(r["trial"] for r in ties),
     )
 
 

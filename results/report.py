@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
+from peftsearch.results.noise import accuracy_error
+
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
 
@@ -28,10 +30,15 @@ def plotted_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _spread(row: dict[str, Any]) -> str:
+    error = accuracy_error(row)
+    return f" ± {error:.3f}" if error else ""
+
+
 def _hover(row: dict[str, Any]) -> str:
     return (
         f"trial {row['trial']} ({row['status'].lower()})<br>{row['method']} {row['params']}"
-        f"<br>lr {row['lr']:.2e}<br>accuracy {row['accuracy']:.3f}"
+        f"<br>lr {row['lr']:.2e}<br>accuracy {row['accuracy']:.3f}{_spread(row)}"
         f"<br>{row['trainable_params']:,} trainable ({row['trainable_pct']:.3f}%)"
         f"<br>${row['cost_usd']:.4f}, {row['device_seconds']:.0f} device-s"
     )
@@ -71,6 +78,13 @@ def _projection(
                 go.Scatter(
                     x=[r[x] for r in members],
                     y=[r["accuracy"] for r in members],
+                    # One standard error of each accuracy (results/noise.py).
+                    error_y={
+                        "type": "data",
+                        "array": [accuracy_error(r) or 0.0 for r in members],
+                        "thickness": 1,
+                        "width": 0,
+                    },
                     mode="markers",
                     name=name,
                     marker=marker,
@@ -155,6 +169,7 @@ def _table(rows: list[dict[str, Any]], front: set[int]) -> str:
         "params",
         "lr",
         "accuracy",
+        "± (1 s.e.)",
         "macro_f1",
         "trainable_params",
         "trainable_pct",
@@ -168,7 +183,7 @@ def _table(rows: list[dict[str, Any]], front: set[int]) -> str:
     for row in rows:
         cells = []
         for column in columns:
-            value = row.get(column)
+            value = accuracy_error(row) if column.startswith("±") else row.get(column)
             if isinstance(value, float):
                 value = f"{value:.4g}"
             cells.append(f"<td>{html.escape('' if value is None else str(value))}</td>")
@@ -241,7 +256,9 @@ def render_report(
 {f"<p>Nearby options:</p><ul>{alternatives}</ul>" if alternatives else ""}
 <h2>The trade-off</h2>
 <p>Each coloured point is on the Pareto front: no other trial is at once more accurate, smaller
-and cheaper. Grey points are beaten on all three; crosses were stopped early. Hover for details.</p>
+and cheaper by more than the measurement noise. Grey points are beaten; crosses were stopped
+early. Bars show one standard error of each accuracy (from the number of evaluation rows):
+trials whose bars overlap are tied. Hover for details.</p>
 <div class="grid"><div>{divs[0]}</div><div>{divs[1]}</div></div>
 <div class="grid"><div>{divs[2]}</div><div>{divs[3]}</div></div>
 <h2>Budget</h2>

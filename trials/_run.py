@@ -217,6 +217,7 @@ class TrialRunner:
         )
         result.eval_seconds += time.perf_counter() - began
         result.evaluations += 1
+        result.eval_rows = len(table)
         result.accuracy, result.macro_f1 = metrics["accuracy"], metrics["macro_f1"]
 
     def _build(self, request: TrialRequest, result: TrialResult) -> Any:

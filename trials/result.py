@@ -44,6 +44,7 @@ class TrialResult:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     evaluations: int = 0
+    eval_rows: int | None = None
     rungs: list[list[float]] = field(default_factory=list)
     estimated_seconds: float | None = None
     attempts: int = 1
