@@ -173,6 +173,24 @@ class SearchConfig(_Section):
     seed: int = 0
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    warm_start: list[Path] = Field(
+        default_factory=list,
+        description="study folders whose Pareto configs are tried first, re-measured here",
+    )
+
+    @field_validator("warm_start")
+    @classmethod
+    def _study_folders(cls, value: list[Path]) -> list[Path]:
+        folders = []
+        for folder in value:
+            folder = folder.expanduser().resolve()
+            if not (folder / "config.yaml").is_file():
+                raise ValueError(
+                    f"{folder} is not a study folder (no config.yaml); name the "
+                    "<output_dir>/<study_name> folder of an earlier `peftsearch run`"
+                )
+            folders.append(folder)
+        return folders
 
     @field_validator("early_stopping", mode="before")
     @classmethod

@@ -35,6 +35,7 @@ __all__ = [
     "build_settings",
     "build_study",
     "build_tracker",
+    "build_warm_start",
     "describe_budget",
     "load_results",
     "load_study_config",
@@ -147,6 +148,23 @@ def build_early_stopping(
     if not rungs:
         return (), None
     return rungs, RungBoard(early.eta, early.min_trials, accuracy_noise(eval_rows))
+
+
+def build_warm_start(config: Config) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(study:trial, method, params)`` of the Pareto trials of ``search.warm_start``."""
+    from peftsearch.results import pareto_numbers
+    from peftsearch.search import load_existing_study, read_records
+
+    configs = []
+    for folder in config.search.warm_start:
+        earlier = load_study_config(folder)
+        study = load_existing_study(earlier.search.study_name, earlier.storage_url)
+        front = set(pareto_numbers(study))
+        for record in read_records(study):
+            if record.number in front:
+                source = f"{earlier.search.study_name}:{record.number}"
+                configs.append((source, record.method, record.params))
+    return configs
 
 
 def write_study_files(config: Config, data: PreparedData) -> None:

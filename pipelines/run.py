@@ -22,6 +22,7 @@ from peftsearch.pipelines.builders import (
     build_settings,
     build_study,
     build_tracker,
+    build_warm_start,
     describe_budget,
     write_study_files,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "run_search",
     "start_budget",
     "start_progress",
+    "warm_start",
 ]
 
 
@@ -112,6 +114,20 @@ def reconcile(
             f"[yellow]{stale} trial(s) of this study are RUNNING: another driver is at "
             f"work, or one was killed (then run `peftsearch resume {study_dir}`).[/yellow]"
         )
+
+
+def warm_start(config: Config, study: optuna.Study, console: Console) -> None:
+    """Phase 2b: queue the fronts of ``search.warm_start`` studies to run first."""
+    from peftsearch.search.warm_start import enqueue_warm_start
+
+    if not config.search.warm_start:
+        return
+    configs = build_warm_start(config)
+    queued = enqueue_warm_start(study, configs, config.space.methods)
+    console.print(
+        f"Warm start: {queued} Pareto config(s) of {len(config.search.warm_start)} earlier "
+        f"stud(ies) queued first ({len(configs) - queued} already tried or not in the space)."
+    )
 
 
 def start_progress(study: optuna.Study, total: int, console: Console) -> SearchProgress:
@@ -329,6 +345,7 @@ def run_search(config: Config, console: Console, *, resume: bool = False) -> Sea
     study = build_study(config)
     tracker = build_tracker(config)
     reconcile(study, tracker, console, resume=resume, study_dir=config.study_dir)
+    warm_start(config, study, console)
     progress = start_progress(study, config.search.n_trials, console)
     parent = tracker.start_parent(study.study_name, config.model_dump(mode="json"))
     rungs, board = build_early_stopping(config, len(inputs.data.eval))

@@ -33,6 +33,7 @@ __all__ = [
     "save_estimate",
     "save_result",
     "save_run_id",
+    "warm_start_attrs",
 ]
 
 # The study's objectives and their directions, in the order Optuna stores values.
@@ -50,6 +51,7 @@ _CONSTRAINT = "constraint"
 _ESTIMATE = "estimated_seconds"
 _RUN_ID = "mlflow_run_id"
 _REQUEUED_FROM = "requeued_from"
+_WARM_START = "warm_start_from"
 # Study user attrs: trial number -> why it was re-run (its driver died); device time
 # spent outside trials (each run's cost calibration).
 _INTERRUPTED = "interrupted_trials"
@@ -111,6 +113,11 @@ def requeue_attrs(from_number: int) -> dict[str, Any]:
     return {_REQUEUED_FROM: from_number}
 
 
+def warm_start_attrs(source: str) -> dict[str, Any]:
+    """User attrs of a trial enqueued from an earlier study's front (``study:trial``)."""
+    return {_WARM_START: source}
+
+
 def mark_interrupted(study: optuna.Study, reasons: dict[int, str]) -> None:
     """Trials a dead driver left: they stay FAIL in Optuna, with this reason."""
     stored = dict(study.user_attrs.get(_INTERRUPTED, {}))
@@ -144,6 +151,7 @@ class TrialRecord:
     not_launched: bool = False
     interrupted: str | None = None
     requeued_from: int | None = None
+    warm_start_from: str | None = None
     run_id: str | None = None
     estimated_seconds: float | None = None
     started: float | None = None
@@ -208,6 +216,7 @@ def _record(trial: optuna.trial.FrozenTrial, interrupted: dict[str, str]) -> Tri
         not_launched=bool(attrs.get(_NOT_LAUNCHED)),
         interrupted=interrupted.get(str(trial.number)),
         requeued_from=attrs.get(_REQUEUED_FROM),
+        warm_start_from=attrs.get(_WARM_START),
         run_id=attrs.get(_RUN_ID),
         estimated_seconds=attrs.get(_ESTIMATE),
         started=trial.datetime_start.timestamp() if trial.datetime_start else None,

@@ -132,3 +132,33 @@ def test_builders_give_flat_arguments(
     assert checkpoint.name_or_path == str(tiny_model_dir) and checkpoint.revision is None
     settings = builders.build_settings(config)
     assert settings.max_steps == 6 and settings.batch_size == 8
+
+
+def test_warm_start_runs_the_earlier_front_first(
+    study: dict[str, Any], tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    from peftsearch.search import load_existing_study, read_records
+
+    earlier = study["result"]
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "out")
+    config["search"].update(study_name="warm", n_trials=len(earlier.front_numbers))
+    config["search"]["warm_start"] = [str(earlier.study_dir)]
+    config["space"] = {"methods": ["lora", "ia3"]}
+    result = peftsearch.run(config, quiet=True)
+    stored = read_records(load_existing_study("warm", result.config.storage_url))
+    assert sorted(r.warm_start_from for r in stored) == [f"tiny:{n}" for n in earlier.front_numbers]
+    params = {r.number: r.params for r in read_records(earlier_study(earlier))}
+    assert sorted(str(r.params) for r in stored) == sorted(
+        str(params[n]) for n in earlier.front_numbers
+    )
+    # Continuing the study does not queue them again.
+    again = peftsearch.run(result.config, overrides=["search.n_trials=3"], quiet=True)
+    stored = read_records(load_existing_study("warm", again.config.storage_url))
+    assert len([r for r in stored if r.warm_start_from]) == len(earlier.front_numbers)
+    assert len(stored) == 3
+
+
+def earlier_study(result: Any) -> Any:
+    from peftsearch.search import load_existing_study
+
+    return load_existing_study(result.config.search.study_name, result.config.storage_url)

@@ -56,6 +56,7 @@ OVERRIDES = [
     ("search.study_name='bad name!'", "search.study_name"),
     ("search.seed=abc", "search.seed"),
     ("search.early_stopping.eta=1", "search.early_stopping.eta"),
+    ("search.warm_start=[/no/such/study]", "search.warm_start"),
     ("training.max_steps=0", "training.max_steps"),
     ("training.batch_size=0", "training.batch_size"),
     ("training.warmup_ratio=1.5", "training.warmup_ratio"),
