@@ -113,6 +113,11 @@ class ModelConfig(_Section):
 class DataConfig(_Section):
     train: str = Field(description="CSV/TSV/JSON/JSONL/Parquet file, or hub dataset 'name:split'")
     eval: str | None = Field(None, description="same forms as train; default: split off train")
+    test: str | None = Field(
+        None,
+        description="held-out set: the Pareto trials are scored on it once, after the "
+        "search; it never guides selection",
+    )
     dataset_config: str | None = Field(None, description="hub dataset config name")
     eval_fraction: float = Field(0.2, gt=0, lt=1)
     text_column: str = "text"
@@ -124,7 +129,7 @@ class DataConfig(_Section):
     max_train_samples: int | None = Field(None, ge=2)
     max_eval_samples: int | None = Field(None, ge=1)
 
-    @field_validator("train", "eval")
+    @field_validator("train", "eval", "test")
     @classmethod
     def _resolve(cls, value: str | None) -> str | None:
         if value is None:

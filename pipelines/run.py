@@ -52,6 +52,7 @@ __all__ = [
     "open_executor",
     "reconcile",
     "run_search",
+    "score_on_test",
     "start_budget",
     "start_progress",
     "warm_start",
@@ -292,6 +293,57 @@ def drive(loop: SearchLoop, progress: SearchProgress, console: Console) -> str:
     return reason
 
 
+def score_on_test(
+    config: Config,
+    study: optuna.Study,
+    executor: TrialExecutor,
+    inputs: Inputs,
+    budget: Budget | None,
+    cost_model: CostModel | None,
+    console: Console,
+) -> None:
+    """Phase 7b: with ``data.test``, score each Pareto trial once on the test split.
+
+    It runs after the search, so the test set never guides a choice. Each scoring is
+    device time: it is charged, and skipped when the budget has no room left for it.
+    """
+    from peftsearch.results import TRIAL_ADAPTERS, pareto_numbers
+    from peftsearch.search import read_records
+    from peftsearch.search.records import add_overhead, save_test_score
+    from peftsearch.trials import TrialRequest
+
+    test = inputs.data.test
+    if test is None:
+        return
+    scored = {r.number for r in read_records(study) if r.test}
+    todo = [n for n in pareto_numbers(study) if n not in scored]
+    skipped = 0
+    for number in todo:
+        folder = config.study_dir / TRIAL_ADAPTERS / str(number)
+        if not (folder / "adapter_config.json").is_file():
+            continue
+        estimate = 0.0
+        if cost_model is not None:
+            estimate = cost_model.eval_seconds * len(test) / max(1, len(inputs.data.eval))
+        if budget is not None and not budget.fits(estimate):
+            skipped += 1
+            continue
+        executor.submit(TrialRequest(number, "test", {}, 0.0, None, score_adapter=str(folder)))
+        results: list[Any] = []
+        while not results:
+            results = executor.wait()
+        result = results[0]
+        add_overhead(study, result.device_seconds)
+        if budget is not None:
+            budget.charge(result.device_seconds)
+        if result.status == "COMPLETE":
+            save_test_score(study, number, result)
+        else:
+            console.print(f"[yellow]Test scoring of trial {number} failed: {result.error}")
+    note = f"; {skipped} skipped, no budget left for them" if skipped else ""
+    console.print(f"Scored {len(todo) - skipped} Pareto trial(s) on data.test{note}.")
+
+
 def finish(
     config: Config,
     study: optuna.Study,
@@ -368,6 +420,7 @@ def run_search(config: Config, console: Console, *, resume: bool = False) -> Sea
                 rungs=rungs,
             )
             reason = drive(loop, progress, console)
+            score_on_test(config, study, executor, inputs, budget, cost_model, console)
     except BaseException:
         tracker.end(parent, "KILLED")
         raise

@@ -22,6 +22,16 @@ def _load_arguments(base: Checkpoint) -> str:
     return "".join(f"\n    {key}={value!r}," for key, value in base.hub_kwargs().items() if value)
 
 
+def _test_lines(row: dict[str, Any]) -> str:
+    """The held-out test figures, measured once after the search (``data.test``)."""
+    if row.get("test_accuracy") is None:
+        return ""
+    return (
+        f"\n| accuracy on the held-out test set ({row['test_rows']} rows) | "
+        f"{row['test_accuracy']:.4f} |\n| macro-F1 on the test set | {row['test_macro_f1']:.4f} |"
+    )
+
+
 def model_card(
     *,
     base: Checkpoint,
@@ -53,7 +63,7 @@ tags: [peft, {peft_type.lower()}, peftsearch]
 | metric | value |
 |---|---|
 | accuracy | {acc:.4f} |
-| macro-F1 | {f1:.4f} |
+| macro-F1 | {f1:.4f} |{_test_lines(row)}
 | trainable parameters | {row["trainable_params"]:,} ({row["trainable_pct"]:.3f}% of the model) |
 | training cost | ${row["cost_usd"]:.4f} ({row["device_seconds"]:.0f} device-seconds) |
 

@@ -29,6 +29,9 @@ COLUMNS = (
     "estimated_seconds",
     "steps",
     "eval_rows",
+    "test_accuracy",
+    "test_macro_f1",
+    "test_rows",
     "status",
     "error",
     "description",
@@ -78,6 +81,9 @@ def _row(record: TrialRecord) -> dict[str, Any]:
             c: record.measurement(c)
             for c in (*MEASUREMENTS, "estimated_seconds", "steps", "eval_rows")
         },
+        "test_accuracy": record.test.get("accuracy"),
+        "test_macro_f1": record.test.get("macro_f1"),
+        "test_rows": record.test.get("rows"),
         "status": record.status,
         "error": record.error,
         "description": plain_settings(record.method, record.summary) if record.method else "",

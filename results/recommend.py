@@ -105,6 +105,8 @@ def describe_choice(row: dict[str, Any]) -> str:
 def _facts(row: dict[str, Any]) -> str:
     error = accuracy_error(row)
     spread = f" ± {error:.3f}" if error else ""
+    if row.get("test_accuracy") is not None:
+        spread += f" (on the held-out test set {row['test_accuracy']:.3f})"
     return (
         f"accuracy {row['accuracy']:.3f}{spread}, {row['trainable_pct']:.2f}% of parameters "
         f"trainable ({row['trainable_params']:,}), ${row['cost_usd']:.4f} per run"

@@ -170,6 +170,7 @@ def _table(rows: list[dict[str, Any]], front: set[int]) -> str:
         "lr",
         "accuracy",
         "± (1 s.e.)",
+        "test_accuracy",
         "macro_f1",
         "trainable_params",
         "trainable_pct",

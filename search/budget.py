@@ -110,6 +110,15 @@ class Budget:
         self.spent += device_seconds
         self.trials += 1
 
+    def fits(self, device_seconds: float) -> bool:
+        """Whether spend outside any trial fits in the device and wall time left (the
+        trial-count limit does not apply to it)."""
+        return device_seconds <= min(self.device_left(), self.wall_left())
+
+    def charge(self, device_seconds: float) -> None:
+        """Spend outside any trial (scoring the front on the test split)."""
+        self.spent += device_seconds
+
     def exhausted(self, cheapest_estimate: float) -> str | None:
         """Why no further trial can start, or None while one can. Each reason names the
         config key to raise to go on."""

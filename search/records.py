@@ -33,6 +33,7 @@ __all__ = [
     "save_estimate",
     "save_result",
     "save_run_id",
+    "save_test_score",
     "warm_start_attrs",
 ]
 
@@ -56,6 +57,9 @@ _WARM_START = "warm_start_from"
 # spent outside trials (each run's cost calibration).
 _INTERRUPTED = "interrupted_trials"
 _OVERHEAD = "overhead_device_seconds"
+# Study user attrs (a finished trial can no longer change): trial number -> its score on
+# the held-out test split.
+_TEST_SCORES = "test_scores"
 
 _FINISHED = ("COMPLETE", "FAIL", "PRUNED")
 
@@ -131,6 +135,17 @@ def add_overhead(study: optuna.Study, device_seconds: float) -> None:
     study.set_user_attr(_OVERHEAD, overhead_of(study) + device_seconds)
 
 
+def save_test_score(study: optuna.Study, number: int, result: TrialResult) -> None:
+    """A Pareto trial's score on ``data.test``, measured once after the search."""
+    scores = dict(study.user_attrs.get(_TEST_SCORES, {}))
+    scores[str(number)] = {
+        "accuracy": result.accuracy,
+        "macro_f1": result.macro_f1,
+        "rows": result.eval_rows,
+    }
+    study.set_user_attr(_TEST_SCORES, scores)
+
+
 def overhead_of(study: optuna.Study) -> float:
     return float(study.user_attrs.get(_OVERHEAD, 0.0))
 
@@ -152,6 +167,7 @@ class TrialRecord:
     interrupted: str | None = None
     requeued_from: int | None = None
     warm_start_from: str | None = None
+    test: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
     estimated_seconds: float | None = None
     started: float | None = None
@@ -199,7 +215,9 @@ class TrialRecord:
         return TrialResult.from_dict({**self.result, "losses": []})
 
 
-def _record(trial: optuna.trial.FrozenTrial, interrupted: dict[str, str]) -> TrialRecord:
+def _record(
+    trial: optuna.trial.FrozenTrial, interrupted: dict[str, str], tests: dict[str, Any]
+) -> TrialRecord:
     attrs = trial.user_attrs
     result = dict(attrs.get(_RESULT, {}))
     method = attrs.get(_METHOD) or result.get("method") or trial.params.get("method", "")
@@ -217,6 +235,7 @@ def _record(trial: optuna.trial.FrozenTrial, interrupted: dict[str, str]) -> Tri
         interrupted=interrupted.get(str(trial.number)),
         requeued_from=attrs.get(_REQUEUED_FROM),
         warm_start_from=attrs.get(_WARM_START),
+        test=dict(tests.get(str(trial.number), {})),
         run_id=attrs.get(_RUN_ID),
         estimated_seconds=attrs.get(_ESTIMATE),
         started=trial.datetime_start.timestamp() if trial.datetime_start else None,
@@ -227,4 +246,5 @@ def _record(trial: optuna.trial.FrozenTrial, interrupted: dict[str, str]) -> Tri
 def read_records(study: optuna.Study) -> list[TrialRecord]:
     """Every trial of the study, in number order."""
     interrupted = study.user_attrs.get(_INTERRUPTED, {})
-    return [_record(t, interrupted) for t in study.get_trials(deepcopy=False)]
+    tests = study.user_attrs.get(_TEST_SCORES, {})
+    return [_record(t, interrupted, tests) for t in study.get_trials(deepcopy=False)]

@@ -162,3 +162,31 @@ def earlier_study(result: Any) -> Any:
     from peftsearch.search import load_existing_study
 
     return load_existing_study(result.config.search.study_name, result.config.storage_url)
+
+
+def test_front_is_scored_once_on_a_held_out_test_set(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    from helpers import sentiment_rows
+
+    test_csv = tmp_path / "test.csv"
+    test_csv.write_text(
+        "text,label\n" + "".join(f"{t},{y}\n" for t, y in sentiment_rows(40, seed=3))
+    )
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "out")
+    config["data"]["test"] = str(test_csv)
+    config["search"]["n_trials"] = 3
+    config["space"] = {"methods": ["lora", "ia3"], "lora": {"lr": {"low": 5e-3, "high": 2e-2}}}
+    config["budget"] = {"max_trials": 3}
+    result = peftsearch.run(config, quiet=True)
+    trials = result.trials
+    on_front = trials["trial"].isin(result.front_numbers)
+    assert trials.loc[on_front, "test_accuracy"].notna().all()
+    assert (trials.loc[on_front, "test_rows"] == 40).all()
+    assert trials.loc[~on_front, "test_accuracy"].isna().all()
+    assert "on the held-out test set" in result.recommend().text
+    out = result.export(tmp_path / "adapter", trial=result.front_numbers[0])
+    assert "accuracy on the held-out test set (40 rows)" in (out / "README.md").read_text()
+    # Scoring is device time: the budget counts it.
+    spent = result.extra["budget"]["spent_device_seconds"]
+    assert spent > float(trials["device_seconds"].sum())

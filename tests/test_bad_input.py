@@ -70,6 +70,7 @@ OVERRIDES = [
     ("data.labels=[pos]", "data.labels"),
     ("data.labels=[pos, pos]", "data.labels"),
     ("data.eval_fraction=1.5", "data.eval_fraction"),
+    ("data.test=/no/such/test.csv", "data.test"),
     ("data.max_length=4", "data.max_length"),
     ("data.max_train_samples=1", "data.max_train_samples"),
     ("model.gguf_file=missing.gguf", "model"),

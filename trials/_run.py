@@ -37,7 +37,8 @@ class TrialRequest:
     a step, an evaluation): with less allowance than that the trial does not start. At
     each step in ``rungs`` the adapter is evaluated and the judge decides whether it
     goes on. ``max_steps`` and ``eval_rows`` shorten
-    the trial (cost calibration).
+    the trial (cost calibration). With ``score_adapter``, nothing trains: the saved
+    adapter in that folder is scored once on the held-out test split (``data.test``).
     """
 
     number: int
@@ -50,6 +51,7 @@ class TrialRequest:
     rungs: tuple[int, ...] = ()
     max_steps: int | None = None
     eval_rows: int | None = None
+    score_adapter: str | None = None
 
 
 class _Stop(Exception):
@@ -112,6 +114,10 @@ class TrialRunner:
                     f"not started: {request.max_seconds:.1f} device-seconds of allowance are "
                     f"less than a trial needs ({request.min_seconds:.1f})"
                 )
+            if request.score_adapter is not None:
+                self._score_on_test(request.score_adapter, result)
+                result.setup_seconds = time.perf_counter() - started - result.eval_seconds
+                return result
             model = self._build(request, result)
             result.setup_seconds = time.perf_counter() - started
             deadline = Deadline(request.max_seconds, started=started)
@@ -202,10 +208,25 @@ class TrialRunner:
             return result.eval_seconds / result.evaluations * STEP_SAFETY
         return step_seconds * len(self.data.eval) / self.settings.batch_size * 0.6
 
+    def _score_on_test(self, adapter_dir: str, result: TrialResult) -> None:
+        """The adapter a trial saved, on the base model it trained on, scored on test."""
+        from peft import PeftModel
+
+        if self.data.test is None:
+            raise ValueError("no test split was prepared (data.test is not set)")
+        model = PeftModel.from_pretrained(self.source.fresh_copy(), adapter_dir).to(self.device)
+        trainable, total = model.get_nb_trainable_parameters()
+        result.trainable_params, result.total_params = int(trainable), int(total)
+        self._evaluate_on(model, self.data.test, result)
+        result.status = "COMPLETE"
+
     def _evaluate(self, model: Any, request: TrialRequest, result: TrialResult) -> None:
         table = self.data.eval
         if request.eval_rows is not None:
             table = table.select(range(min(request.eval_rows, len(table))))
+        self._evaluate_on(model, table, result)
+
+    def _evaluate_on(self, model: Any, table: Any, result: TrialResult) -> None:
         began = time.perf_counter()
         metrics = evaluate(
             model,

@@ -26,6 +26,7 @@ class PreparedData:
     label_names: list[str]
     pad_token_id: int
     stats: dict[str, Any] = field(default_factory=dict)
+    test: datasets.Dataset | None = None  # never used for selection (data.test)
 
     @property
     def num_labels(self) -> int:
@@ -109,6 +110,7 @@ def prepare_data(
     *,
     train: str,
     eval: str | None,
+    test: str | None = None,
     text_column: str,
     label_column: str,
     labels: list[Any] | None,
@@ -127,6 +129,7 @@ def prepare_data(
         return _prepare(
             train=train,
             eval=eval,
+            test=test,
             text_column=text_column,
             label_column=label_column,
             labels=labels,
@@ -144,6 +147,7 @@ def _prepare(
     *,
     train: str,
     eval: str | None,
+    test: str | None,
     text_column: str,
     label_column: str,
     labels: list[Any] | None,
@@ -222,12 +226,28 @@ def _prepare(
     eval_tok = eval_set.map(tokenize, batched=True, remove_columns=columns)
     keep = [c for c in (*TOKEN_COLUMNS, "label") if c in train_tok.column_names]
     stats = {"train_rows": len(train_tok), "eval_rows": len(eval_tok), "dropped_rows": dropped}
+    test_tok = None
+    if test is not None:
+        test_frame, _ = _clean(
+            load_table(test, key="data.test", dataset_config=dataset_config),
+            text_column,
+            label_column,
+            "data.test",
+        )
+        keys = test_frame[label_column].map(str)
+        known = test_frame.assign(label=keys.map(label_ids))[keys.isin(label_ids)]
+        if known.empty:
+            raise UserError("no test row has a label seen in training", where="data.test")
+        test_tok = to_dataset(known).map(tokenize, batched=True, remove_columns=columns)
+        test_tok = test_tok.select_columns(keep)
+        stats["test_rows"] = len(test_tok)
     return PreparedData(
         train=train_tok.select_columns(keep),
         eval=eval_tok.select_columns(keep),
         label_names=names,
         pad_token_id=int(tokenizer.pad_token_id),
         stats=stats,
+        test=test_tok,
     )
 
 
