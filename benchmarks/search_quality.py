@@ -1,0 +1,470 @@
+"""Search quality, replayed against the measured PEFT tables (benchmarks/peft_table.py).
+
+Run:
+
+    .venv/bin/python benchmarks/search_quality.py --json        # the figures, one JSON object
+    .venv/bin/python benchmarks/search_quality.py --verify 2    # re-measure 2 rows for real
+
+Each search is the product's own ``SearchLoop``, sampler, rung board (early stopping),
+budget and cost model; only the executor is replaced by ``TableExecutor``, which answers
+a trial from its measured row on simulated time: setup, then each step and evaluation at
+the row's measured device-seconds, with the rung accuracies at the rungs. A sampled
+config maps to exactly one row: the table holds every config of ``TABLE_SPACE``, and a
+sampled learning rate is snapped to the nearest of the method's grid points (log scale).
+
+Score: the hypervolume of a search's front as a fraction of the table's true front, on
+normalised objectives (``REFERENCE``): error rate 1 - accuracy on [0, 0.5], log10 of the
+trainable parameters on the table's range, device-seconds on [0, the table's dearest
+trial]. The reference point is the far corner of that box, so a trial below 0.5 accuracy
+adds nothing. Budgets are fractions of the exhaustive cost (every row, run in full).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from peft_table import (
+    EVAL_ROWS,
+    STEPS,
+    TABLE_SPACE,
+    TABLES,
+    grid_params,
+    space_overrides,
+    table_config,
+)
+
+STRATEGIES = {
+    # name: (sampler, early stopping)
+    "default": ("tpe", True),
+    "tpe_no_early_stopping": ("tpe", False),
+    "nsga2": ("nsga2", False),
+    "random": ("random", False),
+    "random_early_stopping": ("random", True),
+}
+FRACTIONS = (0.1, 0.15, 0.25, 0.5)
+ACCURACY_FLOOR = 0.5  # the reference point's accuracy
+
+
+@dataclass
+class Row:
+    method: str
+    config: str
+    lr: float
+    accuracy: float
+    rungs: dict[int, float]
+    trainable_params: int
+    total_params: int
+    step_seconds: float
+    eval_seconds: float
+    setup_seconds: float
+
+    @property
+    def full_seconds(self) -> float:
+        """The config run in full with its one final evaluation: the true front's cost
+        (rung evaluations are what early stopping pays on top)."""
+        return self.setup_seconds + STEPS * self.step_seconds + self.eval_seconds
+
+
+def load_table(path: Path) -> list[Row]:
+    rows = []
+    with path.open() as handle:
+        for raw in csv.DictReader(handle):
+            if raw["status"] != "COMPLETE":
+                continue
+            steps = json.loads(raw["rung_steps"])
+            rows.append(
+                Row(
+                    method=raw["method"],
+                    config=raw["peft_config"],
+                    lr=float(raw["lr"]),
+                    accuracy=float(raw["accuracy"]),
+                    rungs=dict(zip(steps, json.loads(raw["rung_accuracy"]), strict=True)),
+                    trainable_params=int(raw["trainable_params"]),
+                    total_params=int(raw["total_params"]),
+                    step_seconds=float(raw["step_seconds"]),
+                    eval_seconds=float(raw["eval_seconds"]),
+                    setup_seconds=float(raw["setup_seconds"]),
+                )
+            )
+    return rows
+
+
+class Table:
+    """The measured rows, looked up by (method, peft config) and snapped learning rate."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+        self._by_config: dict[tuple[str, str], list[Row]] = {}
+        for row in rows:
+            self._by_config.setdefault((row.method, row.config), []).append(row)
+
+    def lookup(self, method: str, peft_config: dict[str, Any], lr: float) -> Row:
+        config = json.dumps(peft_config, sort_keys=True)
+        candidates = self._by_config.get((method, config))
+        if not candidates:
+            # ValueError: the loop records the trial as FAIL (only a partial table has gaps)
+            raise ValueError(f"not measured yet: {method} {config}")
+        return min(candidates, key=lambda r: abs(math.log(r.lr) - math.log(lr)))
+
+    @property
+    def exhaustive_seconds(self) -> float:
+        return sum(r.full_seconds for r in self.rows)
+
+
+@dataclass
+class TableExecutor:
+    """``TrialExecutor`` answering from the table on simulated time (one slot)."""
+
+    table: Table
+    clock: Any
+    board: Any = None
+    pending: list[Any] = field(default_factory=list)
+
+    @property
+    def slots(self) -> int:
+        return 1
+
+    def submit(self, request: Any) -> None:
+        self.pending.append(request)
+
+    def wait(self) -> list[Any]:
+        from peftsearch.trials import TrialResult
+        from peftsearch.trials.deadline import Deadline
+
+        if not self.pending:
+            return []
+        request = self.pending.pop(0)
+        row = self.table.lookup(request.method, request.peft_config, request.learning_rate)
+        started = self.clock.now
+        deadline = Deadline(request.max_seconds, clock=self.clock, started=started)
+        result = TrialResult(
+            request.number,
+            request.method,
+            "COMPLETE",
+            trainable_params=row.trainable_params,
+            total_params=row.total_params,
+            trainable_pct=100 * row.trainable_params / row.total_params,
+            setup_seconds=row.setup_seconds,
+        )
+        self.clock.now += row.setup_seconds
+        total = request.max_steps or STEPS
+        for step in range(1, total + 1):
+            self.clock.now += row.step_seconds
+            deadline.record_step(row.step_seconds)
+            result.steps = step
+            if step in request.rungs and step < total:
+                self.clock.now += row.eval_seconds
+                result.evaluations += 1
+                result.accuracy = row.rungs.get(step, row.accuracy)
+                if self.board is not None and not self.board.report(
+                    request.number, step, result.accuracy, row.trainable_params, row.step_seconds
+                ):
+                    result.status = "PRUNED"
+                    break
+            if step < total and not deadline.has_room(deadline.next_step + row.eval_seconds):
+                result.status = "PRUNED"
+                break
+        else:
+            self.clock.now += row.eval_seconds
+            result.evaluations += 1
+            result.accuracy = row.accuracy
+            result.eval_rows = EVAL_ROWS
+        result.train_seconds = result.steps * row.step_seconds
+        result.eval_seconds = result.evaluations * row.eval_seconds
+        result.device_seconds = self.clock.now - started
+        result.cost_usd = result.device_seconds / 3600
+        return [result]
+
+    def close(self) -> None:
+        self.pending.clear()
+
+
+class Box:
+    """Normalised objectives and the fixed reference point (see the module docstring)."""
+
+    def __init__(self, table: Table) -> None:
+        params = [math.log10(r.trainable_params) for r in table.rows]
+        self.params_low, self.params_high = min(params), max(params)
+        self.cost_high = max(r.full_seconds for r in table.rows)
+
+    def point(self, accuracy: float, params: int, seconds: float) -> list[float]:
+        span = max(1e-9, self.params_high - self.params_low)
+        return [
+            min(1.0, (1 - accuracy) / (1 - ACCURACY_FLOOR)),
+            (math.log10(params) - self.params_low) / span,
+            min(1.0, seconds / self.cost_high),
+        ]
+
+    def hypervolume(self, points: list[list[float]]) -> float:
+        import numpy as np
+        from optuna._hypervolume import compute_hypervolume
+
+        inside = [p for p in points if all(v < 1.0 for v in p)]
+        if not inside:
+            return 0.0
+        return float(compute_hypervolume(np.array(inside), np.ones(3) * 1.0))
+
+
+@dataclass
+class Replay:
+    """One search: the fraction of the true front's hypervolume after each trial."""
+
+    curve: list[tuple[float, float]]  # (fraction of exhaustive cost spent, HV fraction)
+
+    def at(self, fraction: float) -> float:
+        reached = [hv for spent, hv in self.curve if spent <= fraction]
+        return max(reached, default=0.0)
+
+    def budget_to(self, target: float) -> float | None:
+        return next((spent for spent, hv in self.curve if hv >= target), None)
+
+
+def replay(
+    table: Table, info: Any, options: dict[str, Any], strategy: str, seed: int, fraction: float
+) -> Replay:
+    import optuna
+
+    from peftsearch.search import SearchLoop, make_sampler
+    from peftsearch.search.budget import Budget, BudgetLimits
+    from peftsearch.search.cost_model import CostModel
+    from peftsearch.search.early_stopping import RungBoard, accuracy_noise, rung_steps
+    from peftsearch.search.records import DIRECTIONS
+    from peftsearch.spaces import sample_choice
+    from peftsearch.trials import TrialResult
+
+    sampler_name, early = STRATEGIES[strategy]
+    # The budget ends every search; this cap only bounds a dry run on an unfinished table.
+    max_trials = 3 * len(grid_params(options))
+
+    class Clock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    board = RungBoard(3, 3, accuracy_noise(EVAL_ROWS)) if early else None
+    rungs = rung_steps(STEPS, 3, 2) if early else ()
+    executor = TableExecutor(table, clock, board)
+    exhaustive = table.exhaustive_seconds
+    budget = Budget(BudgetLimits(device_seconds=fraction * exhaustive), clock=clock)
+    calibration = statistics.median(r.step_seconds for r in table.rows if r.method == "lora")
+    reference = next(r for r in table.rows if r.method == "lora")
+    cost_model = CostModel.from_calibration(
+        TrialResult(
+            -1,
+            "lora",
+            "COMPLETE",
+            steps=3,
+            train_seconds=3 * calibration,
+            eval_seconds=reference.eval_seconds,
+            setup_seconds=reference.setup_seconds,
+            trainable_params=reference.trainable_params,
+        ),
+        EVAL_ROWS,
+        EVAL_ROWS,
+    )
+    with optuna_quiet():
+        study = optuna.create_study(
+            directions=list(DIRECTIONS), sampler=make_sampler(sampler_name, seed, 10_000)
+        )
+    box, truth = Box(table), true_hypervolume(table)
+    points: list[list[float]] = []
+    curve: list[tuple[float, float]] = []
+
+    def record(result: Any) -> None:
+        if result.status == "COMPLETE":
+            points.append(
+                box.point(result.accuracy, result.trainable_params, result.device_seconds)
+            )
+        curve.append((budget.spent / exhaustive, box.hypervolume(points) / truth))
+
+    def count(choice: Any) -> tuple[int, int]:
+        row = table.lookup(choice.method, choice.peft_config, choice.learning_rate)
+        return row.trainable_params, row.total_params
+
+    loop = SearchLoop(
+        study=study,
+        executor=executor,
+        sample=lambda trial: sample_choice(trial, options, info),
+        n_trials=max_trials,
+        adapter_root=Path("unused"),
+        count_params=count,
+        num_layers=info.num_layers,
+        max_steps=STEPS,
+        budget=budget,
+        cost_model=cost_model,
+        rungs=rungs,
+        on_result=record,
+    )
+    loop.run()
+    return Replay(curve)
+
+
+def optuna_quiet() -> Any:
+    from peftsearch.search import quiet_optuna
+
+    return quiet_optuna()
+
+
+def true_hypervolume(table: Table) -> float:
+    box = Box(table)
+    return box.hypervolume(
+        [box.point(r.accuracy, r.trainable_params, r.full_seconds) for r in table.rows]
+    )
+
+
+def model_info_and_options(dataset: str) -> tuple[Any, dict[str, Any]]:
+    import tempfile
+
+    from peftsearch.config import parse_config
+    from peftsearch.pipelines.builders import build_model_info
+
+    with tempfile.TemporaryDirectory() as temp:
+        config = parse_config(table_config(dataset, Path(temp)))
+        labels = 6 if dataset == "trec" else 2
+        info, _ = build_model_info(config, labels)
+        return info, config.method_options()
+
+
+def check_complete(table: Table, options: dict[str, Any], name: str) -> None:
+    expected = len(grid_params(options))
+    if len(table.rows) < expected:
+        raise SystemExit(
+            f"{name}: {len(table.rows)} of {expected} configs measured; finish it with "
+            f"`python benchmarks/peft_table.py --dataset {name}` (it resumes)"
+        )
+
+
+def evaluate(
+    dataset: str, seeds: int, partial: bool = False, names: list[str] | None = None
+) -> dict[str, Any]:
+    table = Table(load_table(TABLES / f"{dataset}_minilm.csv"))
+    info, options = model_info_and_options(dataset)
+    if not partial:
+        check_complete(table, options, dataset)
+    strategies: dict[str, Any] = {}
+    for name in names or list(STRATEGIES):
+        half = [replay(table, info, options, name, seed, 0.5) for seed in range(seeds)]
+        full = [replay(table, info, options, name, seed, 1.0) for seed in range(seeds)]
+        reach = [r.budget_to(0.95) for r in full]
+        strategies[name] = {
+            "hv_at": {str(f): statistics.median(r.at(f) for r in half) for f in FRACTIONS},
+            "budget_to_95": (
+                statistics.median(r if r is not None else math.inf for r in reach)
+                if any(r is not None for r in reach)
+                else None
+            ),
+            "curve": [
+                [f, statistics.median(r.at(f) for r in full)]
+                for f in (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+            ],
+        }
+    return {"rows": len(table.rows), "strategies": strategies}
+
+
+def verify(dataset: str, count: int) -> float:
+    """Re-measure ``count`` random rows for real with the product's runner."""
+    import random
+    import tempfile
+
+    import optuna
+
+    from peftsearch.config import parse_config
+    from peftsearch.pipelines.builders import (
+        build_data,
+        build_early_stopping,
+        build_model_info,
+        build_model_source,
+        build_settings,
+    )
+    from peftsearch.spaces import sample_choice
+    from peftsearch.trials import TrialRequest, TrialRunner
+
+    table = Table(load_table(TABLES / f"{dataset}_minilm.csv"))
+    picked = random.Random(1).sample(table.rows, count)
+    worst = 0.0
+    with tempfile.TemporaryDirectory() as temp:
+        config = parse_config(table_config(dataset, Path(temp)))
+        data = build_data(config)
+        info, _ = build_model_info(config, data.num_labels)
+        rungs, _ = build_early_stopping(config, len(data.eval))
+        runner = TrialRunner(
+            build_model_source(config, data),
+            data,
+            build_settings(config),
+            device="cpu",
+            device_name="cpu",
+            num_threads=1,
+        )
+        options = config.method_options()
+        for row in picked:
+            params = next(
+                p
+                for p in grid_params(options)
+                if p["method"] == row.method
+                and json.dumps(
+                    sample_choice(optuna.trial.FixedTrial(p), options, info).peft_config,
+                    sort_keys=True,
+                )
+                == row.config
+                and math.isclose(p[f"{row.method}.lr"], row.lr)
+            )
+            choice = sample_choice(optuna.trial.FixedTrial(params), options, info)
+            result = runner.run(
+                TrialRequest(
+                    0, choice.method, choice.peft_config, choice.learning_rate, None, rungs=rungs
+                )
+            )
+            deviation = abs((result.accuracy or 0.0) - row.accuracy)
+            print(
+                f"{row.method} lr={row.lr}: table {row.accuracy:.4f}, now {result.accuracy:.4f}",
+                file=sys.stderr,
+            )
+            worst = max(worst, deviation)
+    return worst
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--verify", type=int, default=0, help="re-measure N rows for real")
+    parser.add_argument("--dataset", default="sst2")
+    parser.add_argument("--strategies", nargs="*", choices=list(STRATEGIES), default=None)
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="replay an unfinished table (unmeasured configs fail at no cost): a dry run of "
+        "the harness, not figures to quote",
+    )
+    args = parser.parse_args()
+    if args.verify:
+        print(f"largest accuracy deviation: {verify(args.dataset, args.verify):.4f}")
+        return
+    figures = evaluate(args.dataset, args.seeds, args.allow_partial, args.strategies)
+    output = {
+        "tables": {args.dataset: {"rows": figures["rows"]}},
+        "seeds": args.seeds,
+        "strategies": figures["strategies"],
+        "space": space_overrides(),
+        "table_space": TABLE_SPACE,
+    }
+    if args.json:
+        print(json.dumps(output))
+    else:
+        print(json.dumps(output, indent=2))
+
+
+if __name__ == "__main__":
+    main()
