@@ -98,16 +98,20 @@ def test_trials_run_at_once_on_both_nodes(
     assert all((tmp_path / str(r.number) / "adapter_config.json").is_file() for r in results)
 
 
-def busy_worker_pid(not_pid: int | None = None) -> int:
-    """The worker process running a trial: Ray titles it ``ray::TrialWorker.run``."""
+def busy_worker_pid(executor: RayExecutor, not_pid: int | None = None) -> int:
+    """This executor's worker process that runs a trial: Ray titles it
+    ``ray::TrialWorker.run`` (other searches on the machine have workers of their own)."""
     import psutil
 
     deadline = time.time() + 90
     while time.time() < deadline:
-        for process in psutil.process_iter(["pid", "cmdline"]):
-            title = " ".join(process.info["cmdline"] or []).strip()
-            if title == "ray::TrialWorker.run" and process.info["pid"] != not_pid:
-                return int(process.info["pid"])
+        for pid in {pid for pid, _ in executor.identities.values()} - {not_pid}:
+            try:
+                title = " ".join(psutil.Process(pid).cmdline()).strip()
+            except psutil.Error:
+                continue
+            if title == "ray::TrialWorker.run":
+                return pid
         time.sleep(0.2)
     raise AssertionError("no worker started the trial")
 
@@ -126,7 +130,7 @@ def run_and_kill(
     thread.start()
     killed: list[int] = []
     for _ in range(kills):
-        pid = busy_worker_pid(not_pid=killed[-1] if killed else None)
+        pid = busy_worker_pid(executor, not_pid=killed[-1] if killed else None)
         time.sleep(1.0)  # well inside training
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
@@ -160,18 +164,20 @@ def test_retry_gets_only_what_is_left_of_the_allowance(
     try:
         # min_seconds: what the cost model's floor would say a run needs here (setup with
         # a model load on a fresh worker, a step, an evaluation), with headroom.
-        results, _ = run_and_kill(executor, kills=1, max_seconds=8.0, min_seconds=3.0)
+        results, _ = run_and_kill(executor, kills=1, max_seconds=20.0, min_seconds=3.0)
     finally:
         executor.close()
     (result,) = results
-    assert result.attempts == 2
-    # The retry either ran on what was left until the budget stopped it, or there was
-    # too little left to start one; either way the trial stayed inside its allowance.
+    # The retry ran on what was left until the budget stopped it or, on a machine so
+    # loaded that the lost attempt used nearly everything, there was too little left to
+    # start one. Either way the trial stayed inside its one allowance.
     if result.status == "PRUNED":
+        assert result.attempts == 2
         assert result.error.startswith("stopped by the budget"), result.error
     else:
-        assert result.status == "FAIL" and result.error.endswith("its allowance is used up")
-    assert result.device_seconds <= 8.0, result.device_seconds
+        assert result.status == "FAIL" and result.attempts == 1
+        assert result.error.endswith("its allowance is used up"), result.error
+    assert result.device_seconds <= 20.0, result.device_seconds
 
 
 class TestRayExecutor(ExecutorContract):
