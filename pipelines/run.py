@@ -117,14 +117,31 @@ def reconcile(
         )
 
 
-def warm_start(config: Config, study: optuna.Study, console: Console) -> None:
-    """Phase 2b: queue the fronts of ``search.warm_start`` studies to run first."""
+def warm_start(config: Config, study: optuna.Study, info: ModelInfo, console: Console) -> None:
+    """Phase 2b: queue the fronts of ``search.warm_start`` studies to run first; a config
+    this space cannot express (a rank or target set it does not offer) is left out."""
+    import warnings
+
+    import optuna
+
     from peftsearch.search.warm_start import enqueue_warm_start
+    from peftsearch.spaces import sample_choice
 
     if not config.search.warm_start:
         return
+    methods = config.method_options()
+
+    def fits(params: dict[str, Any]) -> bool:
+        try:
+            with warnings.catch_warnings():  # a learning rate outside today's range is fine
+                warnings.simplefilter("ignore")
+                sample_choice(optuna.trial.FixedTrial(params), methods, info)
+        except (ValueError, KeyError):
+            return False
+        return True
+
     configs = build_warm_start(config)
-    queued = enqueue_warm_start(study, configs, config.space.methods)
+    queued = enqueue_warm_start(study, configs, config.space.methods, fits)
     console.print(
         f"Warm start: {queued} Pareto config(s) of {len(config.search.warm_start)} earlier "
         f"stud(ies) queued first ({len(configs) - queued} already tried or not in the space)."
@@ -397,7 +414,7 @@ def run_search(config: Config, console: Console, *, resume: bool = False) -> Sea
     study = build_study(config)
     tracker = build_tracker(config)
     reconcile(study, tracker, console, resume=resume, study_dir=config.study_dir)
-    warm_start(config, study, console)
+    warm_start(config, study, inputs.info, console)
     progress = start_progress(study, config.search.n_trials, console)
     parent = tracker.start_parent(study.study_name, config.model_dump(mode="json"))
     rungs, board = build_early_stopping(config, len(inputs.data.eval))

@@ -7,7 +7,7 @@ target sets and layer subsets by name), so they transfer across datasets and mod
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from peftsearch.search import records
@@ -19,11 +19,14 @@ __all__ = ["enqueue_warm_start"]
 
 
 def enqueue_warm_start(
-    study: optuna.Study, configs: Iterable[tuple[str, str, dict[str, Any]]], methods: list[str]
+    study: optuna.Study,
+    configs: Iterable[tuple[str, str, dict[str, Any]]],
+    methods: list[str],
+    fits: Callable[[dict[str, Any]], bool] = lambda params: True,
 ) -> int:
-    """Enqueue each ``(source, method, params)`` whose method this study searches, once
-    per source across runs (a continued study does not re-queue them). Returns how many
-    were queued now."""
+    """Enqueue each ``(source, method, params)`` whose method this study searches and
+    whose params ``fits`` this study's space, once per source across runs (a continued
+    study does not re-queue them). Returns how many were queued now."""
     seen = {r.warm_start_from for r in records.read_records(study) if r.warm_start_from}
     queued = 0
     for source, method, params in configs:
@@ -34,6 +37,8 @@ def enqueue_warm_start(
             fixed.pop("method", None)  # one method: the space samples none
         else:
             fixed["method"] = method
+        if not fits(fixed):
+            continue
         study.enqueue_trial(fixed, user_attrs=records.warm_start_attrs(source))
         seen.add(source)
         queued += 1

@@ -190,3 +190,24 @@ def test_front_is_scored_once_on_a_held_out_test_set(
     # Scoring is device time: the budget counts it.
     spent = result.extra["budget"]["spent_device_seconds"]
     assert spent > float(trials["device_seconds"].sum())
+
+
+def test_warm_start_leaves_out_configs_the_space_cannot_express(
+    study: dict[str, Any], tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """The earlier front used ranks 4-16 and IA3 in every layer; this space offers
+    neither, so nothing is queued and no trial fails for it."""
+    from peftsearch.search import load_existing_study, read_records
+
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "out")
+    config["search"].update(study_name="narrow", n_trials=1)
+    config["search"]["warm_start"] = [str(study["result"].study_dir)]
+    config["space"] = {
+        "methods": ["lora", "ia3"],
+        "lora": {"rank": [32]},
+        "ia3": {"targets": ["kv"], "layers": ["top-half"]},
+    }
+    result = peftsearch.run(config, quiet=True)
+    stored = read_records(load_existing_study("narrow", result.config.storage_url))
+    assert not [r for r in stored if r.warm_start_from]
+    assert list(result.trials["status"]) == ["COMPLETE"]
