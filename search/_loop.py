@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +133,11 @@ class SearchLoop:
         for _ in range(MAX_INFEASIBLE_IN_A_ROW):
             trial = self.study.ask()
             try:
-                choice = self.sample(trial)
+                with warnings.catch_warnings():
+                    # A re-queued or warm-started config may carry a learning rate from
+                    # another range: it is tried as it was, on purpose.
+                    warnings.filterwarnings("ignore", message="Fixed parameter .* out of range")
+                    choice = self.sample(trial)
                 trainable, total = self.count_params(choice)
             except ValueError as error:  # the space cannot express this point for the model
                 method = str(trial.params.get("method", "?"))
