@@ -224,10 +224,16 @@ def to_row(params: dict[str, Any], choice: Any, result: Any, dataset: str) -> di
 
 
 def done_keys(path: Path) -> set[str]:
+    """Configs measured already. A row whose workers died (a machine fault, not the
+    config's) is measured again; the replay reads only COMPLETE rows."""
     if not path.is_file():
         return set()
     with path.open() as handle:
-        return {row["key"] for row in csv.DictReader(handle)}
+        return {
+            row["key"]
+            for row in csv.DictReader(handle)
+            if not row["error"].startswith("worker process died")
+        }
 
 
 def append(path: Path, row: dict[str, Any]) -> None:
