@@ -1,0 +1,94 @@
+"""The replay harness (benchmarks/search_quality.py) answers trials from a table faithfully:
+exact lookups, simulated time, rungs, early stopping and allowances as the runner has them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import search_quality as sq  # noqa: E402
+
+from peftsearch.search.early_stopping import RungBoard  # noqa: E402
+from peftsearch.trials import TrialRequest  # noqa: E402
+
+CONFIG = {"peft_type": "LORA", "r": 8, "target_modules": ["query", "value"]}
+
+
+def row(lr: float, accuracy: float, rungs: dict[int, float], params: int = 1000) -> sq.Row:
+    return sq.Row(
+        method="lora",
+        config=json.dumps(CONFIG, sort_keys=True),
+        lr=lr,
+        accuracy=accuracy,
+        rungs=rungs,
+        trainable_params=params,
+        total_params=100_000,
+        step_seconds=1.0,
+        eval_seconds=4.0,
+        setup_seconds=2.0,
+    )
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def table() -> sq.Table:
+    return sq.Table(
+        [row(1e-3, 0.6, {6: 0.52, 20: 0.55}), row(1e-2, 0.8, {6: 0.6, 20: 0.7}, params=900)]
+    )
+
+
+def request(lr: float, **kwargs: object) -> TrialRequest:
+    return TrialRequest(0, "lora", CONFIG, lr, None, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_sampled_learning_rate_snaps_to_the_nearest_grid_point(table: sq.Table) -> None:
+    assert table.lookup("lora", CONFIG, 2e-3).lr == 1e-3  # log scale: 2e-3 is nearer 1e-3
+    assert table.lookup("lora", CONFIG, 5e-3).lr == 1e-2
+    with pytest.raises(ValueError, match="not measured"):
+        table.lookup("lora", {**CONFIG, "r": 4}, 1e-3)
+
+
+def test_a_full_trial_costs_what_the_row_measured(table: sq.Table) -> None:
+    executor = sq.TableExecutor(table, Clock())
+    executor.submit(request(1e-2, rungs=(6, 20)))
+    (result,) = executor.wait()
+    assert result.status == "COMPLETE" and result.accuracy == 0.8
+    assert result.device_seconds == pytest.approx(2 + 60 * 1 + 3 * 4)  # setup, steps, 3 evals
+    assert result.trainable_params == 900
+    assert executor.wait() == []
+
+
+def test_early_stopping_sees_the_rung_accuracies(table: sq.Table) -> None:
+    board = RungBoard(eta=3, min_trials=2, margin=0.01)
+    board.report(99, 6, 0.9, 10, 1.0)  # a smaller, better trial already reported
+    executor = sq.TableExecutor(table, Clock(), board)
+    executor.submit(request(1e-3, rungs=(6, 20)))
+    (result,) = executor.wait()
+    assert result.status == "PRUNED" and result.steps == 6 and result.accuracy == 0.52
+
+
+def test_the_allowance_stops_a_trial_as_the_runner_would(table: sq.Table) -> None:
+    executor = sq.TableExecutor(table, Clock())
+    executor.submit(request(1e-2, max_seconds=30.0))
+    (result,) = executor.wait()
+    assert result.status == "PRUNED" and result.device_seconds <= 30.0
+
+
+def test_the_true_front_scores_one(table: sq.Table) -> None:
+    box = sq.Box(table)
+    truth = sq.true_hypervolume(table)
+    assert truth > 0
+    best = table.rows[1]
+    alone = box.hypervolume([box.point(best.accuracy, best.trainable_params, best.full_seconds)])
+    assert alone / truth == pytest.approx(1.0)  # the other row is dominated
