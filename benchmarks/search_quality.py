@@ -16,7 +16,8 @@ Score: the hypervolume of a search's front as a fraction of the table's true fro
 normalised objectives: error rate 1 - accuracy on [0, 0.5], log10 of the trainable
 parameters on the table's range, device-seconds on [0, the table's dearest trial]. The
 reference point (``REFERENCE``) is accuracy 0.5, so a trial below it adds nothing, and
-10% beyond the largest and the dearest trial, so those still count. Budgets are fractions of the exhaustive cost (every row, run in full).
+10% beyond the largest and the dearest trial, so those still count. Budgets are fractions
+of the exhaustive cost (every row, run in full).
 """
 
 from __future__ import annotations

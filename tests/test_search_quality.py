@@ -11,10 +11,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import search_quality as sq  # noqa: E402
+import search_quality as sq
 
-from peftsearch.search.early_stopping import RungBoard  # noqa: E402
-from peftsearch.trials import TrialRequest  # noqa: E402
+from peftsearch.search.early_stopping import RungBoard
+from peftsearch.trials import TrialRequest
 
 CONFIG = {"peft_type": "LORA", "r": 8, "target_modules": ["query", "value"]}
 
