@@ -80,7 +80,10 @@ class StudyResult:
         from peftsearch.results import recommend
 
         return recommend(
-            self.rows, self.front_numbers, constraints(max_params, max_cost, min_accuracy, prefer)
+            self.rows,
+            self.front_numbers,
+            constraints(max_params, max_cost, min_accuracy, prefer),
+            baseline=self.extra.get("summary", {}).get("baseline"),
         )
 
     def export(

@@ -49,6 +49,7 @@ __all__ = [
     "finish",
     "load_inputs",
     "make_loop",
+    "measure_baseline",
     "open_executor",
     "reconcile",
     "run_search",
@@ -249,6 +250,64 @@ def start_budget(
     return budget, cost_model
 
 
+def measure_baseline(
+    study: optuna.Study,
+    executor: TrialExecutor,
+    inputs: Inputs,
+    budget: Budget | None,
+    cost_model: CostModel | None,
+    console: Console,
+) -> None:
+    """Phase 5b: once per study, what the model scores with no adapter at all: always
+    answering the most frequent training label, and the base model with its new head
+    untrained (device time, charged like any other)."""
+    from collections import Counter
+
+    from peftsearch.search.records import add_overhead, baseline_of, save_baseline
+    from peftsearch.trials import TrialRequest
+    from peftsearch.trials.train import classification_metrics
+
+    if baseline_of(study):
+        return
+    data = inputs.data
+    gold = [int(label) for label in data.eval["label"]]
+    majority = Counter(int(label) for label in data.train["label"]).most_common(1)[0][0]
+    scores = classification_metrics([majority] * len(gold), gold, data.num_labels)
+    baseline: dict[str, Any] = {
+        "majority_class": {
+            "method": f"no adapter: always '{data.label_names[majority]}'",
+            **scores,
+            "trainable_params": 0,
+            "cost_usd": 0.0,
+            "device_seconds": 0.0,
+            "eval_rows": len(gold),
+        }
+    }
+    estimate = cost_model.eval_seconds if cost_model is not None else 0.0
+    if budget is None or budget.fits(estimate):
+        executor.submit(TrialRequest(-2, "baseline", {}, 0.0, None, baseline=True))
+        results: list[Any] = []
+        while not results:
+            results = executor.wait()
+        result = results[0]
+        add_overhead(study, result.device_seconds)
+        if budget is not None:
+            budget.charge(result.device_seconds)
+        if result.status == "COMPLETE":
+            baseline["untrained_head"] = {
+                "method": "no adapter: the base model, its new head untrained",
+                "accuracy": result.accuracy,
+                "macro_f1": result.macro_f1,
+                "trainable_params": 0,
+                "cost_usd": result.cost_usd,
+                "device_seconds": result.device_seconds,
+                "eval_rows": result.eval_rows,
+            }
+    save_baseline(study, baseline)
+    best = max(baseline.values(), key=lambda b: b["accuracy"])
+    console.print(f"Without an adapter: accuracy {best['accuracy']:.3f} ({best['method']}).")
+
+
 def make_loop(
     config: Config,
     study: optuna.Study,
@@ -380,10 +439,11 @@ def finish(
         write_tables,
     )
     from peftsearch.search import read_records
+    from peftsearch.search.records import baseline_of
 
     rows = trial_rows(study)
     front = pareto_numbers(study)
-    summary = summarize(study.study_name, rows)
+    summary = {**summarize(study.study_name, rows), "baseline": baseline_of(study)}
     extra = {"summary": summary, **extra}
     write_tables(config.study_dir, rows, front, extra=extra)
     copied = copy_front_adapters(config.study_dir, front)
@@ -425,6 +485,7 @@ def run_search(config: Config, console: Console, *, resume: bool = False) -> Sea
                 console.print(workers)
             budget, cost_model = start_budget(config, study, executor, inputs, console)
             progress.budget = budget
+            measure_baseline(study, executor, inputs, budget, cost_model, console)
             loop = make_loop(
                 config,
                 study,

@@ -119,7 +119,9 @@ def write_report(
         title=f"peftsearch study '{study_name}'",
         rows=rows,
         front=front,
-        recommendation=recommend(rows, front, Constraints()),
+        recommendation=recommend(
+            rows, front, Constraints(), baseline=extra.get("summary", {}).get("baseline")
+        ),
         summary=extra.get("summary", {}),
         budget=extra.get("budget"),
         stop_reason=extra.get("stop_reason"),

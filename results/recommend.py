@@ -138,9 +138,13 @@ def _pick(
 
 
 def recommend(
-    rows: list[dict[str, Any]], front: list[int], constraints: Constraints
+    rows: list[dict[str, Any]],
+    front: list[int],
+    constraints: Constraints,
+    baseline: dict[str, Any] | None = None,
 ) -> Recommendation:
-    """Pick from the front; say what was traded away and which options sit nearby."""
+    """Pick from the front; say what was traded away, which options sit nearby and, given
+    the study's ``baseline`` (the model with no adapter), what fine-tuning bought."""
     trained = [r for r in rows if r["status"] == "COMPLETE" and r["accuracy"] is not None]
     options = [r for r in trained if r["trial"] in front]
     if not options:
@@ -192,6 +196,13 @@ def recommend(
         + "; ".join(traded)
         + "."
     )
+    if baseline:
+        plain = max(baseline.values(), key=lambda b: b["accuracy"])
+        gain = (pick["accuracy"] - plain["accuracy"]) * 100
+        text += (
+            f" Fine-tuning adds {gain:.1f} points over the model as it is "
+            f"({plain['method']}: accuracy {plain['accuracy']:.3f})."
+        )
     if ties:
         names = ", ".join(str(r["trial"]) for r in sorted(ties, key=lambda r: r["trial"]))
         which = "cheapest" if constraints.prefer == "cost" else "smallest"

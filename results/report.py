@@ -194,7 +194,10 @@ def _table(rows: list[dict[str, Any]], front: set[int]) -> str:
 
 
 def _budget(summary: dict[str, Any], budget: dict[str, Any] | None, stop_reason: str | None) -> str:
+    plain = summary.get("baseline") or {}
     items = [
+        f"Without an adapter ({b['method']}): accuracy {b['accuracy']:.3f}" for b in plain.values()
+    ] + [
         f"{summary.get('trials', 0)} trials: {summary.get('complete', 0)} complete, "
         f"{summary.get('pruned', 0)} stopped early or by the budget, "
         f"{summary.get('failed', 0)} failed, "

@@ -22,12 +22,14 @@ __all__ = [
     "OBJECTIVES",
     "TrialRecord",
     "add_overhead",
+    "baseline_of",
     "constraint_of",
     "estimate_of",
     "mark_interrupted",
     "overhead_of",
     "read_records",
     "requeue_attrs",
+    "save_baseline",
     "save_choice",
     "save_constraint",
     "save_estimate",
@@ -60,6 +62,8 @@ _OVERHEAD = "overhead_device_seconds"
 # Study user attrs (a finished trial can no longer change): trial number -> its score on
 # the held-out test split.
 _TEST_SCORES = "test_scores"
+# Study user attr: the model without an adapter, scored once per study.
+_BASELINE = "baseline"
 
 _FINISHED = ("COMPLETE", "FAIL", "PRUNED")
 
@@ -144,6 +148,17 @@ def save_test_score(study: optuna.Study, number: int, result: TrialResult) -> No
         "rows": result.eval_rows,
     }
     study.set_user_attr(_TEST_SCORES, scores)
+
+
+def save_baseline(study: optuna.Study, baseline: dict[str, Any]) -> None:
+    study.set_user_attr(_BASELINE, baseline)
+
+
+def baseline_of(study: optuna.Study) -> dict[str, Any] | None:
+    """``{"majority_class": {...}, "untrained_head": {...}}``, with the trials' metric
+    keys, or None before it was measured."""
+    value = study.user_attrs.get(_BASELINE)
+    return dict(value) if value else None
 
 
 def overhead_of(study: optuna.Study) -> float:

@@ -211,3 +211,21 @@ def test_warm_start_leaves_out_configs_the_space_cannot_express(
     stored = read_records(load_existing_study("narrow", result.config.storage_url))
     assert not [r for r in stored if r.warm_start_from]
     assert list(result.trials["status"]) == ["COMPLETE"]
+
+
+def test_the_model_without_an_adapter_is_the_baseline(study: dict[str, Any]) -> None:
+    """Once per study: the majority class and the untrained head, in pareto.json and in
+    the recommendation, so a non-expert sees what fine-tuning bought."""
+    import json
+
+    result = study["result"]
+    saved = json.loads((result.study_dir / "pareto.json").read_text())
+    baseline = saved["summary"]["baseline"]
+    assert set(baseline) == {"majority_class", "untrained_head"}
+    for plain in baseline.values():
+        assert {"accuracy", "macro_f1", "trainable_params", "cost_usd"} <= set(plain)
+        assert plain["trainable_params"] == 0
+    assert baseline["majority_class"]["accuracy"] == pytest.approx(0.5)  # balanced tiny data
+    assert baseline["untrained_head"]["device_seconds"] > 0
+    text = peftsearch.load(result.study_dir).recommend().text
+    assert "Fine-tuning adds " in text and "over the model as it is" in text

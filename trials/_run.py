@@ -39,6 +39,8 @@ class TrialRequest:
     goes on. ``max_steps`` and ``eval_rows`` shorten
     the trial (cost calibration). With ``score_adapter``, nothing trains: the saved
     adapter in that folder is scored once on the held-out test split (``data.test``).
+    With ``baseline``, the base model as it is (its new head untrained) is scored on the
+    evaluation split: what fine-tuning is measured against.
     """
 
     number: int
@@ -52,6 +54,11 @@ class TrialRequest:
     max_steps: int | None = None
     eval_rows: int | None = None
     score_adapter: str | None = None
+    baseline: bool = False
+
+
+def _count(model: Any) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
 
 
 class _Stop(Exception):
@@ -114,6 +121,13 @@ class TrialRunner:
                     f"not started: {request.max_seconds:.1f} device-seconds of allowance are "
                     f"less than a trial needs ({request.min_seconds:.1f})"
                 )
+            if request.baseline:
+                model = self.source.fresh_copy().to(self.device)
+                result.setup_seconds = time.perf_counter() - started
+                result.trainable_params, result.total_params = 0, _count(model)
+                self._evaluate(model, request, result)
+                result.status = "COMPLETE"
+                return result
             if request.score_adapter is not None:
                 self._score_on_test(request.score_adapter, result)
                 result.setup_seconds = time.perf_counter() - started - result.eval_seconds
