@@ -283,7 +283,7 @@ def measure_baseline(
             "eval_rows": len(gold),
         }
     }
-    estimate = cost_model.eval_seconds if cost_model is not None else 0.0
+    estimate = cost_model.setup_seconds + cost_model.eval_seconds if cost_model else 0.0
     if budget is None or budget.fits(estimate):
         executor.submit(TrialRequest(-2, "baseline", {}, 0.0, None, baseline=True))
         results: list[Any] = []

@@ -272,7 +272,10 @@ def test_driver_killed_then_resumed(
     for number in stale:
         assert by_number[number].state.name == "FAIL"
         reruns = [r for r in records if r.requeued_from == number]
-        assert len(reruns) == 1 and reruns[0].params == before[number].params
+        # The re-run keeps every param the stale trial had sampled (a driver killed while
+        # sampling leaves some unsampled; the re-run samples those afresh).
+        assert len(reruns) == 1
+        assert before[number].params.items() <= reruns[0].params.items()
         assert reruns[0].finished and records[number].interrupted
     counted = [
         t for t in after if t.state.name in {"COMPLETE", "FAIL", "PRUNED"} and t.number not in stale
