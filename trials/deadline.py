@@ -6,13 +6,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["JITTER_SECONDS", "STEP_SAFETY", "Deadline"]
+__all__ = ["STEP_SAFETY", "Deadline"]
 
 # The next step is assumed to take up to this many times the slowest step seen so far.
 STEP_SAFETY = 1.5
-# And the process may lose this much to the scheduler on a busy machine, however short
-# its steps (seen: 0.2 s on 2 cores running 6 processes).
-JITTER_SECONDS = 0.25
 
 
 @dataclass
@@ -44,4 +41,4 @@ class Deadline:
         return max(self.step_times, default=0.0) * STEP_SAFETY
 
     def has_room(self, need: float) -> bool:
-        return self.allowance is None or self.elapsed + need + JITTER_SECONDS <= self.allowance
+        return self.allowance is None or self.elapsed + need <= self.allowance
