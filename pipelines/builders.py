@@ -60,9 +60,13 @@ def build_settings(config: Config) -> TrainSettings:
 
 def build_data(config: Config) -> PreparedData:
     from peftsearch.trials import load_tokenizer, prepare_data
+    from peftsearch.trials.model import quiet_transformers
 
     tokenizer = load_tokenizer(build_checkpoint(config))
-    return prepare_data(**config.data.model_dump(), seed=config.search.seed, tokenizer=tokenizer)
+    with quiet_transformers():  # datasets' progress bars and notices, for this call only
+        return prepare_data(
+            **config.data.model_dump(), seed=config.search.seed, tokenizer=tokenizer
+        )
 
 
 def build_model_info(config: Config, num_labels: int) -> tuple[ModelInfo, nn.Module]:

@@ -123,42 +123,6 @@ def prepare_data(
     dataset_config: str | None = None,
 ) -> PreparedData:
     """Load, clean, map labels, split, subsample and tokenize."""
-    from peftsearch.trials.model import quiet_transformers
-
-    with quiet_transformers():
-        return _prepare(
-            train=train,
-            eval=eval,
-            test=test,
-            text_column=text_column,
-            label_column=label_column,
-            labels=labels,
-            max_length=max_length,
-            max_train_samples=max_train_samples,
-            max_eval_samples=max_eval_samples,
-            eval_fraction=eval_fraction,
-            seed=seed,
-            tokenizer=tokenizer,
-            dataset_config=dataset_config,
-        )
-
-
-def _prepare(
-    *,
-    train: str,
-    eval: str | None,
-    test: str | None,
-    text_column: str,
-    label_column: str,
-    labels: list[Any] | None,
-    max_length: int,
-    max_train_samples: int | None,
-    max_eval_samples: int | None,
-    eval_fraction: float,
-    seed: int,
-    tokenizer: Any,
-    dataset_config: str | None,
-) -> PreparedData:
     import datasets
 
     train_frame, dropped = _clean(
