@@ -198,7 +198,13 @@ class TrialRunner:
                         f"{result.accuracy:.3f} is clearly behind trials of no more parameters"
                     )
             if step < total:  # room for one more step and the final evaluation?
-                need = deadline.next_step + self._eval_guess(result, deadline.next_step)
+                # the step, the final evaluation, and saving the adapter afterwards
+                # (about as long as the setup's model copy took)
+                need = (
+                    deadline.next_step
+                    + self._eval_guess(result, deadline.next_step)
+                    + result.setup_seconds
+                )
                 stop_unless_room(need, step)
             last[0] = time.perf_counter()
             return True
