@@ -250,6 +250,23 @@ def start_budget(
     return budget, cost_model
 
 
+def run_charged(
+    study: optuna.Study, executor: TrialExecutor, request: Any, budget: Budget | None
+) -> Any:
+    """Run one piece of work outside the trials (baseline, test scoring) and charge its
+    device time to the budget and to the study, so later runs count it too."""
+    from peftsearch.search.records import add_overhead
+
+    executor.submit(request)
+    results: list[Any] = []
+    while not results:
+        results = executor.wait()
+    add_overhead(study, results[0].device_seconds)
+    if budget is not None:
+        budget.charge(results[0].device_seconds)
+    return results[0]
+
+
 def measure_baseline(
     study: optuna.Study,
     executor: TrialExecutor,
@@ -263,7 +280,7 @@ def measure_baseline(
     untrained (device time, charged like any other)."""
     from collections import Counter
 
-    from peftsearch.search.records import add_overhead, baseline_of, save_baseline
+    from peftsearch.search.records import baseline_of, save_baseline
     from peftsearch.trials import TrialRequest
     from peftsearch.trials.train import classification_metrics
 
@@ -285,14 +302,8 @@ def measure_baseline(
     }
     estimate = cost_model.setup_seconds + cost_model.eval_seconds if cost_model else 0.0
     if budget is None or budget.fits(estimate):
-        executor.submit(TrialRequest(-2, "baseline", {}, 0.0, None, baseline=True))
-        results: list[Any] = []
-        while not results:
-            results = executor.wait()
-        result = results[0]
-        add_overhead(study, result.device_seconds)
-        if budget is not None:
-            budget.charge(result.device_seconds)
+        request = TrialRequest(-2, "baseline", {}, 0.0, None, baseline=True)
+        result = run_charged(study, executor, request, budget)
         if result.status == "COMPLETE":
             baseline["untrained_head"] = {
                 "method": "no adapter: the base model, its new head untrained",
@@ -385,7 +396,7 @@ def score_on_test(
     """
     from peftsearch.results import TRIAL_ADAPTERS, pareto_numbers
     from peftsearch.search import read_records
-    from peftsearch.search.records import add_overhead, save_test_score
+    from peftsearch.search.records import save_test_score
     from peftsearch.trials import TrialRequest
 
     test = inputs.data.test
@@ -404,14 +415,8 @@ def score_on_test(
         if budget is not None and not budget.fits(estimate):
             skipped += 1
             continue
-        executor.submit(TrialRequest(number, "test", {}, 0.0, None, score_adapter=str(folder)))
-        results: list[Any] = []
-        while not results:
-            results = executor.wait()
-        result = results[0]
-        add_overhead(study, result.device_seconds)
-        if budget is not None:
-            budget.charge(result.device_seconds)
+        request = TrialRequest(number, "test", {}, 0.0, None, score_adapter=str(folder))
+        result = run_charged(study, executor, request, budget)
         if result.status == "COMPLETE":
             save_test_score(study, number, result)
         else:
