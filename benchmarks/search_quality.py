@@ -9,7 +9,7 @@ Each search is the product's own ``SearchLoop``, sampler, rung board (early stop
 budget and cost model; only the executor is replaced by ``TableExecutor``, which answers
 a trial from its measured row on simulated time: setup, then each step and evaluation at
 the row's measured device-seconds, with the rung accuracies at the rungs. A sampled
-config maps to exactly one row: the table holds every config of ``TABLE_SPACE``, and a
+config maps to exactly one row: the table holds every config of its grid (``table_space``), and a
 sampled learning rate is snapped to the nearest of the method's grid points (log scale).
 
 Score: the hypervolume of a search's front as a fraction of the table's true front, on
@@ -37,11 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peft_table import (
     EVAL_ROWS,
     STEPS,
-    TABLE_SPACE,
     TABLES,
     grid_params,
     space_overrides,
     table_config,
+    table_space,
 )
 
 STRATEGIES = {
@@ -246,7 +246,7 @@ def replay(
 
     sampler_name, early = STRATEGIES[strategy]
     # The budget ends every search; this cap only bounds a dry run on an unfinished table.
-    max_trials = 3 * len(grid_params(options))
+    max_trials = 3 * max(1, len(table.rows))
 
     class Clock:
         now = 0.0
@@ -340,7 +340,7 @@ def model_info_and_options(dataset: str) -> tuple[Any, dict[str, Any]]:
 
 
 def check_complete(table: Table, options: dict[str, Any], name: str) -> None:
-    expected = len(grid_params(options))
+    expected = len(grid_params(options, name))
     if len(table.rows) < expected:
         raise SystemExit(
             f"{name}: {len(table.rows)} of {expected} configs measured; finish it with "
@@ -413,7 +413,7 @@ def verify(dataset: str, count: int) -> float:
         for row in picked:
             params = next(
                 p
-                for p in grid_params(options)
+                for p in grid_params(options, dataset)
                 if p["method"] == row.method
                 and json.dumps(
                     sample_choice(optuna.trial.FixedTrial(p), options, info).peft_config,
@@ -459,8 +459,8 @@ def main() -> None:
         "tables": {args.dataset: {"rows": figures["rows"]}},
         "seeds": args.seeds,
         "strategies": figures["strategies"],
-        "space": space_overrides(),
-        "table_space": TABLE_SPACE,
+        "space": space_overrides(args.dataset),
+        "table_space": table_space(args.dataset)[0],
     }
     if args.json:
         print(json.dumps(output))
