@@ -33,6 +33,7 @@ __all__ = [
     "CostConfig",
     "DataConfig",
     "EarlyStoppingConfig",
+    "EvaluationConfig",
     "ModelConfig",
     "ResourcesConfig",
     "SearchConfig",
@@ -82,7 +83,11 @@ def _looks_like_path(value: str) -> bool:
 
 class ModelConfig(_Section):
     name_or_path: str = Field(description="hub id or local folder (pkg://package/dir also works)")
-    task: Literal["sequence-classification"] = "sequence-classification"
+    task: Literal["sequence-classification", "causal-lm"] = Field(
+        "sequence-classification",
+        description="sequence-classification: text -> label; causal-lm: prompt -> generated "
+        "response (decoders)",
+    )
     revision: str | None = None
     gguf_file: str | None = Field(None, description="GGUF file name inside name_or_path")
     trust_remote_code: bool = False
@@ -122,6 +127,13 @@ class DataConfig(_Section):
     eval_fraction: float = Field(0.2, gt=0, lt=1)
     text_column: str = "text"
     label_column: str = "label"
+    prompt_column: str = Field("prompt", description="causal-lm: the instruction or question")
+    response_column: str = Field("response", description="causal-lm: the answer to learn")
+    messages_column: str | None = Field(
+        None,
+        description="causal-lm: a chat column (a list of {role, content}); the last "
+        "assistant turn is the response, the turns before it the prompt",
+    )
     labels: list[str | int] | None = Field(
         None, description="keep only rows with these labels, in this order"
     )
@@ -170,6 +182,18 @@ class EarlyStoppingConfig(_Section):
     eta: int = Field(3, ge=2, description="rungs at max_steps/eta^2 and max_steps/eta")
     rungs: int = Field(2, ge=1, le=4)
     min_trials: int = Field(3, ge=2, description="trials at a rung before any is stopped")
+
+
+class EvaluationConfig(_Section):
+    """How a causal-lm adapter is scored (classifiers are scored by accuracy)."""
+
+    metric: Literal["exact_match", "token_accuracy", "eval_loss"] = Field(
+        "exact_match",
+        description="exact_match: greedy generation equals the response (normalised); "
+        "token_accuracy: teacher-forced next-token accuracy on the response; eval_loss: "
+        "response loss, scored as 1/perplexity",
+    )
+    max_new_tokens: int = Field(32, ge=1, le=4096, description="exact_match: tokens generated")
 
 
 class SearchConfig(_Section):
@@ -245,6 +269,12 @@ class TrainingConfig(_Section):
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast on GPUs that support it, fp32 elsewhere"
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory, slower"
+    )
     num_threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
 
 
@@ -364,6 +394,7 @@ class Config(_Section):
     model: ModelConfig
     data: DataConfig
     search: SearchConfig = Field(default_factory=SearchConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     space: Any = None
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
@@ -399,6 +430,21 @@ class Config(_Section):
             raise ValueError(
                 f"output_dir/search.study_name: {self.study_dir} is a file; choose another "
                 "study name or output_dir"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _task_columns(self) -> Config:
+        causal = self.model.task == "causal-lm"
+        if not causal and self.data.messages_column is not None:
+            raise ValueError(
+                "data.messages_column: chat data needs model.task: causal-lm (a classifier "
+                "reads data.text_column and data.label_column)"
+            )
+        if causal and self.data.prompt_column == self.data.response_column:
+            raise ValueError(
+                f"data.prompt_column and data.response_column are both "
+                f"{self.data.prompt_column!r}; name two different columns"
             )
         return self
 

@@ -55,17 +55,41 @@ def build_settings(config: Config) -> TrainSettings:
         warmup_ratio=t.warmup_ratio,
         max_grad_norm=t.max_grad_norm,
         seed=config.search.seed,
+        precision=t.precision,
+        gradient_checkpointing=t.gradient_checkpointing,
+        metric=config.evaluation.metric,
+        max_new_tokens=config.evaluation.max_new_tokens,
     )
 
 
 def build_data(config: Config) -> PreparedData:
     from peftsearch.trials import load_tokenizer, prepare_data
+    from peftsearch.trials.lm_data import prepare_lm_data
     from peftsearch.trials.model import quiet_transformers
 
     tokenizer = load_tokenizer(build_checkpoint(config))
+    common = config.data.model_dump(
+        exclude={"text_column", "label_column", "labels", "prompt_column", "response_column"}
+    )
+    common.pop("messages_column")
+    d = config.data
     with quiet_transformers():  # datasets' progress bars and notices, for this call only
+        if config.model.task == "causal-lm":
+            return prepare_lm_data(
+                **common,
+                prompt_column=d.prompt_column,
+                response_column=d.response_column,
+                messages_column=d.messages_column,
+                seed=config.search.seed,
+                tokenizer=tokenizer,
+            )
         return prepare_data(
-            **config.data.model_dump(), seed=config.search.seed, tokenizer=tokenizer
+            **common,
+            text_column=d.text_column,
+            label_column=d.label_column,
+            labels=d.labels,
+            seed=config.search.seed,
+            tokenizer=tokenizer,
         )
 
 
@@ -75,8 +99,9 @@ def build_model_info(config: Config, num_labels: int) -> tuple[ModelInfo, nn.Mod
     from peftsearch.spaces import get_method
     from peftsearch.trials import inspect_base_model, meta_model
 
-    model = meta_model(build_checkpoint(config), num_labels=num_labels)
-    info = inspect_base_model(model)
+    task = config.model.task
+    model = meta_model(build_checkpoint(config), num_labels=num_labels, task=task)
+    info = inspect_base_model(model, task)
     for name in config.space.methods:
         reason = get_method(name).supports(info)
         if reason:
@@ -97,6 +122,7 @@ def build_model_source(config: Config, data: PreparedData) -> BaseModelSource:
         label_names=data.label_names,
         pad_token_id=data.pad_token_id,
         seed=config.search.seed,
+        task=config.model.task,
     )
 
 

@@ -85,9 +85,20 @@ def load_inputs(config: Config, console: Console) -> Inputs:
     with console.status("Loading and tokenizing data..."):
         data = build_data(config)
         info, meta = build_model_info(config, data.num_labels)
+    if data.task == "causal-lm":
+        dropped = data.stats["too_long_rows"]
+        what = f"prompt/response pairs, scored by {config.evaluation.metric.replace('_', ' ')}"
+        if dropped or data.stats["truncated_prompts"]:
+            what += (
+                f"; {dropped} dropped (response longer than data.max_length "
+                f"{config.data.max_length}), {data.stats['truncated_prompts']} prompts "
+                "shortened from the left"
+            )
+    else:
+        what = f"labels {', '.join(data.label_names)}"
     console.print(
         f"Data: {data.stats['train_rows']} train / {data.stats['eval_rows']} eval rows, "
-        f"labels {', '.join(data.label_names)}. "
+        f"{what}. "
         f"Model: {info.model_type}, {info.num_layers} layers, {info.total_params:,} parameters."
     )
     write_study_files(config, data)
@@ -275,9 +286,10 @@ def measure_baseline(
     cost_model: CostModel | None,
     console: Console,
 ) -> None:
-    """Phase 5b: once per study, what the model scores with no adapter at all: always
-    answering the most frequent training label, and the base model with its new head
-    untrained (device time, charged like any other)."""
+    """Phase 5b: once per study, what the model scores with no adapter at all: for a
+    classifier, always answering the most frequent training label, and the base model
+    with its new head untrained; for a causal LM, the base model zero-shot (device time,
+    charged like any other)."""
     from collections import Counter
 
     from peftsearch.search.records import baseline_of, save_baseline
@@ -287,11 +299,12 @@ def measure_baseline(
     if baseline_of(study):
         return
     data = inputs.data
-    gold = [int(label) for label in data.eval["label"]]
-    majority = Counter(int(label) for label in data.train["label"]).most_common(1)[0][0]
-    scores = classification_metrics([majority] * len(gold), gold, data.num_labels)
-    baseline: dict[str, Any] = {
-        "majority_class": {
+    baseline: dict[str, Any] = {}
+    if data.task != "causal-lm":
+        gold = [int(label) for label in data.eval["label"]]
+        majority = Counter(int(label) for label in data.train["label"]).most_common(1)[0][0]
+        scores = classification_metrics([majority] * len(gold), gold, data.num_labels)
+        baseline["majority_class"] = {
             "method": f"no adapter: always '{data.label_names[majority]}'",
             **scores,
             "trainable_params": 0,
@@ -299,24 +312,32 @@ def measure_baseline(
             "device_seconds": 0.0,
             "eval_rows": len(gold),
         }
-    }
     estimate = cost_model.setup_seconds + cost_model.eval_seconds if cost_model else 0.0
     if budget is None or budget.fits(estimate):
         request = TrialRequest(-2, "baseline", {}, 0.0, None, baseline=True)
         result = run_charged(study, executor, request, budget)
         if result.status == "COMPLETE":
-            baseline["untrained_head"] = {
-                "method": "no adapter: the base model, its new head untrained",
+            key, method = (
+                ("zero_shot", "no adapter: the base model, zero-shot")
+                if data.task == "causal-lm"
+                else ("untrained_head", "no adapter: the base model, its new head untrained")
+            )
+            baseline[key] = {
+                "method": method,
                 "accuracy": result.accuracy,
                 "macro_f1": result.macro_f1,
+                **{k: v for k, v in result.metrics.items() if k != "example"},
                 "trainable_params": 0,
                 "cost_usd": result.cost_usd,
                 "device_seconds": result.device_seconds,
                 "eval_rows": result.eval_rows,
             }
+    if not baseline:
+        return
     save_baseline(study, baseline)
     best = max(baseline.values(), key=lambda b: b["accuracy"])
-    console.print(f"Without an adapter: accuracy {best['accuracy']:.3f} ({best['method']}).")
+    metric = str(best.get("metric", "accuracy")).replace("_", " ")
+    console.print(f"Without an adapter: {metric} {best['accuracy']:.3f} ({best['method']}).")
 
 
 def make_loop(
@@ -449,7 +470,8 @@ def finish(
     rows = trial_rows(study)
     front = pareto_numbers(study)
     summary = {**summarize(study.study_name, rows), "baseline": baseline_of(study)}
-    extra = {"summary": summary, **extra}
+    metric = config.evaluation.metric if config.model.task == "causal-lm" else "accuracy"
+    extra = {"metric": metric, "summary": summary, **extra}
     write_tables(config.study_dir, rows, front, extra=extra)
     copied = copy_front_adapters(config.study_dir, front)
     if config.tracking.log_adapters:

@@ -17,14 +17,17 @@ def _fmt(value: Any, spec: str) -> str:
 def front_table(rows: list[dict[str, Any]], title: str) -> Any:
     from rich.table import Table
 
+    from peftsearch.results.front import metric_name
+
+    lm = any(r.get("metric") not in (None, "accuracy") for r in rows)
     table = Table(title=title, title_justify="left")
     for name, justify in (
         ("trial", "right"),
         ("method", "left"),
         ("settings", "left"),
         ("lr", "right"),
-        ("accuracy", "right"),
-        ("macro-F1", "right"),
+        (metric_name(rows[0]) if rows else "accuracy", "right"),
+        ("perplexity" if lm else "macro-F1", "right"),
         ("trainable", "right"),
         ("cost", "right"),
         ("device time", "right"),
@@ -37,7 +40,7 @@ def front_table(rows: list[dict[str, Any]], title: str) -> Any:
             row["params"],
             _fmt(row["lr"], ".1e"),
             _fmt(row["accuracy"], ".3f"),
-            _fmt(row["macro_f1"], ".3f"),
+            _fmt(row.get("perplexity"), ".2f") if lm else _fmt(row["macro_f1"], ".3f"),
             f"{_fmt(row['trainable_params'], ',')} ({_fmt(row['trainable_pct'], '.2f')}%)",
             f"${_fmt(row['cost_usd'], '.4f')}",
             f"{_fmt(row['device_seconds'], '.0f')} s",
@@ -49,8 +52,9 @@ def trial_line(result: Any, done: int, total: int) -> str:
     if result.status != "COMPLETE":
         status = f"[red]{result.status}[/red] {result.error or ''}"
         return f"[{done}/{total}] trial {result.number} {result.method}: {status}"
+    metric = (result.metrics or {}).get("metric", "accuracy").replace("_", " ")
     return (
-        f"[{done}/{total}] trial {result.number} {result.method}: accuracy {result.accuracy:.3f}, "
+        f"[{done}/{total}] trial {result.number} {result.method}: {metric} {result.accuracy:.3f}, "
         f"{result.trainable_params:,} trainable ({result.trainable_pct:.2f}%), "
         f"${result.cost_usd:.4f}, {result.wall_seconds:.0f} s"
     )

@@ -15,6 +15,7 @@ __all__ = [
     "describe_params",
     "display_name",
     "front_of",
+    "metric_name",
     "pareto_numbers",
     "plain_settings",
     "trial_rows",
@@ -32,6 +33,13 @@ COLUMNS = (
     "test_accuracy",
     "test_macro_f1",
     "test_rows",
+    "metric",
+    "token_accuracy",
+    "eval_loss",
+    "perplexity",
+    "example",
+    "precision",
+    "gradient_checkpointing",
     "status",
     "error",
     "description",
@@ -71,7 +79,25 @@ def plain_settings(method: str, summary: dict[str, Any]) -> str:
     return text
 
 
+METRIC_NAMES = {
+    "accuracy": "accuracy",
+    "exact_match": "exact match",
+    "token_accuracy": "token accuracy",
+    "eval_loss": "1/perplexity",
+}
+
+
+def metric_name(row: dict[str, Any]) -> str:
+    """What a row's ``accuracy`` column measures, in words (``exact match``)."""
+    metric = row.get("metric") or "accuracy"
+    return METRIC_NAMES.get(metric, metric.replace("_", " "))
+
+
 def _row(record: TrialRecord) -> dict[str, Any]:
+    import json
+
+    lm = record.result.get("metrics") or {}
+    example = lm.get("example")
     return {
         "trial": record.number,
         "method": record.method,
@@ -84,6 +110,13 @@ def _row(record: TrialRecord) -> dict[str, Any]:
         "test_accuracy": record.test.get("accuracy"),
         "test_macro_f1": record.test.get("macro_f1"),
         "test_rows": record.test.get("rows"),
+        "metric": lm.get("metric", "accuracy" if record.method else None),
+        "token_accuracy": lm.get("token_accuracy"),
+        "eval_loss": lm.get("eval_loss"),
+        "perplexity": lm.get("perplexity"),
+        "example": json.dumps(example) if example else None,
+        "precision": record.result.get("precision"),
+        "gradient_checkpointing": record.result.get("gradient_checkpointing"),
         "status": record.status,
         "error": record.error,
         "description": plain_settings(record.method, record.summary) if record.method else "",

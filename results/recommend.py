@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from peftsearch.errors import UserError
-from peftsearch.results.front import display_name, plain_settings
+from peftsearch.results.front import display_name, metric_name, plain_settings
 from peftsearch.results.noise import Tolerances, accuracy_error, tied
 
 __all__ = ["Constraints", "Recommendation", "parse_cost", "parse_params", "recommend"]
@@ -107,8 +107,13 @@ def _facts(row: dict[str, Any]) -> str:
     spread = f" ± {error:.3f}" if error else ""
     if row.get("test_accuracy") is not None:
         spread += f" (on the held-out test set {row['test_accuracy']:.3f})"
+    rows = row.get("eval_rows")
+    scope = ""
+    if rows and row.get("metric") not in (None, "accuracy"):
+        scope = f" on {rows} eval prompts"
     return (
-        f"accuracy {row['accuracy']:.3f}{spread}, {row['trainable_pct']:.2f}% of parameters "
+        f"{metric_name(row)} {row['accuracy']:.3f}{spread}{scope}, "
+        f"{row['trainable_pct']:.2f}% of parameters "
         f"trainable ({row['trainable_params']:,}), ${row['cost_usd']:.4f} per run"
     )
 
@@ -168,6 +173,7 @@ def recommend(
     tolerances = Tolerances.from_rows(rows)
     pick, ties = _pick(fitting, constraints.prefer, tolerances)
     best = max(trained, key=lambda r: r["accuracy"])
+    name = metric_name(pick)
     traded = []
     gap = (best["accuracy"] - pick["accuracy"]) * 100
     if best["trial"] != pick["trial"] and gap > 0:
@@ -178,7 +184,7 @@ def recommend(
             else ""
         )
         traded.append(
-            f"it is {gap:.1f} accuracy points below the best found (trial {best['trial']}, "
+            f"it is {gap:.1f} {name} points below the best found (trial {best['trial']}, "
             f"{display_name(best['method'])}, "
             f"{best['trainable_pct']:.2f}% trainable){within}"
         )
@@ -189,7 +195,7 @@ def recommend(
         ratio = pick["trainable_params"] / max(1, smallest["trainable_params"])
         traded.append(
             f"it trains {ratio:.1f}x the parameters of the smallest option (trial "
-            f"{smallest['trial']}, accuracy {smallest['accuracy']:.3f})"
+            f"{smallest['trial']}, {name} {smallest['accuracy']:.3f})"
         )
     text = (
         f"Use trial {pick['trial']}: {describe_choice(pick)}. It reaches {_facts(pick)}; "
@@ -200,8 +206,8 @@ def recommend(
         plain = max(baseline.values(), key=lambda b: b["accuracy"])
         gain = (pick["accuracy"] - plain["accuracy"]) * 100
         text += (
-            f" Fine-tuning adds {gain:.1f} points over the model as it is "
-            f"({plain['method']}: accuracy {plain['accuracy']:.3f})."
+            f" Fine-tuning adds {gain:.1f} points of {name} over the model as it is "
+            f"({plain['method']}: {name} {plain['accuracy']:.3f})."
         )
     if ties:
         names = ", ".join(str(r["trial"]) for r in sorted(ties, key=lambda r: r["trial"]))

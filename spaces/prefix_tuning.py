@@ -45,6 +45,10 @@ class PrefixTuningSpace(MethodSpaceBase):
     def supports(self, info: ModelInfo) -> str | None:
         if not info.decoder_only:
             return f"it needs a decoder with a KV cache, and {info.model_type} is an encoder"
+        if info.task_type == "CAUSAL_LM":
+            # peft's causal-LM path hands the prefix over as `past_key_values`, which
+            # transformers 5 still maps onto `cache` (tests/test_lm.py trains and generates)
+            return None
         if not info.takes_past_key_values:
             return (
                 f"peft passes the prefix as `past_key_values`, which this transformers "

@@ -49,3 +49,60 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         path.write_text("\n".join(lines) + "\n")
         out[split] = path
     return out
+
+
+LM_WORDS = ["<pad>", "<unk>", "<s>", "</s>", "opposite", "of", *FILLER, *POSITIVE, *NEGATIVE]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer LLaMA causal LM with a word-level tokenizer, saved like a hub model."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    words = Tokenizer(models.WordLevel({w: i for i, w in enumerate(LM_WORDS)}, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(
+        tokenizer_object=words,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    ).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(LM_WORDS),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=2,
+        eos_token_id=3,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Prompt/response CSVs: "<two fillers> opposite of good" -> "bad", and so on."""
+    import random
+
+    folder = tmp_path_factory.mktemp("lm-data")
+    rng = random.Random(0)
+    pairs = [*zip(POSITIVE, NEGATIVE, strict=True), *zip(NEGATIVE, POSITIVE, strict=True)]
+    out = {}
+    for split, n in (("train", 96), ("eval", 24)):
+        lines = ["prompt,response"]
+        for i in range(n):
+            word, opposite = pairs[i % len(pairs)]
+            lines.append(f"{' '.join(rng.sample(FILLER, 2))} opposite of {word},{opposite}")
+        out[split] = folder / f"{split}.csv"
+        out[split].write_text("\n".join(lines) + "\n")
+    return out

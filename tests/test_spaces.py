@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import optuna
 import pytest
@@ -28,29 +29,48 @@ def tiny_bert() -> torch.nn.Module:
     )
 
 
-def tiny_llama() -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+def _llama_config(**extra: int) -> Any:
+    from transformers import LlamaConfig
 
     torch.manual_seed(0)
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=50,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=2,
         intermediate_size=64,
-        num_labels=2,
         pad_token_id=0,
+        **extra,
     )
-    return LlamaForSequenceClassification(config)
 
 
-MODELS = {"bert": tiny_bert, "llama": tiny_llama}
+def tiny_llama() -> torch.nn.Module:
+    from transformers import LlamaForSequenceClassification
+
+    return LlamaForSequenceClassification(_llama_config(num_labels=2))
+
+
+def tiny_llama_lm() -> torch.nn.Module:
+    from transformers import LlamaForCausalLM
+
+    return LlamaForCausalLM(_llama_config())
+
+
+# arch: (builder, peft task type)
+MODELS = {
+    "bert": (tiny_bert, "SEQ_CLS"),
+    "llama": (tiny_llama, "SEQ_CLS"),
+    "llama-lm": (tiny_llama_lm, "CAUSAL_LM"),
+}
 
 
 @pytest.fixture(scope="module")
 def models() -> dict[str, tuple[torch.nn.Module, ModelInfo]]:
-    return {name: (build(), inspect_model(build())) for name, build in MODELS.items()}
+    return {
+        name: (build(), inspect_model(build(), task_type=task))
+        for name, (build, task) in MODELS.items()
+    }
 
 
 def sampled_trials(method: str, info: ModelInfo, n: int) -> list:
@@ -91,11 +111,18 @@ def test_method_contract(method: str, arch: str, models: dict) -> None:
         ]
         assert frozen_base, "the adapter itself must train"
         ids = torch.randint(1, 50, (2, 7))
-        out = peft_model(
-            input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 1])
-        )
+        causal = info.task_type == "CAUSAL_LM"
+        labels = ids if causal else torch.tensor([0, 1])
+        out = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels)
         out.loss.backward()
         assert torch.isfinite(out.loss)
+        trained = [p for p in peft_model.parameters() if p.requires_grad and p.grad is not None]
+        assert trained and any(bool(p.grad.abs().sum() > 0) for p in trained if p.grad is not None)
+        if causal:  # what an exact-match evaluation does: the adapter shapes generation
+            generated = peft_model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3
+            )
+            assert generated.shape[0] == 2 and 7 < generated.shape[1] <= 10
         assert get_method(method).describe(choice.summary).strip()
 
 
@@ -130,6 +157,7 @@ def test_prefix_tuning_refusals(models: dict) -> None:
     assert "is an encoder" in prefix.supports(models["bert"][1])
     llama = models["llama"][1]
     assert llama.takes_past_key_values or "past_key_values" in prefix.supports(llama)
+    assert prefix.supports(models["llama-lm"][1]) is None  # peft's causal-LM path runs
 
 
 def test_inspect_names_come_from_the_model(models: dict) -> None:

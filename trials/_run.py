@@ -14,8 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from peftsearch.trials.cost import price_per_hour
 from peftsearch.trials.deadline import STEP_SAFETY, Deadline
+from peftsearch.trials.model import CAUSAL_LM
 from peftsearch.trials.result import TrialResult
-from peftsearch.trials.train import TrainSettings, TrialDiverged, evaluate, train
+from peftsearch.trials.train import (
+    TrainSettings,
+    TrialDiverged,
+    evaluate,
+    resolve_precision,
+    train,
+)
 
 if TYPE_CHECKING:
     from peftsearch.trials.data import PreparedData
@@ -112,6 +119,8 @@ class TrialRunner:
             device=self.device_name,
             started_at=time.time(),
             worker=self.worker_name,
+            precision=resolve_precision(self.settings.precision, self.device),
+            gradient_checkpointing=self.settings.gradient_checkpointing,
         )
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -186,7 +195,7 @@ class TrialRunner:
             result.steps = step
             if step in request.rungs and step < total:
                 stop_unless_room(self._eval_guess(result, deadline.next_step), step)
-                self._evaluate(model, request, result)
+                self._evaluate(model, request, result, rung=True)
                 result.rungs.append([step, result.accuracy, result.macro_f1])
                 rate = sum(deadline.step_times) / len(deadline.step_times)
                 assert result.accuracy is not None and result.trainable_params is not None
@@ -240,32 +249,74 @@ class TrialRunner:
         self._evaluate_on(model, self.data.test, result)
         result.status = "COMPLETE"
 
-    def _evaluate(self, model: Any, request: TrialRequest, result: TrialResult) -> None:
+    def _evaluate(
+        self, model: Any, request: TrialRequest, result: TrialResult, *, rung: bool = False
+    ) -> None:
         table = self.data.eval
         if request.eval_rows is not None:
             table = table.select(range(min(request.eval_rows, len(table))))
-        self._evaluate_on(model, table, result)
+        self._evaluate_on(model, table, result, rung=rung)
 
-    def _evaluate_on(self, model: Any, table: Any, result: TrialResult) -> None:
+    def _evaluate_on(
+        self, model: Any, table: Any, result: TrialResult, *, rung: bool = False
+    ) -> None:
         began = time.perf_counter()
-        metrics = evaluate(
-            model,
-            table,
-            batch_size=self.settings.eval_batch_size,
-            pad_token_id=self.data.pad_token_id,
-            device=self.device,
-            num_labels=self.data.num_labels,
-        )
+        if self.data.task == CAUSAL_LM:
+            self._evaluate_lm(model, table, result, rung)
+        else:
+            metrics = evaluate(
+                model,
+                table,
+                batch_size=self.settings.eval_batch_size,
+                pad_token_id=self.data.pad_token_id,
+                device=self.device,
+                num_labels=self.data.num_labels,
+                precision=self.settings.precision,
+            )
+            result.accuracy, result.macro_f1 = metrics["accuracy"], metrics["macro_f1"]
         result.eval_seconds += time.perf_counter() - began
         result.evaluations += 1
         result.eval_rows = len(table)
-        result.accuracy, result.macro_f1 = metrics["accuracy"], metrics["macro_f1"]
+
+    def _evaluate_lm(self, model: Any, table: Any, result: TrialResult, rung: bool) -> None:
+        """Rungs score teacher-forced token accuracy instead of generating: a rung only
+        ranks trials against others at the same rung, on the same metric, and token
+        accuracy on the response tracks exact match at a fraction of its cost (one forward
+        pass, not one per generated token). The final evaluation uses ``metric``."""
+        from peftsearch.trials.lm_eval import evaluate_lm
+
+        metric = self.settings.metric
+        cheap = rung and metric == "exact_match"
+        metrics = evaluate_lm(
+            model,
+            table,
+            metric="token_accuracy" if cheap else metric,
+            tokenizer=self.source.tokenizer(),
+            batch_size=self.settings.eval_batch_size,
+            pad_token_id=self.data.pad_token_id,
+            device=self.device,
+            precision=self.settings.precision,
+            max_new_tokens=self.settings.max_new_tokens,
+        )
+        result.accuracy = float(metrics["accuracy"])
+        if not rung:
+            result.metrics = metrics
 
     def _build(self, request: TrialRequest, result: TrialResult) -> Any:
         from peft import get_peft_config, get_peft_model
 
         config = dict(request.peft_config)
         base = self.source.fresh_copy()
+        if self.settings.gradient_checkpointing:
+            if not getattr(base, "supports_gradient_checkpointing", False):
+                raise ValueError(
+                    f"{type(base).__name__} does not support gradient checkpointing "
+                    "(set training.gradient_checkpointing: false)"
+                )
+            base.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+            base.config.use_cache = False
         if self.source.extra_modules:
             config["modules_to_save"] = sorted(
                 {*config.get("modules_to_save", []), *self.source.extra_modules}

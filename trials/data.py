@@ -27,6 +27,7 @@ class PreparedData:
     pad_token_id: int
     stats: dict[str, Any] = field(default_factory=dict)
     test: datasets.Dataset | None = None  # never used for selection (data.test)
+    task: str = "sequence-classification"  # or "causal-lm" (trials/lm_data.py)
 
     @property
     def num_labels(self) -> int:

@@ -101,8 +101,20 @@ def load_tokenizer(checkpoint: Checkpoint) -> Any:
     return tokenizer
 
 
+CAUSAL_LM = "causal-lm"
+
+
+def _auto_class(task: str) -> Any:
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForCausalLM if task == CAUSAL_LM else AutoModelForSequenceClassification
+
+
 class BaseModelSource:
-    """Loads the pretrained classifier once and hands out fresh deep copies.
+    """Loads the pretrained model once and hands out fresh deep copies.
+
+    A classifier (``task`` sequence-classification) gets a new head, and a causal LM
+    (``causal-lm``) keeps its LM head.
 
     The new classification head is initialised under a fixed seed, so every trial, in
     every worker process, starts from the same weights. Weights the checkpoint lacks
@@ -118,8 +130,11 @@ class BaseModelSource:
         label_names: list[str],
         pad_token_id: int,
         seed: int = 0,
+        task: str = "sequence-classification",
     ) -> None:
         self.checkpoint = checkpoint
+        self.task = task
+        self._tokenizer: Any = None
         self.num_labels = num_labels
         self.label_names = label_names
         self.pad_token_id = pad_token_id
@@ -129,16 +144,20 @@ class BaseModelSource:
 
     def _load(self) -> nn.Module:
         import torch
-        from transformers import AutoModelForSequenceClassification
 
         torch.manual_seed(self.seed)
+        head: dict[str, Any] = {}
+        if self.task != CAUSAL_LM:
+            head = {
+                "num_labels": self.num_labels,
+                "id2label": dict(enumerate(self.label_names)),
+                "label2id": {name: i for i, name in enumerate(self.label_names)},
+            }
         try:
             with quiet_transformers():
-                model, info = AutoModelForSequenceClassification.from_pretrained(
+                model, info = _auto_class(self.task).from_pretrained(
                     self.checkpoint.name_or_path,
-                    num_labels=self.num_labels,
-                    id2label=dict(enumerate(self.label_names)),
-                    label2id={name: i for i, name in enumerate(self.label_names)},
+                    **head,
                     output_loading_info=True,
                     dtype=torch.float32,
                     **self.checkpoint.hub_kwargs(),
@@ -149,6 +168,8 @@ class BaseModelSource:
                 where="model.name_or_path",
             ) from None
         model.config.pad_token_id = self.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = self.pad_token_id
         missing = {key.rsplit(".", 1)[0] for key in info.get("missing_keys", ())}
         self.extra_modules = sorted(
             m for m in missing if not any(m == h or m.endswith("." + h) for h in HEAD_MODULES)
@@ -161,16 +182,29 @@ class BaseModelSource:
             self._model = self._load()
         return copy.deepcopy(self._model)
 
+    def tokenizer(self) -> Any:
+        """The checkpoint's tokenizer, loaded once (causal-LM evaluation decodes)."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.checkpoint)
+        return self._tokenizer
 
-def meta_model(checkpoint: Checkpoint, *, num_labels: int) -> nn.Module:
+    def __getstate__(self) -> dict[str, Any]:
+        # travels to workers without the loaded weights or tokenizer: each loads its own
+        return {**self.__dict__, "_model": None, "_tokenizer": None}
+
+
+def meta_model(
+    checkpoint: Checkpoint, *, num_labels: int, task: str = "sequence-classification"
+) -> nn.Module:
     """The model built from its config on the meta device: structure, no weights."""
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
+    head = {} if task == CAUSAL_LM else {"num_labels": num_labels}
     try:
         with quiet_transformers():
             config = AutoConfig.from_pretrained(
-                checkpoint.name_or_path, num_labels=num_labels, **checkpoint.hub_kwargs()
+                checkpoint.name_or_path, **head, **checkpoint.hub_kwargs()
             )
     except Exception as error:
         raise UserError(
@@ -179,15 +213,13 @@ def meta_model(checkpoint: Checkpoint, *, num_labels: int) -> nn.Module:
             hint="offline? use a local model folder",
         ) from None
     with torch.device("meta"), quiet_transformers():
-        return AutoModelForSequenceClassification.from_config(
-            config, trust_remote_code=checkpoint.trust_remote_code
-        )
+        return _auto_class(task).from_config(config, trust_remote_code=checkpoint.trust_remote_code)
 
 
-def inspect_base_model(model: nn.Module) -> ModelInfo:
+def inspect_base_model(model: nn.Module, task: str = "sequence-classification") -> ModelInfo:
     from peftsearch.spaces import inspect_model
 
-    return inspect_model(model, task_type="SEQ_CLS")
+    return inspect_model(model, task_type="CAUSAL_LM" if task == CAUSAL_LM else "SEQ_CLS")
 
 
 def count_trainable(model: nn.Module, peft_config: dict[str, Any]) -> tuple[int, int]:

@@ -54,6 +54,11 @@ class TrialResult:
     losses: list[float] = field(default_factory=list)
     adapter_dir: str | None = None
     error: str | None = None
+    # causal LMs: every metric of the last evaluation (exact_match, token_accuracy,
+    # eval_loss, perplexity, an example generation); ``accuracy`` holds the searched one
+    metrics: dict[str, Any] = field(default_factory=dict)
+    precision: str | None = None  # fp32, bf16 or fp16, as resolved on the worker
+    gradient_checkpointing: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

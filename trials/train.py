@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +14,9 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["TrainSettings", "TrialDiverged", "evaluate", "train"]
+__all__ = ["TrainSettings", "TrialDiverged", "autocast", "evaluate", "resolve_precision", "train"]
+
+IGNORE_INDEX = -100  # label positions the loss skips (padding, causal-LM prompts)
 
 
 class TrialDiverged(RuntimeError):
@@ -28,20 +32,52 @@ class TrainSettings:
     warmup_ratio: float = 0.06
     max_grad_norm: float = 1.0
     seed: int = 0
+    precision: str = "auto"  # auto, fp32, bf16, fp16 (see resolve_precision)
+    gradient_checkpointing: bool = False
+    metric: str = "exact_match"  # causal LMs (trials/lm_eval.py); classifiers: accuracy
+    max_new_tokens: int = 32
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto``: bf16 on a GPU that supports it, fp32 elsewhere (CPUs gain little from
+    autocast, and fp32 keeps CPU trials exact)."""
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "fp32"
+
+
+def autocast(device: str, precision: str) -> AbstractContextManager[Any]:
+    """Mixed precision for the forward pass; the weights stay fp32."""
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
 
 
 def collate(rows: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch to its longest row (dynamic padding keeps short texts cheap)."""
+    """Right-pad a batch to its longest row (dynamic padding keeps short texts cheap).
+
+    Classification rows carry one ``label``; causal-LM rows carry per-token ``labels``,
+    padded with ``IGNORE_INDEX`` so padding never counts in the loss.
+    """
     import torch
 
     width = max(len(r["input_ids"]) for r in rows)
     batch: dict[str, torch.Tensor] = {}
-    for key in ("input_ids", "attention_mask", "token_type_ids"):
+    fills = {"input_ids": pad_token_id, "attention_mask": 0, "token_type_ids": 0}
+    fills["labels"] = IGNORE_INDEX
+    for key, fill in fills.items():
         if key not in rows[0]:
             continue
-        fill = pad_token_id if key == "input_ids" else 0
         batch[key] = torch.tensor([list(r[key]) + [fill] * (width - len(r[key])) for r in rows])
-    batch["labels"] = torch.tensor([int(r["label"]) for r in rows])
+    if "label" in rows[0]:
+        batch["labels"] = torch.tensor([int(r["label"]) for r in rows])
     return batch
 
 
@@ -81,6 +117,8 @@ def train(
     import torch
     from transformers import get_linear_schedule_with_warmup
 
+    precision = resolve_precision(settings.precision, device)
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=precision == "fp16")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=settings.weight_decay)
     total = max_steps or settings.max_steps
@@ -91,13 +129,16 @@ def train(
     model.train()
     for step in range(total):
         batch = {k: v.to(device) for k, v in next(batches).items()}
-        loss = model(**batch).loss
+        with autocast(device, precision):
+            loss = model(**batch).loss
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrialDiverged(f"loss became {value} at step {step + 1}")
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(value)
@@ -115,6 +156,7 @@ def evaluate(
     pad_token_id: int,
     device: str,
     num_labels: int,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Accuracy and macro-F1 (the mean of per-class F1, so rare classes count)."""
     import torch
@@ -122,7 +164,7 @@ def evaluate(
     predictions: list[int] = []
     labels: list[int] = []
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, resolve_precision(precision, device)):
         for start in range(0, len(table), batch_size):
             batch = collate(_rows(table[start : start + batch_size]), pad_token_id)
             gold = batch.pop("labels")

@@ -1,0 +1,308 @@
+"""Causal LMs on a tiny LLaMA built from config: response-only loss, the three metrics,
+every method through a real trial, and an adapter that reloads to the same score."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from helpers import tiny_config
+from typer.testing import CliRunner
+
+from peftsearch.pipelines.cli import app
+from peftsearch.trials import TrainSettings, TrialRequest, TrialRunner
+from peftsearch.trials.lm_data import IGNORE_INDEX, prepare_lm_data
+from peftsearch.trials.lm_eval import evaluate_lm, normalise_answer
+from peftsearch.trials.model import BaseModelSource, Checkpoint, load_tokenizer
+
+LM_LORA = {
+    "peft_type": "LORA",
+    "task_type": "CAUSAL_LM",
+    "r": 4,
+    "lora_alpha": 8,
+    "target_modules": ["q_proj", "v_proj"],
+}
+
+
+def prepare(model_dir: Path, train: Path, eval: Path | None, **kwargs: Any) -> Any:
+    options: dict[str, Any] = {
+        "test": None,
+        "prompt_column": "prompt",
+        "response_column": "response",
+        "messages_column": None,
+        "max_length": 16,
+        "max_train_samples": None,
+        "max_eval_samples": None,
+        "eval_fraction": 0.2,
+        "seed": 0,
+        "tokenizer": load_tokenizer(Checkpoint(str(model_dir))),
+    }
+    options.update(kwargs)
+    return prepare_lm_data(train=str(train), eval=str(eval) if eval else None, **options)
+
+
+def test_only_response_tokens_count(tiny_llama_dir: Path, tiny_lm_data: dict[str, Path]) -> None:
+    data = prepare(tiny_llama_dir, tiny_lm_data["train"], tiny_lm_data["eval"])
+    tokenizer = load_tokenizer(Checkpoint(str(tiny_llama_dir)))
+    row = data.eval[0]
+    prompt, answer = row["prompt_ids"], row["answer"]
+    assert row["input_ids"][: len(prompt)] == prompt
+    assert row["labels"][: len(prompt)] == [IGNORE_INDEX] * len(prompt)
+    response = row["labels"][len(prompt) :]
+    assert response[-1] == tokenizer.eos_token_id  # the model learns to stop
+    assert tokenizer.decode(response[:-1]) == answer
+    assert data.task == "causal-lm" and data.stats["too_long_rows"] == 0
+    assert len(data.train) == 96 and len(data.eval) == 24
+
+
+def test_prompts_lose_their_start_and_long_responses_are_dropped(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    rows = ["prompt,response", "the movie plot actors really opposite of good,bad"] * 3
+    rows.append("opposite of good," + " ".join(["bad"] * 8))  # 8 words + EOS > max_length 6
+    path = tmp_path / "rows.csv"
+    path.write_text("\n".join(rows) + "\n")
+    data = prepare(tiny_llama_dir, path, path, max_length=6)
+    assert data.stats["too_long_rows"] == 2  # once from train, once from eval
+    assert data.stats["truncated_prompts"] == 6
+    tokenizer = load_tokenizer(Checkpoint(str(tiny_llama_dir)))
+    kept = data.eval[0]
+    assert tokenizer.decode(kept["prompt_ids"]) == "really opposite of good"  # the end kept
+    assert len(kept["input_ids"]) == 6
+
+
+def test_chat_messages_render_through_the_chat_template(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    template = (
+        "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}assistant : {% endif %}"
+    )
+    tokenizer = load_tokenizer(Checkpoint(str(tiny_llama_dir)))
+    tokenizer.chat_template = template
+    path = tmp_path / "chat.jsonl"
+    turns = [
+        {"role": "user", "content": "opposite of good"},
+        {"role": "assistant", "content": "bad"},
+    ]
+    path.write_text("\n".join(json.dumps({"messages": turns}) for _ in range(4)) + "\n")
+    data = prepare(
+        tiny_llama_dir, path, path, messages_column="messages", tokenizer=tokenizer, max_length=32
+    )
+    row = data.eval[0]
+    assert row["answer"] == "bad"
+    # the template's words are not in the tiny vocab: they become <unk>, the rest survives
+    assert tokenizer.decode(row["prompt_ids"]).split()[-5:] == [
+        "opposite",
+        "of",
+        "good",
+        "<unk>",
+        "<unk>",
+    ]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": turns[:1]}) + "\n")
+    from peftsearch.errors import UserError
+
+    with pytest.raises(UserError, match="last turn must be the assistant"):
+        prepare(tiny_llama_dir, bad, bad, messages_column="messages", tokenizer=tokenizer)
+
+
+def test_normalised_answers() -> None:
+    assert normalise_answer("  Paris\n") == normalise_answer("paris")
+    assert normalise_answer("New   York") == "new york"
+    assert normalise_answer("Paris.") != "paris"  # punctuation is part of the answer
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_llama_dir: Path, tiny_lm_data: dict[str, Path]) -> tuple[Any, Any, Any]:
+    from transformers import AutoModelForCausalLM
+
+    data = prepare(tiny_llama_dir, tiny_lm_data["train"], tiny_lm_data["eval"])
+    tokenizer = load_tokenizer(Checkpoint(str(tiny_llama_dir)))
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    return model, data, tokenizer
+
+
+def test_eval_loss_and_token_accuracy_are_the_models_own(lm: tuple[Any, Any, Any]) -> None:
+    model, data, tokenizer = lm
+    table = data.eval.select(range(8))
+    metrics = evaluate_lm(
+        model,
+        table,
+        metric="eval_loss",
+        tokenizer=tokenizer,
+        batch_size=3,
+        pad_token_id=0,
+        device="cpu",
+    )
+    loss_sum = counted = correct = 0.0
+    for row in table:  # one row at a time, no padding: what the batched pass must equal
+        ids = torch.tensor([row["input_ids"]])
+        labels = torch.tensor([row["labels"]])
+        with torch.no_grad():
+            out = model(input_ids=ids, labels=labels)
+        n = int((labels[0, 1:] != IGNORE_INDEX).sum())
+        loss_sum += float(out.loss) * n
+        counted += n
+        mask = labels[0, 1:] != IGNORE_INDEX
+        correct += int((out.logits[0, :-1].argmax(-1)[mask] == labels[0, 1:][mask]).sum())
+    assert metrics["eval_loss"] == pytest.approx(loss_sum / counted, rel=1e-4)
+    assert metrics["token_accuracy"] == pytest.approx(correct / counted)
+    assert metrics["accuracy"] == pytest.approx(1 / metrics["perplexity"])
+    assert metrics["metric"] == "eval_loss"
+
+
+def test_batched_left_padded_generation_matches_one_by_one(lm: tuple[Any, Any, Any]) -> None:
+    """The answers are the model's own unpadded greedy outputs, so a correct batched,
+    left-padded exact match scores 1.0; right padding or a misplaced cut would not."""
+    model, data, tokenizer = lm
+    table = data.eval.select(range(6))
+    answers = []
+    for row in table:
+        ids = torch.tensor([row["prompt_ids"]])
+        out = model.generate(input_ids=ids, max_new_tokens=3, do_sample=False, pad_token_id=0)
+        answers.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+    table = table.remove_columns("answer").add_column("answer", answers)
+    metrics = evaluate_lm(
+        model,
+        table,
+        metric="exact_match",
+        tokenizer=tokenizer,
+        batch_size=4,
+        pad_token_id=0,
+        device="cpu",
+        max_new_tokens=3,
+    )
+    assert metrics["exact_match"] == 1.0 == metrics["accuracy"]
+    assert metrics["example"]["reference"] == answers[0]
+
+
+def lm_runner(model_dir: Path, data: Any, **settings: Any) -> TrialRunner:
+    source = BaseModelSource(
+        Checkpoint(str(model_dir)), num_labels=0, label_names=[], pad_token_id=0, task="causal-lm"
+    )
+    options = {"max_steps": 8, "batch_size": 8, "eval_batch_size": 16, "max_new_tokens": 3}
+    options.update(settings)
+    return TrialRunner(source, data, TrainSettings(**options), device="cpu", device_name="cpu")
+
+
+METHOD_CONFIGS = {
+    "lora": LM_LORA,
+    "dora": {**LM_LORA, "use_dora": True},
+    "ia3": {
+        "peft_type": "IA3",
+        "task_type": "CAUSAL_LM",
+        "target_modules": ["k_proj", "v_proj", "down_proj"],
+        "feedforward_modules": ["down_proj"],
+    },
+    "loha": {"peft_type": "LOHA", "task_type": "CAUSAL_LM", "r": 2, "target_modules": ["q_proj"]},
+    "prompt_tuning": {
+        "peft_type": "PROMPT_TUNING",
+        "task_type": "CAUSAL_LM",
+        "num_virtual_tokens": 4,
+    },
+    "prefix_tuning": {
+        "peft_type": "PREFIX_TUNING",
+        "task_type": "CAUSAL_LM",
+        "num_virtual_tokens": 4,
+    },
+}
+
+
+@pytest.mark.parametrize("method", list(METHOD_CONFIGS))
+def test_each_method_trains_and_its_adapter_reloads_to_the_same_score(
+    method: str, lm: tuple[Any, Any, Any], tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model, data, tokenizer = lm
+    untrained = evaluate_lm(
+        model,
+        data.eval,
+        metric="eval_loss",
+        tokenizer=tokenizer,
+        batch_size=16,
+        pad_token_id=0,
+        device="cpu",
+    )
+    runner = lm_runner(tiny_llama_dir, data, metric="exact_match")
+    request = TrialRequest(0, method, METHOD_CONFIGS[method], 5e-2, str(tmp_path), rungs=(4,))
+    result = runner.run(request)
+    assert result.status == "COMPLETE", result.error
+    assert result.steps == 8
+    assert result.metrics["eval_loss"] < untrained["eval_loss"]  # it learned something
+    assert result.rungs and result.rungs[0][0] == 4  # the rung scored token accuracy
+    assert set(result.metrics) >= {"exact_match", "token_accuracy", "eval_loss", "perplexity"}
+    assert result.accuracy == result.metrics["exact_match"]
+    assert result.precision == "fp32"
+    # an export round trip: the saved adapter on a fresh base model scores the same
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    reloaded = PeftModel.from_pretrained(base, tmp_path)
+    again = evaluate_lm(
+        reloaded,
+        data.eval,
+        metric="exact_match",
+        tokenizer=tokenizer,
+        batch_size=16,
+        pad_token_id=0,
+        device="cpu",
+        max_new_tokens=3,
+    )
+    assert again["exact_match"] == result.metrics["exact_match"]
+    assert again["eval_loss"] == pytest.approx(result.metrics["eval_loss"], rel=1e-4)
+
+
+def test_gradient_checkpointing_gives_the_same_training(
+    lm: tuple[Any, Any, Any], tiny_llama_dir: Path
+) -> None:
+    _, data, _ = lm
+    request = TrialRequest(0, "lora", LM_LORA, 1e-2, None)
+    plain = lm_runner(tiny_llama_dir, data, metric="token_accuracy").run(request)
+    checkpointed = lm_runner(
+        tiny_llama_dir, data, metric="token_accuracy", gradient_checkpointing=True
+    ).run(request)
+    assert checkpointed.status == "COMPLETE", checkpointed.error
+    assert checkpointed.gradient_checkpointing and not plain.gradient_checkpointing
+    assert checkpointed.losses == pytest.approx(plain.losses, rel=1e-4)
+    assert checkpointed.accuracy == pytest.approx(plain.accuracy)
+
+
+def test_bf16_autocast_is_recorded_and_trains(
+    lm: tuple[Any, Any, Any], tiny_llama_dir: Path
+) -> None:
+    _, data, _ = lm
+    request = TrialRequest(0, "lora", LM_LORA, 1e-2, None)
+    result = lm_runner(tiny_llama_dir, data, metric="token_accuracy", precision="bf16").run(request)
+    assert result.status == "COMPLETE", result.error
+    assert result.precision == "bf16" and result.accuracy is not None
+
+
+def test_a_causal_lm_search_names_its_metric_and_its_zero_shot_baseline(
+    tiny_llama_dir: Path, tiny_lm_data: dict[str, Path], tmp_path: Path
+) -> None:
+    config = tiny_config(tiny_llama_dir, tiny_lm_data, tmp_path / "out")
+    config["model"]["task"] = "causal-lm"
+    config["space"] = {"methods": ["lora", "prefix_tuning"]}
+    config["evaluation"] = {"metric": "exact_match", "max_new_tokens": 3}
+    config["tracking"] = {"enabled": False}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "scored by exact match" in result.output
+    assert "Without an adapter: exact match" in result.output
+    study = tmp_path / "out" / "tiny"
+    pareto = json.loads((study / "pareto.json").read_text())
+    assert pareto["metric"] == "exact_match"
+    zero_shot = pareto["summary"]["baseline"]["zero_shot"]
+    assert zero_shot["eval_rows"] == 24 and "perplexity" in zero_shot
+    assert {r["metric"] for r in pareto["pareto"]} == {"exact_match"}
+    advice = runner.invoke(app, ["recommend", str(study)])
+    assert advice.exit_code == 0, advice.output
+    assert "exact match" in advice.output and "on 24 eval prompts" in advice.output

@@ -1,0 +1,197 @@
+"""Prompt/response pairs in, tokenized causal-LM sets out: the loss counts response
+tokens only, and evaluation keeps the prompt and the reference answer apart."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from peftsearch.errors import UserError
+from peftsearch.trials.data import PreparedData, load_table
+
+if TYPE_CHECKING:
+    import datasets
+    import pandas as pd
+
+__all__ = ["IGNORE_INDEX", "LM_COLUMNS", "encode_pair", "prepare_lm_data", "render_prompt"]
+
+IGNORE_INDEX = -100  # labels torch's cross-entropy skips: the prompt's tokens
+# input_ids/attention_mask/labels train; prompt_ids and answer drive generation
+LM_COLUMNS = ("input_ids", "attention_mask", "labels", "prompt_ids", "answer")
+
+
+def render_prompt(tokenizer: Any, turns: list[dict[str, str]]) -> str:
+    """The prompt text the model continues: the chat template with its generation
+    prompt where the tokenizer has one, else the turns' text, one per line."""
+    if getattr(tokenizer, "chat_template", None):
+        return str(tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True))
+    return "\n".join(turn["content"] for turn in turns) + "\n"
+
+
+def encode_pair(
+    tokenizer: Any, prompt: str, response: str, max_length: int
+) -> tuple[list[int], list[int], bool] | None:
+    """(prompt ids, response ids ending in EOS, prompt truncated?), or None when the
+    response alone leaves no room for a prompt token: responses are never cut."""
+    # a chat template writes its own special tokens; plain text gets the tokenizer's BOS
+    special = not getattr(tokenizer, "chat_template", None)
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=special)["input_ids"])
+    response_ids = list(tokenizer(response, add_special_tokens=False)["input_ids"])
+    if tokenizer.eos_token_id is not None:
+        response_ids.append(int(tokenizer.eos_token_id))
+    room = max_length - len(response_ids)
+    if room < 1:
+        return None
+    truncated = len(prompt_ids) > room
+    return prompt_ids[-room:], response_ids, truncated  # prompts lose their start
+
+
+def _pairs(
+    frame: pd.DataFrame,
+    *,
+    key: str,
+    tokenizer: Any,
+    prompt_column: str,
+    response_column: str,
+    messages_column: str | None,
+) -> list[tuple[str, str]]:
+    """(rendered prompt, response) per usable row; empty rows are dropped."""
+    if messages_column is not None:
+        if messages_column not in frame.columns:
+            found = ", ".join(map(str, frame.columns))
+            raise UserError(
+                f"column {messages_column!r} is not in {key} (its columns: {found})",
+                where="data.messages_column",
+            )
+        pairs = []
+        for number, turns in enumerate(frame[messages_column].tolist()):
+            turns = list(turns) if turns is not None else []
+            if not turns or not all(isinstance(t, dict) and "content" in t for t in turns):
+                raise UserError(
+                    f"row {number} of {key}: {messages_column} must be a list of "
+                    "{role, content} dicts",
+                    where="data.messages_column",
+                )
+            if turns[-1].get("role") != "assistant" or len(turns) < 2:
+                raise UserError(
+                    f"row {number} of {key}: the last turn must be the assistant's answer, "
+                    "after at least one user turn",
+                    where="data.messages_column",
+                )
+            turns = [{"role": str(t["role"]), "content": str(t["content"])} for t in turns]
+            pairs.append((render_prompt(tokenizer, turns[:-1]), turns[-1]["content"]))
+        return [(p, r) for p, r in pairs if r.strip()]
+    for column, name in (
+        (prompt_column, "data.prompt_column"),
+        (response_column, "data.response_column"),
+    ):
+        if column not in frame.columns:
+            found = ", ".join(map(str, frame.columns))
+            raise UserError(f"column {column!r} is not in {key} (its columns: {found})", where=name)
+    frame = frame[[prompt_column, response_column]].dropna()
+    return [
+        (render_prompt(tokenizer, [{"role": "user", "content": str(p)}]), str(r))
+        for p, r in zip(frame[prompt_column], frame[response_column], strict=True)
+        if str(p).strip() and str(r).strip()
+    ]
+
+
+def _encode(
+    pairs: list[tuple[str, str]], tokenizer: Any, max_length: int, stats: dict[str, int]
+) -> datasets.Dataset:
+    import datasets
+
+    rows: dict[str, list[Any]] = {c: [] for c in LM_COLUMNS}
+    for prompt, response in pairs:
+        encoded = encode_pair(tokenizer, prompt, response, max_length)
+        if encoded is None:
+            stats["too_long_rows"] += 1
+            continue
+        prompt_ids, response_ids, truncated = encoded
+        stats["truncated_prompts"] += truncated
+        rows["input_ids"].append(prompt_ids + response_ids)
+        rows["attention_mask"].append([1] * (len(prompt_ids) + len(response_ids)))
+        rows["labels"].append([IGNORE_INDEX] * len(prompt_ids) + response_ids)
+        rows["prompt_ids"].append(prompt_ids)
+        rows["answer"].append(response)
+    return datasets.Dataset.from_dict(rows)
+
+
+def prepare_lm_data(
+    *,
+    train: str,
+    eval: str | None,
+    test: str | None = None,
+    prompt_column: str,
+    response_column: str,
+    messages_column: str | None,
+    max_length: int,
+    max_train_samples: int | None,
+    max_eval_samples: int | None,
+    eval_fraction: float,
+    seed: int,
+    tokenizer: Any,
+    dataset_config: str | None = None,
+) -> PreparedData:
+    """Load, render (chat template where there is one), split, subsample and tokenize.
+
+    ``stats`` counts ``too_long_rows`` (a response that cannot fit ``max_length``:
+    dropped, never cut) and ``truncated_prompts`` (prompts shortened from the left).
+    """
+    import random
+
+    columns = {
+        "tokenizer": tokenizer,
+        "prompt_column": prompt_column,
+        "response_column": response_column,
+        "messages_column": messages_column,
+    }
+
+    def read(spec: str, key: str) -> list[tuple[str, str]]:
+        return _pairs(load_table(spec, key=key, dataset_config=dataset_config), key=key, **columns)
+
+    train_pairs = read(train, "data.train")
+    if eval is None:
+        order = list(range(len(train_pairs)))
+        random.Random(seed).shuffle(order)
+        cut = max(1, round(eval_fraction * len(order)))
+        eval_pairs = [train_pairs[i] for i in order[:cut]]
+        train_pairs = [train_pairs[i] for i in sorted(order[cut:])]
+    else:
+        eval_pairs = read(eval, "data.eval")
+    train_pairs = _subsample(train_pairs, max_train_samples, seed)
+    eval_pairs = _subsample(eval_pairs, max_eval_samples, seed)
+    stats = {"too_long_rows": 0, "truncated_prompts": 0}
+    train_set = _encode(train_pairs, tokenizer, max_length, stats)
+    eval_set = _encode(eval_pairs, tokenizer, max_length, stats)
+    if len(train_set) < 2:
+        raise UserError(
+            f"fewer than 2 usable training rows ({stats['too_long_rows']} responses longer "
+            f"than data.max_length {max_length})",
+            where="data.train",
+            hint="raise data.max_length",
+        )
+    if len(eval_set) == 0:
+        raise UserError("no usable evaluation rows", where="data.eval" if eval else "data.train")
+    test_set = _encode(read(test, "data.test"), tokenizer, max_length, stats) if test else None
+    return PreparedData(
+        train=train_set.select_columns(["input_ids", "attention_mask", "labels"]),
+        eval=eval_set,
+        label_names=[],
+        pad_token_id=int(tokenizer.pad_token_id),
+        stats={
+            "train_rows": len(train_set),
+            "eval_rows": len(eval_set),
+            **({"test_rows": len(test_set)} if test_set is not None else {}),
+            **stats,
+        },
+        test=test_set,
+        task="causal-lm",
+    )
+
+
+def _subsample(pairs: list[tuple[str, str]], limit: int | None, seed: int) -> list[tuple[str, str]]:
+    import random
+
+    if limit is None or len(pairs) <= limit:
+        return pairs
+    return random.Random(seed).sample(pairs, limit)

@@ -1,0 +1,139 @@
+"""Scoring a causal-LM adapter: exact match of greedy generations, and teacher-forced
+token accuracy and response loss."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING, Any
+
+from peftsearch.trials.train import IGNORE_INDEX, _rows, autocast, collate, resolve_precision
+
+if TYPE_CHECKING:
+    import datasets
+    from torch import nn
+
+__all__ = ["LM_METRICS", "evaluate_lm", "normalise_answer"]
+
+LM_METRICS = ("exact_match", "token_accuracy", "eval_loss")
+
+
+def normalise_answer(text: str) -> str:
+    """Strip, case-fold and collapse whitespace: "  Paris\\n" equals "paris"."""
+    return re.sub(r"\s+", " ", text.strip().casefold())
+
+
+def _teacher_forced(
+    model: nn.Module, table: datasets.Dataset, batch_size: int, pad_token_id: int, device: str
+) -> dict[str, float]:
+    """Next-token accuracy and mean loss over the response tokens only."""
+    import torch
+
+    correct = counted = 0
+    loss_sum = 0.0
+    for start in range(0, len(table), batch_size):
+        rows = _rows(
+            table.select_columns(["input_ids", "attention_mask", "labels"])[
+                start : start + batch_size
+            ]
+        )
+        batch = {k: v.to(device) for k, v in collate(rows, pad_token_id).items()}
+        labels = batch.pop("labels")
+        logits = model(**batch).logits
+        # prompt tuning prepends virtual tokens to the outputs: keep the inputs' positions
+        logits = logits[:, -labels.shape[1] :].float()
+        predicted, gold = logits[:, :-1], labels[:, 1:]
+        mask = gold != IGNORE_INDEX
+        correct += int(((predicted.argmax(-1) == gold) & mask).sum())
+        counted += int(mask.sum())
+        loss_sum += float(
+            torch.nn.functional.cross_entropy(
+                predicted.reshape(-1, predicted.shape[-1]),
+                gold.reshape(-1),
+                ignore_index=IGNORE_INDEX,
+                reduction="sum",
+            )
+        )
+    loss = loss_sum / max(1, counted)
+    return {
+        "token_accuracy": correct / max(1, counted),
+        "eval_loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+    }
+
+
+def _exact_match(
+    model: nn.Module,
+    table: datasets.Dataset,
+    *,
+    tokenizer: Any,
+    batch_size: int,
+    device: str,
+    max_new_tokens: int,
+) -> tuple[float, dict[str, str]]:
+    """Greedy generation, batched and left-padded (so every prompt ends where generation
+    starts); returns the share of exact answers and the first row as an example."""
+    import torch
+
+    pad = int(tokenizer.pad_token_id)
+    hits = 0
+    example: dict[str, str] = {}
+    for start in range(0, len(table), batch_size):
+        chunk = table[start : start + batch_size]
+        prompts, answers = chunk["prompt_ids"], chunk["answer"]
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        output = model.generate(  # type: ignore[operator]
+            input_ids=input_ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        texts = tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+        for text, answer in zip(texts, answers, strict=True):
+            hits += normalise_answer(text) == normalise_answer(answer)
+        if not example:
+            example = {
+                "prompt": tokenizer.decode(prompts[0], skip_special_tokens=True),
+                "generated": texts[0].strip(),
+                "reference": answers[0],
+            }
+    return hits / len(table), example
+
+
+def evaluate_lm(
+    model: nn.Module,
+    table: datasets.Dataset,
+    *,
+    metric: str,
+    tokenizer: Any,
+    batch_size: int,
+    pad_token_id: int,
+    device: str,
+    precision: str = "fp32",
+    max_new_tokens: int = 32,
+) -> dict[str, Any]:
+    """The metrics of ``metric``, with ``accuracy`` set to the score the search
+    maximises: exact match, token accuracy, or 1/perplexity for ``eval_loss``."""
+    import torch
+
+    model.eval()
+    with torch.inference_mode(), autocast(device, resolve_precision(precision, device)):
+        metrics: dict[str, Any] = _teacher_forced(model, table, batch_size, pad_token_id, device)
+        if metric == "exact_match":
+            metrics["exact_match"], metrics["example"] = _exact_match(
+                model,
+                table,
+                tokenizer=tokenizer,
+                batch_size=batch_size,
+                device=device,
+                max_new_tokens=max_new_tokens,
+            )
+    metrics["metric"] = metric
+    metrics["accuracy"] = (
+        1.0 / metrics["perplexity"] if metric == "eval_loss" else float(metrics[metric])
+    )
+    return metrics
