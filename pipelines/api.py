@@ -112,6 +112,7 @@ class StudyResult:
             out=Path(out),
             merge=merge,
             force=force,
+            max_new_tokens=self.config.evaluation.max_new_tokens,
         )
 
     def pick_trial(

@@ -206,6 +206,7 @@ def write_study_files(config: Config, data: PreparedData) -> None:
         "id2label": dict(enumerate(data.label_names)),
         "label2id": {name: i for i, name in enumerate(data.label_names)},
         "pad_token_id": data.pad_token_id,
+        "task": data.task,
         "data": data.stats,
     }
     atomic_write(study_dir / LABELS_FILE, json.dumps(labels, indent=2) + "\n")

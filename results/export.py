@@ -32,6 +32,92 @@ def _test_lines(row: dict[str, Any]) -> str:
     )
 
 
+def _lm_card(
+    *,
+    base: Checkpoint,
+    row: dict[str, Any],
+    data: dict[str, Any],
+    study_name: str,
+    peft_type: str,
+    max_new_tokens: int,
+) -> str:
+    """The card of a causal-LM adapter: its metrics, an example generation, and code
+    that loads the adapter and generates."""
+    from peftsearch.results.front import metric_name
+
+    base_model = base.name_or_path
+    revision = f" at revision `{base.revision}`" if base.revision else ""
+    extra = _load_arguments(base)
+    example = json.loads(row["example"]) if row.get("example") else {}
+    prompt = example.get("prompt", "Write your prompt here.")
+    shown = ""
+    if example:
+        shown = (
+            f"\n## An example from the evaluation set\n\n- prompt: `{prompt!r}`\n"
+            f"- generated: `{example.get('generated')!r}`\n"
+            f"- reference: `{example.get('reference')!r}`\n"
+        )
+    source = (
+        f"chat column `{data.get('messages_column')}`"
+        if data.get("messages_column")
+        else f"prompt column `{data.get('prompt_column')}`, response column "
+        f"`{data.get('response_column')}`"
+    )
+    perplexity = row.get("perplexity")
+    return f"""---
+library_name: peft
+base_model: {base_model}
+pipeline_tag: text-generation
+tags: [peft, {peft_type.lower()}, peftsearch]
+---
+# {row["method"]} adapter from peftsearch study `{study_name}` (trial {row["trial"]})
+
+**Base model:** `{base_model}`{revision}
+**Settings in words:** {row.get("description") or row["method"]}
+**Method:** {row["method"]} ({peft_type}); settings: {row["params"]}; learning rate {row["lr"]:.3g}
+**Task:** text generation (causal LM), scored by {metric_name(row)}
+
+## Results on the evaluation set
+
+| metric | value |
+|---|---|
+| {metric_name(row)} on {row.get("eval_rows")} eval prompts | {row["accuracy"]:.4f} |
+| token accuracy on the responses | {_num(row.get("token_accuracy"))} |
+| perplexity on the responses | {_num(perplexity)} |{_test_lines(row)}
+| trainable parameters | {row["trainable_params"]:,} ({row["trainable_pct"]:.3f}% of the model) |
+| training cost | ${row["cost_usd"]:.4f} ({row["device_seconds"]:.0f} device-seconds) |
+{shown}
+## Data
+
+- train: `{data.get("train")}`
+- eval: `{data.get("eval") or f"{data.get('eval_fraction')} of train, held out"}`
+- {source}; at most {data.get("max_length")} tokens per prompt and response
+
+## Load it and generate
+
+```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+base = AutoModelForCausalLM.from_pretrained(
+    "{base_model}",{extra}
+)
+model = PeftModel.from_pretrained(base, "path/to/this/folder").eval()
+tokenizer = AutoTokenizer.from_pretrained("{base_model}",{extra}
+)
+# the prompt as the search rendered it (chat template and special tokens included)
+prompt = {prompt!r}
+inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+output = model.generate(**inputs, max_new_tokens={max_new_tokens}, do_sample=False)
+print(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
+```
+"""
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def model_card(
     *,
     base: Checkpoint,
@@ -40,7 +126,18 @@ def model_card(
     labels: list[str],
     study_name: str,
     peft_type: str,
+    task: str = "sequence-classification",
+    max_new_tokens: int = 32,
 ) -> str:
+    if task == "causal-lm":
+        return _lm_card(
+            base=base,
+            row=row,
+            data=data,
+            study_name=study_name,
+            peft_type=peft_type,
+            max_new_tokens=max_new_tokens,
+        )
     acc = row.get("accuracy")
     f1 = row.get("macro_f1")
     base_model = base.name_or_path
@@ -105,12 +202,14 @@ def export_adapter(
     out: Path,
     merge: bool = False,
     force: bool = False,
+    max_new_tokens: int = 32,
 ) -> Path:
     """Write the adapter, ``labels.json`` and ``README.md`` to ``out``, all or nothing.
 
     ``data`` is the study's data section (for the card). With ``merge``, the adapter is
     also merged into ``base`` (same revision, remote code and float32 weights as the
-    search) and written to ``out/merged``.
+    search) and written to ``out/merged``. ``max_new_tokens``: a causal-LM card
+    generates as the evaluation did (``evaluation.max_new_tokens``).
     """
 
     number = row["trial"]
@@ -146,6 +245,8 @@ def export_adapter(
             labels=list(meta["id2label"].values()),
             study_name=study_name,
             peft_type=peft_type,
+            task=meta.get("task", "sequence-classification"),
+            max_new_tokens=max_new_tokens,
         )
         (staging / "README.md").write_text(card)
         if merge:
@@ -176,7 +277,11 @@ def _merge(folder: Path, base: Checkpoint, meta: dict[str, Any]) -> None:
 
     labels = [meta["id2label"][k] for k in sorted(meta["id2label"], key=int)]
     source = BaseModelSource(
-        base, num_labels=len(labels), label_names=labels, pad_token_id=meta["pad_token_id"]
+        base,
+        num_labels=len(labels),
+        label_names=labels,
+        pad_token_id=meta["pad_token_id"],
+        task=meta.get("task", "sequence-classification"),
     )
     merged = PeftModel.from_pretrained(source.fresh_copy(), str(folder)).merge_and_unload()
     merged.save_pretrained(folder / "merged")

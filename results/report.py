@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
+from peftsearch.results.front import metric_name
 from peftsearch.results.noise import accuracy_error
 
 if TYPE_CHECKING:
@@ -38,14 +39,19 @@ def _spread(row: dict[str, Any]) -> str:
 def _hover(row: dict[str, Any]) -> str:
     return (
         f"trial {row['trial']} ({row['status'].lower()})<br>{row['method']} {row['params']}"
-        f"<br>lr {row['lr']:.2e}<br>accuracy {row['accuracy']:.3f}{_spread(row)}"
+        f"<br>lr {row['lr']:.2e}<br>{metric_name(row)} {row['accuracy']:.3f}{_spread(row)}"
         f"<br>{row['trainable_params']:,} trainable ({row['trainable_pct']:.3f}%)"
         f"<br>${row['cost_usd']:.4f}, {row['device_seconds']:.0f} device-s"
     )
 
 
 def _projection(
-    rows: list[dict[str, Any]], front: set[int], x: str, title: str, log_x: bool
+    rows: list[dict[str, Any]],
+    front: set[int],
+    x: str,
+    title: str,
+    log_x: bool,
+    metric: str = "accuracy",
 ) -> Figure:
     """Front trials colored by method, the rest grey: one trace per group, one point per trial."""
     import plotly.graph_objects as go
@@ -95,7 +101,7 @@ def _projection(
     figure.update_layout(
         title=title,
         xaxis_title=x.replace("_", " "),
-        yaxis_title="accuracy",
+        yaxis_title=metric,
         template="plotly_white",
         height=420,
         margin={"t": 50, "l": 60, "r": 20, "b": 50},
@@ -105,7 +111,7 @@ def _projection(
     return figure
 
 
-def _by_method(rows: list[dict[str, Any]]) -> Figure:
+def _by_method(rows: list[dict[str, Any]], metric: str = "accuracy") -> Figure:
     import plotly.graph_objects as go
 
     figure = go.Figure()
@@ -123,8 +129,8 @@ def _by_method(rows: list[dict[str, Any]]) -> Figure:
                 )
             )
     figure.update_layout(
-        title="Accuracy by method (completed trials)",
-        yaxis_title="accuracy",
+        title=f"{metric.capitalize()} by method (completed trials)",
+        yaxis_title=metric,
         template="plotly_white",
         height=380,
         showlegend=False,
@@ -132,7 +138,7 @@ def _by_method(rows: list[dict[str, Any]]) -> Figure:
     return figure
 
 
-def _convergence(rows: list[dict[str, Any]]) -> Figure:
+def _convergence(rows: list[dict[str, Any]], metric: str = "accuracy") -> Figure:
     """Accuracy against the money spent so far, with the best-so-far line: flat means
     the search has stopped finding better adapters."""
     import plotly.graph_objects as go
@@ -153,9 +159,9 @@ def _convergence(rows: list[dict[str, Any]]) -> Figure:
         go.Scatter(x=line_x, y=line_y, mode="lines", name="best so far", line={"shape": "hv"})
     )
     figure.update_layout(
-        title="Has the search converged? Accuracy against budget spent",
+        title=f"Has the search converged? {metric.capitalize()} against budget spent",
         xaxis_title="cumulative cost (USD)",
-        yaxis_title="accuracy",
+        yaxis_title=metric,
         template="plotly_white",
         height=380,
     )
@@ -193,10 +199,34 @@ def _table(rows: list[dict[str, Any]], front: set[int]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _budget(summary: dict[str, Any], budget: dict[str, Any] | None, stop_reason: str | None) -> str:
+def _example(rows: list[dict[str, Any]], recommendation: Recommendation) -> str:
+    """A causal LM's answer to one evaluation prompt, next to the reference answer."""
+    import json
+
+    row = next((r for r in rows if r["trial"] == recommendation.trial), None)
+    if not row or not row.get("example"):
+        return ""
+    example = json.loads(row["example"])
+    items = "".join(
+        f"<dt>{label}</dt><dd><pre>{html.escape(str(example.get(key, '')))}</pre></dd>"
+        for label, key in (
+            ("prompt", "prompt"),
+            ("its answer", "generated"),
+            ("the reference", "reference"),
+        )
+    )
+    return f"<p>An evaluation prompt and trial {row['trial']}'s answer:</p><dl>{items}</dl>"
+
+
+def _budget(
+    summary: dict[str, Any],
+    budget: dict[str, Any] | None,
+    stop_reason: str | None,
+    metric: str = "accuracy",
+) -> str:
     plain = summary.get("baseline") or {}
     items = [
-        f"Without an adapter ({b['method']}): accuracy {b['accuracy']:.3f}" for b in plain.values()
+        f"Without an adapter ({b['method']}): {metric} {b['accuracy']:.3f}" for b in plain.values()
     ] + [
         f"{summary.get('trials', 0)} trials: {summary.get('complete', 0)} complete, "
         f"{summary.get('pruned', 0)} stopped early or by the budget, "
@@ -240,12 +270,22 @@ def render_report(
 
     front_set = set(front)
     shown = plotted_rows(rows)
+    metric = metric_name(next((r for r in rows if r.get("metric")), {}))
+    title_word = metric.capitalize()
     figures = [
-        _projection(shown, front_set, "trainable_params", "Accuracy vs trainable parameters", True),
-        _projection(shown, front_set, "cost_usd", "Accuracy vs cost per trial", False),
-        _by_method(shown),
-        _convergence(rows),
+        _projection(
+            shown,
+            front_set,
+            "trainable_params",
+            f"{title_word} vs trainable parameters",
+            True,
+            metric,
+        ),
+        _projection(shown, front_set, "cost_usd", f"{title_word} vs cost per trial", False, metric),
+        _by_method(shown, metric),
+        _convergence(rows, metric),
     ]
+    example = _example(rows, recommendation)
     divs = [
         pio.to_html(f, full_html=False, include_plotlyjs=(i == 0), div_id=f"plot-{i}")
         for i, f in enumerate(figures)
@@ -258,6 +298,7 @@ def render_report(
 <h2>Recommendation</h2>
 <p class="recommendation">{html.escape(recommendation.text)}</p>
 {f"<p>Nearby options:</p><ul>{alternatives}</ul>" if alternatives else ""}
+{example}
 <h2>The trade-off</h2>
 <p>Each coloured point is on the Pareto front: no other trial is at once more accurate, smaller
 and cheaper by more than the measurement noise. Grey points are beaten; crosses were stopped
@@ -266,7 +307,7 @@ trials whose bars overlap are tied. Hover for details.</p>
 <div class="grid"><div>{divs[0]}</div><div>{divs[1]}</div></div>
 <div class="grid"><div>{divs[2]}</div><div>{divs[3]}</div></div>
 <h2>Budget</h2>
-{_budget(summary, budget, stop_reason)}
+{_budget(summary, budget, stop_reason, metric)}
 <h2>All trials</h2>
 {_table(rows, front_set)}
 </body></html>

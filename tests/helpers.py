@@ -47,3 +47,23 @@ def tiny_config(
     }
     config.update(sections)
     return config
+
+
+def run_card_code(folder: Path) -> dict[str, Any]:
+    """Run the first python block of an exported model card as a user would: from inside
+    the export folder, with its one placeholder replaced by the folder's path."""
+    import os
+    import re
+
+    card = (folder / "README.md").read_text()
+    match = re.search(r"```python\n(.*?)```", card, re.S)
+    assert match, "the model card has no python block"
+    code = match.group(1).replace("path/to/this/folder", str(folder))
+    namespace: dict[str, Any] = {}
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        exec(compile(code, str(folder / "README.md"), "exec"), namespace)
+    finally:
+        os.chdir(before)
+    return namespace

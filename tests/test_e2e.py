@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import tiny_config
+from helpers import run_card_code, tiny_config
 from typer.testing import CliRunner
 
 from peftsearch.pipelines.cli import app
@@ -131,6 +131,8 @@ def test_continue_and_export(searched: dict, tmp_path: Path) -> None:
 
     card = (out / "README.md").read_text()
     assert "at revision `v1.0`" in card and "revision='v1.0'," in card
+    loaded = run_card_code(out)  # the card's code runs as written
+    assert type(loaded["model"]).__name__ == "PeftModelForSequenceClassification"
 
 
 def test_merge_into_the_searched_checkpoint(searched: dict, tmp_path: Path) -> None:

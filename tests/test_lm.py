@@ -3,6 +3,8 @@ every method through a real trial, and an adapter that reloads to the same score
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from helpers import tiny_config
+from helpers import run_card_code, tiny_config
 from typer.testing import CliRunner
 
 from peftsearch.pipelines.cli import app
@@ -306,3 +308,18 @@ def test_a_causal_lm_search_names_its_metric_and_its_zero_shot_baseline(
     advice = runner.invoke(app, ["recommend", str(study)])
     assert advice.exit_code == 0, advice.output
     assert "exact match" in advice.output and "on 24 eval prompts" in advice.output
+    # export: the card's code loads the adapter and generates the trial's own example
+    row = pareto["pareto"][0]
+    out = tmp_path / "export"
+    exported = runner.invoke(
+        app, ["export", str(study), "--trial", str(row["trial"]), "--out", str(out)]
+    )
+    assert exported.exit_code == 0, exported.output
+    card = (out / "README.md").read_text()
+    assert f"exact match on 24 eval prompts | {row['accuracy']:.4f}" in card
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run_card_code(out)
+    assert printed.getvalue().strip() == json.loads(row["example"])["generated"]
+    report = (study / "report.html").read_text()
+    assert "Exact match vs trainable parameters" in report and "its answer" in report

@@ -97,7 +97,8 @@ def _exact_match(
             hits += normalise_answer(text) == normalise_answer(answer)
         if not example:
             example = {
-                "prompt": tokenizer.decode(prompts[0], skip_special_tokens=True),
+                # with its special tokens: re-tokenized as is, it gives the same ids
+                "prompt": tokenizer.decode(prompts[0], skip_special_tokens=False),
                 "generated": texts[0].strip(),
                 "reference": answers[0],
             }
