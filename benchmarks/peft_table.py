@@ -76,6 +76,17 @@ TABLE_SPACE: dict[str, dict[str, list[Any]]] = {
     "ia3": {"targets": ["kv+ffn", "kv"], "layers": ["all", "top-half"]},
     "prompt_tuning": {"num_virtual_tokens": [8, 32], "init": ["sample_vocab", "random"]},
 }
+# The learning-rate span each method's grid covers: the default ranges when the tables were
+# measured. Fixed here, so the product's defaults can move (by this benchmark's evidence)
+# while the tables stay what was measured; the replay snaps into these grids.
+TABLE_LR: dict[str, tuple[float, float]] = {
+    "lora": (2e-4, 1e-2),
+    "dora": (2e-4, 1e-2),
+    "loha": (1e-4, 5e-3),
+    "lokr": (1e-4, 5e-3),
+    "ia3": (3e-3, 1e-1),
+    "prompt_tuning": (1e-2, 3e-1),
+}
 # The second table is a sub-grid (ranks 4 and 16, three learning rates: 120 configs), so
 # that both tables finish in about three hours of this machine; every config of it is also
 # a config of the first table's space, up to the learning-rate grid.
@@ -109,14 +120,13 @@ def space_overrides(dataset: str) -> dict[str, Any]:
     return space
 
 
-def grid_params(options: dict[str, Any], dataset: str) -> list[dict[str, Any]]:
+def grid_params(dataset: str) -> list[dict[str, Any]]:
     """Every config of the table, as the Optuna params a search would sample."""
     grid, points = table_space(dataset)
     rows = []
     for method, knobs in grid.items():
-        lr = options[method].lr
         axes = {f"{method}.{k}": v for k, v in knobs.items()}
-        axes[f"{method}.lr"] = lr_grid(lr.low, lr.high, points)
+        axes[f"{method}.lr"] = lr_grid(*TABLE_LR[method], points)
         for values in itertools.product(*axes.values()):
             rows.append({"method": method, **dict(zip(axes, values, strict=True))})
     return rows
@@ -285,7 +295,7 @@ def measure(dataset: str, out: Path, limit: int | None, workers: int) -> None:
         info, _ = build_model_info(config, data.num_labels)
         rungs, _ = build_early_stopping(config, len(data.eval))
         options = config.method_options()
-        grid = grid_params(options, dataset)
+        grid = grid_params(dataset)
         random.Random(0).shuffle(grid)
         done = done_keys(out)
         todo = [p for p in grid if row_key(p) not in done]
