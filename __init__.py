@@ -44,6 +44,17 @@ _LAZY = {
 }
 
 
+def _register_peft_methods() -> None:
+    """peftsearch's own peft methods load with ``PeftModel.from_pretrained`` once
+    peftsearch is imported (registered when peft loads; see trials/peft_methods.py)."""
+    from peftsearch.trials.peft_methods import install
+
+    install()
+
+
+_register_peft_methods()
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib

@@ -228,9 +228,11 @@ def export_adapter(
     peft_type = str(adapter_config.get("peft_type", "")).upper()
     if merge and not _mergeable(row["method"]):
         raise UserError(
-            f"{row['method']} adapters cannot be merged into the weights",
+            f"{row['method']} adapters cannot be merged into the weights: they are not a "
+            "linear change of them (a bottleneck adapter has a non-linearity inside; prompt "
+            "and prefix tuning add tokens)",
             where="--merge",
-            hint="export without --merge",
+            hint="export without --merge and load it with PeftModel.from_pretrained",
         )
 
     out.parent.mkdir(parents=True, exist_ok=True)

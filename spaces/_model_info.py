@@ -87,6 +87,13 @@ class ModelInfo:
         return [f"{self.layers_pattern}.{i}.{name}" for i in layers for name in relative]
 
     @property
+    def attention_out(self) -> tuple[str, ...]:
+        """The attention block's output projection (BERT ``attention.output.dense``,
+        LLaMA ``self_attn.o_proj``): attention linears that are not q, k, v or fused."""
+        inputs = _QUERY | _KEY | _VALUE | _FUSED_QKV
+        return tuple(n for n in self.attention if n.rsplit(".", 1)[-1].lower() not in inputs)
+
+    @property
     def mlp_down(self) -> tuple[str, ...]:
         """The MLP projection that reads the FFN activation (IA3's feed-forward scale)."""
         return self.mlp[-1:]

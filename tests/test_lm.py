@@ -4,6 +4,7 @@ every method through a real trial, and an adapter that reloads to the same score
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 from pathlib import Path
@@ -194,6 +195,12 @@ def lm_runner(model_dir: Path, data: Any, **settings: Any) -> TrialRunner:
 
 METHOD_CONFIGS = {
     "lora": LM_LORA,
+    "bottleneck_adapter": {
+        "peft_type": "BOTTLENECK_ADAPTER",
+        "task_type": "CAUSAL_LM",
+        "bottleneck_size": 8,
+        "target_modules": ["o_proj", "down_proj"],
+    },
     "dora": {**LM_LORA, "use_dora": True},
     "ia3": {
         "peft_type": "IA3",
@@ -290,6 +297,7 @@ def test_a_causal_lm_search_names_its_metric_and_its_zero_shot_baseline(
     config = tiny_config(tiny_llama_dir, tiny_lm_data, tmp_path / "out")
     config["model"]["task"] = "causal-lm"
     config["space"] = {"methods": ["lora", "prefix_tuning"]}
+    config["search"].update(n_trials=5, early_stopping=False)
     config["evaluation"] = {"metric": "exact_match", "max_new_tokens": 3}
     config["tracking"] = {"enabled": False}
     path = tmp_path / "config.yaml"
@@ -323,3 +331,38 @@ def test_a_causal_lm_search_names_its_metric_and_its_zero_shot_baseline(
     assert printed.getvalue().strip() == json.loads(row["example"])["generated"]
     report = (study / "report.html").read_text()
     assert "Exact match vs trainable parameters" in report and "its answer" in report
+    # --merge: LoRA folds into the causal LM; prefix tuning is refused in one plain line
+    trials = {r["method"]: r for r in pareto["pareto"]}
+    with open(study / "trials.csv") as handle:
+        for r in csv.DictReader(handle):
+            if r["status"] == "COMPLETE":
+                trials.setdefault(r["method"], r)
+    assert {"lora", "prefix_tuning"} <= set(trials), trials.keys()
+    merged = runner.invoke(
+        app,
+        [
+            "export",
+            str(study),
+            "--trial",
+            str(trials["lora"]["trial"]),
+            "--out",
+            str(tmp_path / "m"),
+            "--merge",
+        ],
+    )
+    assert merged.exit_code == 0, merged.output
+    assert (tmp_path / "m" / "merged" / "config.json").is_file()
+    refused = runner.invoke(
+        app,
+        [
+            "export",
+            str(study),
+            "--trial",
+            str(trials["prefix_tuning"]["trial"]),
+            "--out",
+            str(tmp_path / "p"),
+            "--merge",
+        ],
+    )
+    assert refused.exit_code == 2 and "not a linear change" in refused.output
+    assert "Traceback" not in refused.output
