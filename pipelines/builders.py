@@ -72,6 +72,7 @@ def build_data(config: Config) -> PreparedData:
         exclude={"text_column", "label_column", "labels", "prompt_column", "response_column"}
     )
     common.pop("messages_column")
+    common.pop("prompt_template")
     d = config.data
     with quiet_transformers():  # datasets' progress bars and notices, for this call only
         if config.model.task == "causal-lm":
@@ -80,6 +81,7 @@ def build_data(config: Config) -> PreparedData:
                 prompt_column=d.prompt_column,
                 response_column=d.response_column,
                 messages_column=d.messages_column,
+                prompt_template=d.prompt_template,
                 seed=config.search.seed,
                 tokenizer=tokenizer,
             )

@@ -80,6 +80,12 @@ def init(
         "peftsearch.yaml"
     ),
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    example: Annotated[
+        str,
+        typer.Option(
+            help="classifier: MiniLM sorts reviews; llm: SmolLM2 learns an instruction task."
+        ),
+    ] = "classifier",
 ) -> None:
     """Write a commented starter config (it runs offline on the demo model and data)."""
     from importlib.resources import files
@@ -87,9 +93,14 @@ def init(
     from peftsearch.errors import UserError
     from peftsearch.results import atomic_write
 
+    examples = {"classifier": "starter.yaml", "llm": "llm_example.yaml"}
+    if example not in examples:
+        raise UserError(
+            f"unknown example {example!r}", where="--example", hint="use classifier or llm"
+        )
     if path.exists() and not force:
         raise UserError("file exists", where=str(path), hint="pass --force to overwrite")
-    atomic_write(path, files("peftsearch.pipelines").joinpath("starter.yaml").read_text())
+    atomic_write(path, files("peftsearch.pipelines").joinpath(examples[example]).read_text())
     _console().print(f"Wrote {path}. Check it with: peftsearch validate {path}")
 
 

@@ -50,7 +50,10 @@ def test_unknown_key_is_refused(base: dict) -> None:
 
 def test_unknown_method(base: dict) -> None:
     base["space"]["methods"] = ["lora", "qlora-magic"]
-    assert "space.methods: unknown method 'qlora-magic'; known methods: bottleneck_adapter, dora" in error_of(base)
+    assert (
+        "space.methods: unknown method 'qlora-magic'; known methods: bottleneck_adapter, dora"
+        in error_of(base)
+    )
 
 
 def test_missing_data_file(base: dict, tmp_path: Path) -> None:

@@ -366,3 +366,37 @@ def test_a_causal_lm_search_names_its_metric_and_its_zero_shot_baseline(
     )
     assert refused.exit_code == 2 and "not a linear change" in refused.output
     assert "Traceback" not in refused.output
+
+
+def test_a_prompt_template_builds_prompts_from_columns(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    from peftsearch.errors import UserError
+
+    path = tmp_path / "reviews.csv"
+    path.write_text("text,category\ngood film,fresh\nbad film,rotten\ndull plot,rotten\n")
+    data = prepare(
+        tiny_llama_dir,
+        path,
+        path,
+        prompt_template="opposite of {text}",
+        response_column="category",
+        max_length=32,
+    )
+    tokenizer = load_tokenizer(Checkpoint(str(tiny_llama_dir)))
+    assert tokenizer.decode(data.eval[0]["prompt_ids"]) == "opposite of good film"
+    assert data.eval["answer"] == ["fresh", "rotten", "rotten"]
+    with pytest.raises(UserError, match=r"\{review\}, which is not a column"):
+        prepare(tiny_llama_dir, path, path, prompt_template="{review}", response_column="category")
+
+
+def test_the_llm_example_config_is_valid_offline(tmp_path: Path) -> None:
+    runner = CliRunner()
+    path = tmp_path / "llm.yaml"
+    written = runner.invoke(app, ["init", str(path), "--example", "llm"])
+    assert written.exit_code == 0, written.output
+    checked = runner.invoke(app, ["validate", str(path)])
+    assert checked.exit_code == 0, checked.output
+    assert "bottleneck_adapter" in checked.output and "causal-lm" in checked.output
+    wrong = runner.invoke(app, ["init", str(tmp_path / "x.yaml"), "--example", "gpt"])
+    assert wrong.exit_code == 2 and "--example" in wrong.output

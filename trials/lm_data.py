@@ -53,6 +53,7 @@ def _pairs(
     prompt_column: str,
     response_column: str,
     messages_column: str | None,
+    prompt_template: str | None = None,
 ) -> list[tuple[str, str]]:
     """(rendered prompt, response) per usable row; empty rows are dropped."""
     if messages_column is not None:
@@ -80,6 +81,9 @@ def _pairs(
             turns = [{"role": str(t["role"]), "content": str(t["content"])} for t in turns]
             pairs.append((render_prompt(tokenizer, turns[:-1]), turns[-1]["content"]))
         return [(p, r) for p, r in pairs if r.strip()]
+    if prompt_template is not None:
+        frame = frame.assign(**{PROMPT: _fill(frame, prompt_template, key)})
+        prompt_column = PROMPT
     for column, name in (
         (prompt_column, "data.prompt_column"),
         (response_column, "data.response_column"),
@@ -93,6 +97,26 @@ def _pairs(
         for p, r in zip(frame[prompt_column], frame[response_column], strict=True)
         if str(p).strip() and str(r).strip()
     ]
+
+
+PROMPT = "__prompt__"  # the column a prompt_template fills
+
+
+def _fill(frame: pd.DataFrame, template: str, key: str) -> list[str]:
+    """``template.format(**row)`` per row; a placeholder that names no column is an error."""
+    import string
+
+    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    missing = sorted(fields - {str(c) for c in frame.columns})
+    if missing:
+        found = ", ".join(map(str, frame.columns))
+        raise UserError(
+            f"the template names {{{missing[0]}}}, which is not a column of {key} (its "
+            f"columns: {found})",
+            where="data.prompt_template",
+        )
+    rows = frame[sorted(fields)].astype(str).to_dict("records") if fields else [{}] * len(frame)
+    return [template.format(**row) for row in rows]
 
 
 def _encode(
@@ -125,6 +149,7 @@ def prepare_lm_data(
     response_column: str,
     messages_column: str | None,
     max_length: int,
+    prompt_template: str | None = None,
     max_train_samples: int | None,
     max_eval_samples: int | None,
     eval_fraction: float,
@@ -144,6 +169,7 @@ def prepare_lm_data(
         "prompt_column": prompt_column,
         "response_column": response_column,
         "messages_column": messages_column,
+        "prompt_template": prompt_template,
     }
 
     def read(spec: str, key: str) -> list[tuple[str, str]]:
