@@ -165,6 +165,7 @@ class TableExecutor:
             result.steps = step
             if step in request.rungs and step < total:
                 self.clock.now += row.eval_seconds
+                result.rung_seconds += row.eval_seconds
                 result.evaluations += 1
                 result.accuracy = row.rungs.get(step, row.accuracy)
                 if self.board is not None and not self.board.report(
@@ -183,7 +184,8 @@ class TableExecutor:
         result.train_seconds = result.steps * row.step_seconds
         result.eval_seconds = result.evaluations * row.eval_seconds
         result.device_seconds = self.clock.now - started
-        result.cost_usd = result.device_seconds / 3600
+        result.spent_usd = result.device_seconds / 3600  # at $1 per device-hour
+        result.cost_usd = (result.device_seconds - result.rung_seconds) / 3600
         return [result]
 
     def close(self) -> None:
@@ -236,6 +238,7 @@ def replay(
     table: Table,
     info: Any,
     options: dict[str, Any],
+    config: Any,
     strategy: str,
     seed: int,
     fraction: float,
@@ -247,11 +250,11 @@ def replay(
 
     import optuna
 
+    from peftsearch.pipelines.builders import build_early_stopping
     from peftsearch.results import front_of, trial_rows
     from peftsearch.search import SearchLoop, make_sampler
     from peftsearch.search.budget import Budget, BudgetLimits
     from peftsearch.search.cost_model import CostModel
-    from peftsearch.search.early_stopping import RungBoard, accuracy_noise, rung_steps
     from peftsearch.search.records import DIRECTIONS
     from peftsearch.search.warm_start import enqueue_warm_start
     from peftsearch.spaces import sample_choice
@@ -268,8 +271,8 @@ def replay(
             return self.now
 
     clock = Clock()
-    board = RungBoard(3, 3, accuracy_noise(EVAL_ROWS)) if early else None
-    rungs = rung_steps(STEPS, 3, 2) if early else ()
+    # the product's early-stopping defaults, as a search of this table would build them
+    rungs, board = build_early_stopping(config, EVAL_ROWS) if early else ((), None)
     executor = TableExecutor(table, clock, board)
     exhaustive = table.exhaustive_seconds
     budget = Budget(BudgetLimits(device_seconds=fraction * exhaustive), clock=clock)
@@ -313,7 +316,8 @@ def replay(
     def record(result: Any) -> None:
         if result.status == "COMPLETE":
             points.append(
-                box.point(result.accuracy, result.trainable_params, result.device_seconds)
+                # the cost objective, as the product's front has it (rungs excluded)
+                box.point(result.accuracy, result.trainable_params, result.cost_usd * 3600)
             )
         curve.append((budget.spent / exhaustive, box.hypervolume(points) / truth))
 
@@ -359,7 +363,9 @@ def true_hypervolume(table: Table) -> float:
     )
 
 
-def model_info_and_options(dataset: str) -> tuple[Any, dict[str, Any]]:
+def model_info_and_options(dataset: str) -> tuple[Any, dict[str, Any], Any]:
+    """The model's structure, the searched space and the config a search of the table
+    would run with (the product's defaults for everything the table does not fix)."""
     import tempfile
 
     from peftsearch.config import parse_config
@@ -369,7 +375,7 @@ def model_info_and_options(dataset: str) -> tuple[Any, dict[str, Any]]:
         config = parse_config(table_config(dataset, Path(temp)))
         labels = 6 if dataset == "trec" else 2
         info, _ = build_model_info(config, labels)
-        return info, config.method_options()
+        return info, config.method_options(), config
 
 
 def check_complete(table: Table, options: dict[str, Any], name: str) -> None:
@@ -408,12 +414,14 @@ def evaluate(
     dataset: str, seeds: int, partial: bool = False, names: list[str] | None = None
 ) -> dict[str, Any]:
     table = Table(load_table(TABLES / f"{dataset}_minilm.csv"))
-    info, options = model_info_and_options(dataset)
+    info, options, config = model_info_and_options(dataset)
     if not partial:
         check_complete(table, options, dataset)
     strategies: dict[str, Any] = {}
     for name in names or list(STRATEGIES):
-        runs = [replay(table, info, options, name, seed, horizon(name)) for seed in range(seeds)]
+        runs = [
+            replay(table, info, options, config, name, seed, horizon(name)) for seed in range(seeds)
+        ]
         strategies[name] = {"horizon": horizon(name), **summarise(runs)}
     return {"rows": len(table.rows), "strategies": strategies}
 
@@ -424,16 +432,16 @@ def warm_start_value(seeds: int, source: str = "sst2", target: str = "trec") -> 
     source search uses the target's space, as a team reusing its settings would."""
     source_table = Table(load_table(TABLES / f"{source}_minilm.csv"))
     target_table = Table(load_table(TABLES / f"{target}_minilm.csv"))
-    source_info, _ = model_info_and_options(source)
-    target_info, options = model_info_and_options(target)
+    source_info, _, _ = model_info_and_options(source)
+    target_info, options, config = model_info_and_options(target)
     check_complete(target_table, options, target)
     cold, warm, queued = [], [], []
     for seed in range(seeds):
-        earlier = replay(source_table, source_info, options, "default", seed, 0.15)
+        earlier = replay(source_table, source_info, options, config, "default", seed, 0.15)
         queued.append(len(earlier.front))
-        cold.append(replay(target_table, target_info, options, "default", seed, 0.15))
+        cold.append(replay(target_table, target_info, options, config, "default", seed, 0.15))
         warm.append(
-            replay(target_table, target_info, options, "default", seed, 0.15, earlier.front)
+            replay(target_table, target_info, options, config, "default", seed, 0.15, earlier.front)
         )
     at = (0.05, 0.1, 0.15)
     return {

@@ -63,7 +63,8 @@ def summarize(study_name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "trials": len(rows),
         "complete": len(complete),
         "failed": sum(r["status"] == "FAIL" for r in rows),
-        "total_cost_usd": sum(r["cost_usd"] or 0 for r in rows),
+        # what the search paid (rung evaluations and lost attempts included)
+        "total_cost_usd": sum(r.get("spent_usd") or r["cost_usd"] or 0 for r in rows),
         "total_device_seconds": sum(r["device_seconds"] or 0 for r in rows),
         "pruned": sum(r["status"] == "PRUNED" for r in rows),
         "infeasible": sum(r["status"] == "INFEASIBLE" for r in rows),

@@ -81,12 +81,13 @@ class _Attempt:
 
 
 def _charge(result: TrialResult, attempt: _Attempt) -> None:
-    """A retried trial also pays for the device time its dead attempts held."""
+    """A retried trial also pays for the device time its dead attempts held (search
+    overhead: charged to the budget and ``spent_usd``, not to the config's cost)."""
     result.attempts = attempt.number
     if attempt.lost_seconds:
-        rate = result.cost_usd / result.device_seconds if result.device_seconds else 0.0
+        rate = result.spent_usd / result.device_seconds if result.device_seconds else 0.0
         result.device_seconds += attempt.lost_seconds
-        result.cost_usd = result.device_seconds * rate
+        result.spent_usd = result.device_seconds * rate
 
 
 class RayExecutor:

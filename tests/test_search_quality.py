@@ -65,6 +65,9 @@ def test_a_full_trial_costs_what_the_row_measured(table: sq.Table) -> None:
     (result,) = executor.wait()
     assert result.status == "COMPLETE" and result.accuracy == 0.8
     assert result.device_seconds == pytest.approx(2 + 60 * 1 + 3 * 4)  # setup, steps, 3 evals
+    # the config's cost leaves out the two rung evaluations (search overhead)
+    assert result.cost_usd * 3600 == pytest.approx(2 + 60 * 1 + 4)
+    assert result.spent_usd * 3600 == pytest.approx(result.device_seconds)
     assert result.trainable_params == 900
     assert executor.wait() == []
 

@@ -39,10 +39,18 @@ def test_complete_trial_measures_everything(runner: TrialRunner, tmp_path: Path)
     )
     assert result.device_seconds == result.wall_seconds > 0
     # $3.6 per device-hour is $0.001 per device-second
-    assert result.cost_usd == pytest.approx(result.device_seconds * 0.001)
+    assert result.cost_usd == result.spent_usd == pytest.approx(result.device_seconds * 0.001)
     assert result.peak_memory_mb and result.peak_memory_mb > 10
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_rung_evaluations_are_search_overhead_not_the_configs_cost(runner: TrialRunner) -> None:
+    result = runner.run(TrialRequest(0, "lora", LORA, 1e-3, None, rungs=(2, 4)))
+    assert result.status == "COMPLETE" and result.evaluations == 3
+    assert 0 < result.rung_seconds < result.eval_seconds
+    assert result.spent_usd == pytest.approx(result.device_seconds * 0.001)  # the budget's view
+    assert result.cost_usd == pytest.approx((result.device_seconds - result.rung_seconds) * 0.001)
 
 
 def test_nan_loss_becomes_fail(runner: TrialRunner) -> None:

@@ -167,7 +167,8 @@ class TrialRunner:
             result.finished_at = time.time()
             result.wall_seconds = time.perf_counter() - started
             result.device_seconds = result.wall_seconds  # one device held for the whole trial
-            result.cost_usd = result.device_seconds / 3600 * self.price
+            result.spent_usd = result.device_seconds / 3600 * self.price
+            result.cost_usd = (result.device_seconds - result.rung_seconds) / 3600 * self.price
             result.peak_memory_mb = self._peak_memory_mb()
         return result
 
@@ -195,7 +196,9 @@ class TrialRunner:
             result.steps = step
             if step in request.rungs and step < total:
                 stop_unless_room(self._eval_guess(result, deadline.next_step), step)
+                began = time.perf_counter()
                 self._evaluate(model, request, result, rung=True)
+                result.rung_seconds += time.perf_counter() - began
                 result.rungs.append([step, result.accuracy, result.macro_f1])
                 rate = sum(deadline.step_times) / len(deadline.step_times)
                 assert result.accuracy is not None and result.trainable_params is not None

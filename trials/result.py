@@ -16,6 +16,7 @@ MEASUREMENTS = (
     "trainable_params",
     "trainable_pct",
     "cost_usd",
+    "spent_usd",
     "device_seconds",
     "wall_seconds",
     "peak_memory_mb",
@@ -35,8 +36,13 @@ class TrialResult:
     total_params: int | None = None
     trainable_pct: float | None = None
     device: str = "cpu"
+    # every device-second the trial held: what the budget is charged
     device_seconds: float = 0.0
+    # the cost objective: what training this config costs (setup, its steps, one
+    # evaluation), without the search's own overhead (rung evaluations, lost attempts)
     cost_usd: float = 0.0
+    spent_usd: float = 0.0  # device_seconds at the device's price: what the search paid
+    rung_seconds: float = 0.0  # of device_seconds, spent evaluating at early-stopping rungs
     wall_seconds: float = 0.0
     setup_seconds: float = 0.0
     peak_memory_mb: float | None = None
