@@ -161,9 +161,12 @@ class Tracker:
         metrics = [
             Metric("train_loss", loss, now, step) for step, loss in enumerate(result.losses, 1)
         ]
-        for name in (*MEASUREMENTS, "setup_seconds", "attempts"):
+        for name in (*MEASUREMENTS, "setup_seconds", "attempts", "rung_seconds"):
             value = getattr(result, name)
             if value is not None:
+                metrics.append(Metric(name, float(value), now, 0))
+        for name, value in (result.metrics or {}).items():  # a causal LM's other metrics
+            if isinstance(value, int | float) and not isinstance(value, bool):
                 metrics.append(Metric(name, float(value), now, 0))
         if result.estimated_seconds:
             metrics.append(Metric("estimated_seconds", result.estimated_seconds, now, 0))
@@ -172,6 +175,9 @@ class Tracker:
         for start in range(0, len(metrics), 1000):
             self._client.log_batch(run_id, metrics=metrics[start : start + 1000])
         self._client.set_tag(run_id, "status", result.status)
+        # they change cost, and sometimes accuracy
+        self._client.set_tag(run_id, "precision", str(result.precision))
+        self._client.set_tag(run_id, "gradient_checkpointing", str(result.gradient_checkpointing))
         if result.error:
             self._client.set_tag(run_id, "error", result.error[:5000])
         self._client.set_terminated(run_id, "FINISHED" if result.status == "COMPLETE" else "FAILED")

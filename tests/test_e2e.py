@@ -92,7 +92,11 @@ def test_mlflow_parent_and_children(searched: dict) -> None:
         assert child.data.tags["status"] == "COMPLETE", child.data.tags.get("error")
         assert child.data.params["method"] in {"lora", "ia3", "prompt_tuning"}
         assert "peft.peft_type" in child.data.params and "learning_rate" in child.data.params
-        assert {"accuracy", "trainable_params", "cost_usd", "macro_f1"} <= set(child.data.metrics)
+        assert {"accuracy", "trainable_params", "cost_usd", "spent_usd", "macro_f1"} <= set(
+            child.data.metrics
+        )
+        assert child.data.tags["precision"] == "fp32"
+        assert child.data.tags["gradient_checkpointing"] == "False"
         history = client.get_metric_history(child.info.run_id, "train_loss")
         assert [m.step for m in history] == list(range(1, 7))
         artifacts = [a.path for a in client.list_artifacts(child.info.run_id)]
