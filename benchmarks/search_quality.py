@@ -395,7 +395,7 @@ def horizon(strategy: str) -> float:
     return 1.0 if STRATEGIES[strategy][0] == "random" else 0.5
 
 
-def summarise(replays: list[Replay], reach: float = 0.95) -> dict[str, Any]:
+def summarise(replays: list[Replay], horizon: float, reach: float = 0.95) -> dict[str, Any]:
     needed = sorted(r.budget_to(reach) or math.inf for r in replays)
     median = statistics.median(needed)
     return {
@@ -406,6 +406,7 @@ def summarise(replays: list[Replay], reach: float = 0.95) -> dict[str, Any]:
         "curve": [
             [f, statistics.median(r.at(f) for r in replays)]
             for f in (0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0)
+            if f <= horizon
         ],
     }
 
@@ -422,7 +423,7 @@ def evaluate(
         runs = [
             replay(table, info, options, config, name, seed, horizon(name)) for seed in range(seeds)
         ]
-        strategies[name] = {"horizon": horizon(name), **summarise(runs)}
+        strategies[name] = {"horizon": horizon(name), **summarise(runs, horizon(name))}
     return {"rows": len(table.rows), "strategies": strategies}
 
 
@@ -515,6 +516,31 @@ def verify(dataset: str, count: int) -> float:
     return worst
 
 
+def plot(figures: dict[str, Any], path: Path) -> None:
+    """The anytime curves (median HV fraction against the fraction of the exhaustive
+    cost), one line per strategy, as a plotly HTML page (docs/screenshot.py makes a PNG)."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    for name, strategy in figures["strategies"].items():
+        xs, ys = zip(*strategy["curve"], strict=True)
+        figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name))
+    figure.add_hline(y=0.95, line_dash="dot", annotation_text="95% of the true front")
+    figure.add_vline(x=0.15, line_dash="dot", annotation_text="15% of the cost")
+    figure.update_layout(
+        title=f"Search quality on the {figures['dataset']} table ({figures['rows']} configs, "
+        f"median of {figures['seeds']} seeds)",
+        xaxis_title="device time spent, as a fraction of running every config",
+        yaxis_title="hypervolume / true front's",
+        template="plotly_white",
+        width=1000,
+        height=560,
+    )
+    figure.update_xaxes(type="log")
+    page = figure.to_html(include_plotlyjs=True, full_html=True, config={"displayModeBar": False})
+    path.write_text(page)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -522,6 +548,7 @@ def main() -> None:
     parser.add_argument("--verify", type=int, default=0, help="re-measure N rows for real")
     parser.add_argument("--dataset", default="sst2")
     parser.add_argument("--strategies", nargs="*", choices=list(STRATEGIES), default=None)
+    parser.add_argument("--plot", type=Path, default=None, help="write the curves as HTML here")
     parser.add_argument(
         "--warm-start",
         action="store_true",
@@ -551,6 +578,8 @@ def main() -> None:
     }
     if args.warm_start:
         output["warm_start"] = warm_start_value(args.seeds)
+    if args.plot:
+        plot({**figures, "dataset": args.dataset, "seeds": args.seeds}, args.plot)
     if args.json:
         print(json.dumps(output))
     else:
