@@ -419,6 +419,7 @@ def score_on_test(
     from peftsearch.search import read_records
     from peftsearch.search.records import save_test_score
     from peftsearch.trials import TrialRequest
+    from peftsearch.trials.adapter_files import read_adapter
 
     test = inputs.data.test
     if test is None:
@@ -436,7 +437,8 @@ def score_on_test(
         if budget is not None and not budget.fits(estimate):
             skipped += 1
             continue
-        request = TrialRequest(number, "test", {}, 0.0, None, score_adapter=str(folder))
+        # the adapter travels to the worker: its disk need not hold the study folder
+        request = TrialRequest(number, "test", {}, 0.0, None, score_adapter=read_adapter(folder))
         result = run_charged(study, executor, request, budget)
         if result.status == "COMPLETE":
             save_test_score(study, number, result)

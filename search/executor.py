@@ -18,8 +18,9 @@ class TrialExecutor(Protocol):
     ``slots`` is how many trials may run at once. ``submit`` hands one request over and
     returns at once. ``wait`` blocks until at least one submitted trial has finished and
     returns every finished result not returned before; it returns an empty list only
-    when nothing is in flight. A trial's own failure comes back as a FAIL result, never
-    as an exception. ``close`` frees workers; it is safe to call twice.
+    when nothing is in flight. A result's adapter is in the request's ``adapter_dir``
+    on the driver by the time ``wait`` returns it. A trial's own failure comes back as a
+    FAIL result, never as an exception. ``close`` frees workers; it is safe to call twice.
     """
 
     @property
@@ -50,8 +51,13 @@ class InProcessExecutor:
     def wait(self) -> list[TrialResult]:
         if not self.pending:
             return []
+        from peftsearch.trials.adapter_files import deliver_adapter
+
         judge = self.board.report if self.board is not None else None
-        return [self.runner.run(self.pending.popleft(), judge)]
+        request = self.pending.popleft()
+        result = self.runner.run(request, judge)
+        deliver_adapter(result, request.adapter_dir)
+        return [result]
 
     def close(self) -> None:
         self.pending.clear()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from peftsearch.search.budget import retry_allowance
 from peftsearch.search.early_stopping import RungBoard
 from peftsearch.trials import TrialResult
+from peftsearch.trials.adapter_files import deliver_adapter
 
 if TYPE_CHECKING:
     from peftsearch.trials import BaseModelSource, PreparedData, TrainSettings, TrialRequest
@@ -184,6 +185,7 @@ class RayExecutor:
                     results.extend(self._worker_died(attempt, error))
                     continue
                 _charge(result, attempt)
+                deliver_adapter(result, attempt.request.adapter_dir)  # written by the driver
                 self._idle.append(attempt.worker)
                 results.append(result)
             self._dispatch()

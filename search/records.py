@@ -109,6 +109,7 @@ def save_result(
     over the trainable-params cap, never trained; ``not_launched``: did not fit the budget."""
     record = result.to_dict()
     record.pop("losses")
+    record.pop("adapter_files", None)
     trial.set_user_attr(_RESULT, record)
     if infeasible:
         trial.set_user_attr(_INFEASIBLE, True)

@@ -41,8 +41,9 @@ def test_complete_trial_measures_everything(runner: TrialRunner, tmp_path: Path)
     # $3.6 per device-hour is $0.001 per device-second
     assert result.cost_usd == result.spent_usd == pytest.approx(result.device_seconds * 0.001)
     assert result.peak_memory_mb and result.peak_memory_mb > 10
-    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
-    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    # the adapter comes back as bytes; the runner never writes to the driver's folder
+    assert not (tmp_path / "adapter").exists()
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(result.adapter_files)
 
 
 def test_rung_evaluations_are_search_overhead_not_the_configs_cost(runner: TrialRunner) -> None:
@@ -77,3 +78,15 @@ def test_base_model_loaded_once_and_copied_clean(runner: TrialRunner) -> None:
         first.state_dict().items(), cached.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+def test_shipped_adapter_files_land_whole_or_not_at_all(tmp_path: Path) -> None:
+    from peftsearch.trials.adapter_files import read_adapter, write_adapter
+
+    files = {"adapter_config.json": b"{}", "sub/weights.bin": b"\x00\x01"}
+    target = write_adapter(files, tmp_path / "study" / "7")
+    assert read_adapter(target) == files
+    with pytest.raises(ValueError, match="outside its folder"):
+        write_adapter({"../escape.txt": b"x"}, tmp_path / "study" / "8")
+    assert not (tmp_path / "study" / "escape.txt").exists()
+    assert sorted(p.name for p in (tmp_path / "study").iterdir()) == ["7"]  # no staging left

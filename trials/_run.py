@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from peftsearch.trials.adapter_files import saved_adapter, write_adapter
 from peftsearch.trials.cost import price_per_hour
 from peftsearch.trials.deadline import STEP_SAFETY, Deadline
 from peftsearch.trials.model import CAUSAL_LM
@@ -44,8 +45,10 @@ class TrialRequest:
     a step, an evaluation): with less allowance than that the trial does not start. At
     each step in ``rungs`` the adapter is evaluated and the judge decides whether it
     goes on. ``max_steps`` and ``eval_rows`` shorten
-    the trial (cost calibration). With ``score_adapter``, nothing trains: the saved
-    adapter in that folder is scored once on the held-out test split (``data.test``).
+    the trial (cost calibration). With ``score_adapter`` (a saved adapter's files),
+    nothing trains: that adapter is scored once on the held-out test split (``data.test``).
+    With ``adapter_dir``, the trained adapter comes back in ``result.adapter_files``; the
+    executor writes it there on the driver (a worker never writes to driver paths).
     With ``baseline``, the base model as it is (its new head untrained) is scored on the
     evaluation split: what fine-tuning is measured against.
     """
@@ -60,7 +63,7 @@ class TrialRequest:
     rungs: tuple[int, ...] = ()
     max_steps: int | None = None
     eval_rows: int | None = None
-    score_adapter: str | None = None
+    score_adapter: dict[str, bytes] | None = None
     baseline: bool = False
 
 
@@ -149,9 +152,8 @@ class TrialRunner:
             self._train(model, request, result, judge, deadline)
             self._evaluate(model, request, result)
             if request.adapter_dir:
-                Path(request.adapter_dir).mkdir(parents=True, exist_ok=True)
-                model.save_pretrained(request.adapter_dir)
-                result.adapter_dir = request.adapter_dir
+                # shipped back as bytes: the driver's folder may not exist on this node
+                result.adapter_files = saved_adapter(model)
             result.status = "COMPLETE"
         except _Stop as stop:
             result.status = "PRUNED"
@@ -240,13 +242,20 @@ class TrialRunner:
             return result.eval_seconds / result.evaluations * STEP_SAFETY
         return step_seconds * len(self.data.eval) / self.settings.batch_size * 0.6
 
-    def _score_on_test(self, adapter_dir: str, result: TrialResult) -> None:
-        """The adapter a trial saved, on the base model it trained on, scored on test."""
+    def _score_on_test(self, adapter: dict[str, bytes], result: TrialResult) -> None:
+        """The adapter a trial saved (its files, shipped from the driver), on the base
+        model it trained on, scored on test."""
+        import tempfile
+
         from peft import PeftModel
 
         if self.data.test is None:
             raise ValueError("no test split was prepared (data.test is not set)")
-        model = PeftModel.from_pretrained(self.source.fresh_copy(), adapter_dir).to(self.device)
+        with tempfile.TemporaryDirectory(prefix="peftsearch-test-") as folder:
+            write_adapter(adapter, Path(folder) / "adapter")
+            model = PeftModel.from_pretrained(
+                self.source.fresh_copy(), str(Path(folder) / "adapter")
+            ).to(self.device)
         trainable, total = model.get_nb_trainable_parameters()
         result.trainable_params, result.total_params = int(trainable), int(total)
         self._evaluate_on(model, self.data.test, result)

@@ -58,7 +58,9 @@ class TrialResult:
     finished_at: float | None = None
     worker: str | None = None
     losses: list[float] = field(default_factory=list)
-    adapter_dir: str | None = None
+    adapter_dir: str | None = None  # where the driver wrote the adapter
+    # the saved adapter's files, on their way from the worker to the driver (never stored)
+    adapter_files: dict[str, bytes] = field(default_factory=dict)
     error: str | None = None
     # causal LMs: every metric of the last evaluation (exact_match, token_accuracy,
     # eval_loss, perplexity, an example generation); ``accuracy`` holds the searched one
