@@ -419,7 +419,7 @@ def score_on_test(
     from peftsearch.search import read_records
     from peftsearch.search.records import save_test_score
     from peftsearch.trials import TrialRequest
-    from peftsearch.trials.adapter_files import read_adapter
+    from peftsearch.trials.adapter_files import read_folder
 
     test = inputs.data.test
     if test is None:
@@ -438,7 +438,7 @@ def score_on_test(
             skipped += 1
             continue
         # the adapter travels to the worker: its disk need not hold the study folder
-        request = TrialRequest(number, "test", {}, 0.0, None, score_adapter=read_adapter(folder))
+        request = TrialRequest(number, "test", {}, 0.0, None, score_adapter=read_folder(folder))
         result = run_charged(study, executor, request, budget)
         if result.status == "COMPLETE":
             save_test_score(study, number, result)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from peftsearch.search.budget import retry_allowance
 from peftsearch.search.early_stopping import RungBoard
 from peftsearch.trials import TrialResult
-from peftsearch.trials.adapter_files import deliver_adapter
+from peftsearch.trials.adapter_files import ShippedModel, deliver_adapter, ship_model
 
 if TYPE_CHECKING:
     from peftsearch.trials import BaseModelSource, PreparedData, TrainSettings, TrialRequest
@@ -40,11 +40,16 @@ class WorkerSetup:
 class TrialWorker:
     """A Ray actor body: one process, one base model, many trials."""
 
-    def __init__(self, setup: WorkerSetup, data: PreparedData) -> None:
+    def __init__(
+        self, setup: WorkerSetup, data: PreparedData, model: ShippedModel | None = None
+    ) -> None:
         import torch
 
         from peftsearch.trials import TrialRunner, detect_device
+        from peftsearch.trials.adapter_files import local_checkpoint
 
+        # a base model in a folder only the driver has arrives as bytes (``model``)
+        setup.source.checkpoint = local_checkpoint(setup.source.checkpoint, model)
         # Ray starts workers with 1 torch thread; give the trial what it reserved.
         torch.set_num_threads(setup.num_threads)
         device, device_name = detect_device(setup.device)
@@ -125,6 +130,8 @@ class RayExecutor:
         )
         self._setup = setup
         self._data = ray.put(data)
+        # a local model folder travels once per study; each node writes it once
+        self._model = ray.put(ship_model(setup.source.checkpoint))
         fits = self._fits(cpus_per_trial, gpus_per_trial)
         self._slots = max(1, min(max_concurrent, fits) if max_concurrent else fits)
         self._workers = [self._start_worker() for _ in range(self._slots)]
@@ -145,7 +152,7 @@ class RayExecutor:
         return min(counts)
 
     def _start_worker(self) -> Any:
-        return self._actor.remote(self._setup, self._data)
+        return self._actor.remote(self._setup, self._data, self._model)
 
     @property
     def slots(self) -> int:

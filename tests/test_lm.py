@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from peftsearch.pipelines.cli import app
 from peftsearch.trials import TrainSettings, TrialRequest, TrialRunner
-from peftsearch.trials.adapter_files import write_adapter
+from peftsearch.trials.adapter_files import write_folder
 from peftsearch.trials.lm_data import IGNORE_INDEX, prepare_lm_data
 from peftsearch.trials.lm_eval import evaluate_lm, normalise_answer
 from peftsearch.trials.model import BaseModelSource, Checkpoint, load_tokenizer
@@ -251,7 +251,7 @@ def test_each_method_trains_and_its_adapter_reloads_to_the_same_score(
     assert result.accuracy == result.metrics["exact_match"]
     assert result.precision == "fp32"
     # an export round trip: the saved adapter on a fresh base model scores the same
-    write_adapter(result.adapter_files, tmp_path)
+    write_folder(result.adapter_files, tmp_path)
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     reloaded = PeftModel.from_pretrained(base, tmp_path)
     again = evaluate_lm(

@@ -333,3 +333,35 @@ def test_private_local_ray_leaves_nothing_behind(
     finally:
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_model_folder_only_the_driver_has_reaches_the_workers(
+    cluster: Any,
+    tiny_model_dir: Path,
+    tiny_data: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The driver ships its local model folder once; here the folder is gone before any
+    worker starts, as on a node that cannot see the driver's disk."""
+    import peftsearch.search.ray_executor as ray_executor
+    from peftsearch.trials.adapter_files import ship_model
+
+    driver_only = tmp_path / "driver-only-model"
+    shutil.copytree(tiny_model_dir, driver_only)
+
+    def ship_then_hide(checkpoint: Any) -> Any:
+        shipped = ship_model(checkpoint)
+        shutil.rmtree(driver_only)
+        return shipped
+
+    monkeypatch.setattr(ray_executor, "ship_model", ship_then_hide)
+    executor = executor_for(driver_only, tiny_data, tmp_path / "out", steps=4)
+    try:
+        assert not driver_only.exists()
+        executor.submit(request(0, tmp_path / "out"))
+        (result,) = drain(executor)
+    finally:
+        executor.close()
+    assert result.status == "COMPLETE", result.error
+    assert (tmp_path / "out" / "0" / "adapter_config.json").is_file()

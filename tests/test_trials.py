@@ -81,12 +81,35 @@ def test_base_model_loaded_once_and_copied_clean(runner: TrialRunner) -> None:
 
 
 def test_shipped_adapter_files_land_whole_or_not_at_all(tmp_path: Path) -> None:
-    from peftsearch.trials.adapter_files import read_adapter, write_adapter
+    from peftsearch.trials.adapter_files import read_folder, write_folder
 
     files = {"adapter_config.json": b"{}", "sub/weights.bin": b"\x00\x01"}
-    target = write_adapter(files, tmp_path / "study" / "7")
-    assert read_adapter(target) == files
+    target = write_folder(files, tmp_path / "study" / "7")
+    assert read_folder(target) == files
     with pytest.raises(ValueError, match="outside its folder"):
-        write_adapter({"../escape.txt": b"x"}, tmp_path / "study" / "8")
+        write_folder({"../escape.txt": b"x"}, tmp_path / "study" / "8")
     assert not (tmp_path / "study" / "escape.txt").exists()
     assert sorted(p.name for p in (tmp_path / "study").iterdir()) == ["7"]  # no staging left
+
+
+def test_a_shipped_model_is_written_once_per_node_and_loads(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from peftsearch.trials.adapter_files import local_checkpoint, ship_model
+    from peftsearch.trials.model import Checkpoint
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    here = Checkpoint(str(tiny_model_dir))
+    shipped = ship_model(here)
+    assert shipped is not None and "config.json" in shipped.files
+    assert local_checkpoint(here, shipped) == here  # this node has the driver's folder
+    elsewhere = Checkpoint(str(tmp_path / "not-on-this-node"), revision="v1")
+    local = local_checkpoint(elsewhere, shipped)
+    assert local.revision == "v1" and Path(local.name_or_path).parent.name == "peftsearch-models"
+    assert local_checkpoint(elsewhere, shipped) == local  # a second worker reuses it
+    assert ship_model(Checkpoint("org/hub-model")) is None  # every node downloads a hub id
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(local.name_or_path).model_type == "bert"

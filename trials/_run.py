@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from peftsearch.trials.adapter_files import saved_adapter, write_adapter
+from peftsearch.trials.adapter_files import saved_adapter, write_folder
 from peftsearch.trials.cost import price_per_hour
 from peftsearch.trials.deadline import STEP_SAFETY, Deadline
 from peftsearch.trials.model import CAUSAL_LM
@@ -252,7 +252,7 @@ class TrialRunner:
         if self.data.test is None:
             raise ValueError("no test split was prepared (data.test is not set)")
         with tempfile.TemporaryDirectory(prefix="peftsearch-test-") as folder:
-            write_adapter(adapter, Path(folder) / "adapter")
+            write_folder(adapter, Path(folder) / "adapter")
             model = PeftModel.from_pretrained(
                 self.source.fresh_copy(), str(Path(folder) / "adapter")
             ).to(self.device)

@@ -1,26 +1,38 @@
-"""An adapter as bytes: what a worker ships back instead of writing to a driver path.
+"""Files as bytes, for a cluster whose nodes share no filesystem.
 
-On a cluster a worker's disk is not the driver's; the adapter (safetensors and config,
-usually a few MB) travels in the trial's result through Ray's object store, and the
-driver writes it into the study folder. The other way, test scoring ships a saved
-adapter to the worker the same way.
+A worker's disk is not the driver's. A trial's adapter (safetensors and config, usually
+a few MB) travels back in its result through Ray's object store and the driver writes it
+into the study folder; test scoring ships a saved adapter to the worker the same way;
+and a base model in a local folder that only the driver has is shipped once per study
+(``ship_model``) and written once per node (``local_checkpoint``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from peftsearch.trials.model import Checkpoint
     from peftsearch.trials.result import TrialResult
 
-__all__ = ["deliver_adapter", "read_adapter", "saved_adapter", "write_adapter"]
+__all__ = [
+    "ShippedModel",
+    "deliver_adapter",
+    "local_checkpoint",
+    "read_folder",
+    "saved_adapter",
+    "ship_model",
+    "write_folder",
+]
 
 
-def read_adapter(folder: str | Path) -> dict[str, bytes]:
+def read_folder(folder: str | Path) -> dict[str, bytes]:
     """Every file under ``folder``, by path relative to it."""
     root = Path(folder)
     return {
@@ -34,11 +46,14 @@ def saved_adapter(model: Any) -> dict[str, bytes]:
     """``model.save_pretrained`` into a private temporary folder, read back as bytes."""
     with tempfile.TemporaryDirectory(prefix="peftsearch-adapter-") as folder:
         model.save_pretrained(folder)
-        return read_adapter(folder)
+        return read_folder(folder)
 
 
-def write_adapter(files: dict[str, bytes], folder: str | Path) -> Path:
-    """Write ``files`` to ``folder``, all or nothing (a sibling temp folder, renamed)."""
+def write_folder(
+    files: dict[str, bytes], folder: str | Path, *, replace_existing: bool = True
+) -> Path:
+    """Write ``files`` to ``folder``, all or nothing (a sibling temp folder, renamed).
+    Without ``replace_existing``, an existing ``folder`` raises FileExistsError."""
     target = Path(folder)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
@@ -53,8 +68,13 @@ def write_adapter(files: dict[str, bytes], folder: str | Path) -> Path:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         if target.exists():
+            if not replace_existing:
+                raise FileExistsError(target)
             shutil.rmtree(target)
-        os.replace(staging, target)
+        try:
+            os.replace(staging, target)
+        except OSError as error:  # a concurrent writer's folder is there now
+            raise FileExistsError(target) from error
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -65,6 +85,65 @@ def deliver_adapter(result: TrialResult, folder: str | None) -> None:
     """Driver side: write a result's shipped adapter into ``folder`` and point the
     result at it; the bytes are dropped (they never reach the study storage)."""
     if result.adapter_files and folder:
-        write_adapter(result.adapter_files, folder)
+        write_folder(result.adapter_files, folder)
         result.adapter_dir = str(folder)
     result.adapter_files = {}
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    """A local model folder as bytes, with a digest naming it on other nodes."""
+
+    digest: str
+    files: dict[str, bytes]
+
+
+def _manifest(files: dict[str, int]) -> str:
+    import hashlib
+
+    text = "\n".join(f"{name}\t{size}" for name, size in sorted(files.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+MAX_SHIPPED_BYTES = 4 * 2**30  # larger local folders must sit at the same path on every node
+
+
+def ship_model(checkpoint: Checkpoint) -> ShippedModel | None:
+    """The checkpoint's folder as bytes when it is a local folder of at most
+    ``MAX_SHIPPED_BYTES`` (None for a hub id, which every node downloads itself, and for
+    a larger folder, which every node must have at the same path)."""
+    folder = Path(checkpoint.name_or_path)
+    if not folder.is_dir():
+        return None
+    if sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) > MAX_SHIPPED_BYTES:
+        return None
+    files = read_folder(folder)
+    return ShippedModel(_manifest({n: len(b) for n, b in files.items()}), files)
+
+
+def local_checkpoint(checkpoint: Checkpoint, shipped: ShippedModel | None) -> Checkpoint:
+    """Worker side: the checkpoint as this node can load it. The driver's folder when
+    this node has it (same file names and sizes), else the shipped copy, written once
+    per node under the temp folder and shared by the node's workers."""
+    folder = Path(checkpoint.name_or_path)
+    if shipped is None:
+        if folder.is_absolute() and not folder.exists():
+            import socket
+
+            raise FileNotFoundError(
+                f"model folder {folder} is not on node {socket.gethostname()}: a folder over "
+                f"{MAX_SHIPPED_BYTES // 2**30} GiB is not shipped; put it at that path on "
+                "every node, or use a hub id"
+            )
+        return checkpoint
+    if folder.is_dir():
+        sizes = {
+            str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file()
+        }
+        if _manifest(sizes) == shipped.digest:
+            return checkpoint
+    target = Path(tempfile.gettempdir()) / "peftsearch-models" / shipped.digest
+    if not target.is_dir():
+        with contextlib.suppress(FileExistsError):  # another worker here wrote it first
+            write_folder(shipped.files, target, replace_existing=False)
+    return replace(checkpoint, name_or_path=str(target))
