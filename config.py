@@ -288,6 +288,12 @@ class CostConfig(_Section):
         default_factory=dict,
         description="price per device-hour by device name ('cpu', 'NVIDIA H100 80GB HBM3', ...)",
     )
+    vcpus_per_cpu_price: int = Field(
+        2,
+        ge=1,
+        description="how many vCPUs the 'cpu' price buys (a 2-vCPU VM by default): a trial "
+        "on 1 core pays half of it",
+    )
 
 
 class ResourcesConfig(_Section):

@@ -182,7 +182,10 @@ def open_executor(
 
     resources = config.resources
     if not resources.use_ray:
+        import os
+
         from peftsearch.trials import TrialRunner, detect_device
+        from peftsearch.trials.cost import device_share
 
         device, device_name = detect_device(config.training.device)
         runner = TrialRunner(
@@ -193,6 +196,12 @@ def open_executor(
             device_name=device_name,
             usd_per_device_hour=config.cost.usd_per_device_hour,
             num_threads=config.training.num_threads,
+            device_share=device_share(
+                device,
+                cpus=config.training.num_threads or os.cpu_count() or 1,
+                gpus=1.0,
+                vcpus_per_cpu_price=config.cost.vcpus_per_cpu_price,
+            ),
         )
         executor = InProcessExecutor(runner, board)
         try:
@@ -209,6 +218,8 @@ def open_executor(
         import torch
 
         gpus = 1.0 if torch.cuda.is_available() and config.training.device != "cpu" else 0.0
+    from peftsearch.trials.cost import device_share
+
     threads = config.training.num_threads or max(1, int(resources.cpus_per_trial))
     setup = WorkerSetup(
         source=build_model_source(config, data),
@@ -216,6 +227,12 @@ def open_executor(
         device=config.training.device,
         usd_per_device_hour=config.cost.usd_per_device_hour,
         num_threads=threads,
+        device_share=device_share(
+            "cuda" if gpus > 0 else "cpu",
+            cpus=resources.cpus_per_trial,
+            gpus=gpus,
+            vcpus_per_cpu_price=config.cost.vcpus_per_cpu_price,
+        ),
     )
     with ray_session(resources.ray_address):
         ray_executor = RayExecutor(

@@ -1,6 +1,7 @@
 """Predicting what a trial will cost before it runs.
 
-A trial holds its device for setup + steps x step time + evaluations x evaluation time.
+A trial holds its device for setup + steps x step time + evaluations x evaluation time
+(wall seconds), and is charged its share of the device for that long (device-seconds).
 Step time depends on the method, on how many parameters train and on how many layers
 carry an adapter (sequence length and batch size are fixed within a study, so the
 calibration run captures them). log(step time) is a ridge regression on those features,
@@ -73,6 +74,8 @@ class CostModel:
     reference_params: int
     method: str = "lora"
     ridge: float = 1.0
+    # device-seconds per wall second: the share of a priced device a trial holds
+    share: float = 1.0
     _rows: list[tuple[TrialFeatures, float]] = field(default_factory=list)
     _evals: list[float] = field(default_factory=list)
     _setups: list[float] = field(default_factory=list)
@@ -92,6 +95,7 @@ class CostModel:
             setup_seconds=result.setup_seconds,
             reference_params=max(1, result.trainable_params or 1),
             method=result.method,
+            share=result.device_seconds / result.wall_seconds if result.wall_seconds else 1.0,
         )
 
     def observe(self, features: TrialFeatures, result: TrialResult) -> None:
@@ -135,13 +139,13 @@ class CostModel:
     def predict(self, features: TrialFeatures, steps: int, evaluations: int) -> float:
         setup = statistics.median(self._setups) if self._setups else self.setup_seconds
         evals = statistics.median(self._evals) if self._evals else self.eval_seconds
-        return setup + steps * self.step_time(features) + evaluations * evals
+        return (setup + steps * self.step_time(features) + evaluations * evals) * self.share
 
     def floor(self) -> float:
         """The least a trial can cost: setup, one step, one evaluation."""
         setup = min(self._setups, default=self.setup_seconds)
         evals = min(self._evals, default=self.eval_seconds)
-        return setup + self.step_seconds * 0.5 + evals
+        return (setup + self.step_seconds * 0.5 + evals) * self.share
 
 
 def calibrate(

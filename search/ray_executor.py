@@ -35,6 +35,7 @@ class WorkerSetup:
     device: str = "auto"
     usd_per_device_hour: dict[str, float] = field(default_factory=dict)
     num_threads: int = 1
+    device_share: float = 1.0  # of one priced device, per trial (trials/cost.py)
 
 
 class TrialWorker:
@@ -61,6 +62,7 @@ class TrialWorker:
             device_name=device_name,
             usd_per_device_hour=setup.usd_per_device_hour,
             num_threads=setup.num_threads,
+            device_share=setup.device_share,
         )
 
     def identity(self) -> tuple[int, str]:
@@ -209,7 +211,7 @@ class RayExecutor:
         self._idle.append(replacement)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         request = attempt.request
-        this_attempt = time.time() - attempt.started
+        this_attempt = (time.time() - attempt.started) * self._setup.device_share
         if request.max_seconds is not None:
             # A live worker stops itself at its allowance; the rest is the time the
             # driver took to notice the death, not device time the trial used.

@@ -4,7 +4,6 @@ every method through a real trial, and an adapter that reloads to the same score
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import json
 from pathlib import Path
@@ -334,19 +333,28 @@ def test_a_causal_lm_search_names_its_metric_and_its_zero_shot_baseline(
     report = (study / "report.html").read_text()
     assert "Exact match vs trainable parameters" in report and "its answer" in report
     # --merge: LoRA folds into the causal LM; prefix tuning is refused in one plain line
-    trials = {r["method"]: r for r in pareto["pareto"]}
-    with open(study / "trials.csv") as handle:
-        for r in csv.DictReader(handle):
-            if r["status"] == "COMPLETE":
-                trials.setdefault(r["method"], r)
-    assert {"lora", "prefix_tuning"} <= set(trials), trials.keys()
+    for method in ("lora", "prefix_tuning"):
+        alone = runner.invoke(
+            app,
+            [
+                "run",
+                str(path),
+                "--set",
+                f"search.study_name={method}",
+                "--set",
+                f"space.methods=[{method}]",
+                "--set",
+                "search.n_trials=1",
+            ],
+        )
+        assert alone.exit_code == 0, alone.output
     merged = runner.invoke(
         app,
         [
             "export",
-            str(study),
+            str(tmp_path / "out" / "lora"),
             "--trial",
-            str(trials["lora"]["trial"]),
+            "0",
             "--out",
             str(tmp_path / "m"),
             "--merge",
@@ -358,9 +366,9 @@ def test_a_causal_lm_search_names_its_metric_and_its_zero_shot_baseline(
         app,
         [
             "export",
-            str(study),
+            str(tmp_path / "out" / "prefix_tuning"),
             "--trial",
-            str(trials["prefix_tuning"]["trial"]),
+            "0",
             "--out",
             str(tmp_path / "p"),
             "--merge",

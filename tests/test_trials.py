@@ -113,3 +113,26 @@ def test_a_shipped_model_is_written_once_per_node_and_loads(
     from transformers import AutoConfig
 
     assert AutoConfig.from_pretrained(local.name_or_path).model_type == "bert"
+
+
+def test_a_trial_pays_its_share_of_the_device(runner: TrialRunner) -> None:
+    """Half a device (1 core of the 2-vCPU VM the cpu price buys, or half a GPU) is
+    charged half the wall time, and its device-second allowance lasts twice as long."""
+    from peftsearch.search.cost_model import CostModel
+    from peftsearch.trials.cost import device_share
+
+    assert device_share("cpu", cpus=1, gpus=0) == 0.5
+    assert device_share("cuda", cpus=4, gpus=0.5) == 0.5
+    assert device_share("cuda", cpus=1, gpus=0) == 1.0
+    saved = runner.share
+    runner.share = 0.5
+    try:
+        result = runner.run(TrialRequest(0, "lora", LORA, 1e-3, None, max_steps=3))
+        assert result.device_seconds == pytest.approx(result.wall_seconds * 0.5)
+        assert result.spent_usd == pytest.approx(result.device_seconds * 0.001)
+        model = CostModel.from_calibration(result, 48, 48)
+        assert model.share == pytest.approx(0.5)
+        wall = model.setup_seconds + 0.5 * model.step_seconds + model.eval_seconds
+        assert model.floor() == pytest.approx(wall * 0.5)
+    finally:
+        runner.share = saved

@@ -92,6 +92,7 @@ class TrialRunner:
         device_name: str,
         usd_per_device_hour: dict[str, float] | None = None,
         num_threads: int | None = None,
+        device_share: float = 1.0,
     ) -> None:
         self.source = source
         self.data = data
@@ -100,6 +101,7 @@ class TrialRunner:
         self.device_name = device_name
         self.price = price_per_hour(device_name, usd_per_device_hour)
         self.num_threads = num_threads
+        self.share = device_share  # of one priced device (trials/cost.py: device_share)
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(self, request: TrialRequest, judge: Judge | None = None) -> TrialResult:
@@ -146,7 +148,9 @@ class TrialRunner:
                 return result
             model = self._build(request, result)
             result.setup_seconds = time.perf_counter() - started
-            deadline = Deadline(request.max_seconds, started=started)
+            # the allowance is device-seconds; this trial's clock runs at its share of one
+            allowance = None if request.max_seconds is None else request.max_seconds / self.share
+            deadline = Deadline(allowance, started=started)
             if not deadline.has_room(0.0):  # a retry whose lost attempt used it all
                 raise _Stop("stopped by the budget before training: the allowance is used up")
             self._train(model, request, result, judge, deadline)
@@ -168,9 +172,11 @@ class TrialRunner:
         finally:
             result.finished_at = time.time()
             result.wall_seconds = time.perf_counter() - started
-            result.device_seconds = result.wall_seconds  # one device held for the whole trial
+            # its share of a device, held for the whole trial
+            result.device_seconds = result.wall_seconds * self.share
             result.spent_usd = result.device_seconds / 3600 * self.price
-            result.cost_usd = (result.device_seconds - result.rung_seconds) / 3600 * self.price
+            config_seconds = (result.wall_seconds - result.rung_seconds) * self.share
+            result.cost_usd = config_seconds / 3600 * self.price
             result.peak_memory_mb = self._peak_memory_mb()
         return result
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_USD_PER_DEVICE_HOUR", "PRICE_SOURCE", "detect_device", "price_per_hour"]
+__all__ = [
+    "DEFAULT_USD_PER_DEVICE_HOUR",
+    "PRICE_SOURCE",
+    "detect_device",
+    "device_share",
+    "price_per_hour",
+]
 
 PRICE_SOURCE = (
     "approximate on-demand list prices per single device, as published by Lambda Cloud "
@@ -49,3 +55,12 @@ def price_per_hour(device_name: str, overrides: dict[str, float] | None = None) 
             if key.lower() in device_name.lower():
                 return price
     return GENERIC_GPU_USD_PER_HOUR
+
+
+def device_share(device: str, *, cpus: float, gpus: float, vcpus_per_cpu_price: int = 2) -> float:
+    """How much of one priced device a trial holds: its GPU fraction on a GPU (two trials
+    at 0.5 share one GPU and each pays half), its cores over the vCPUs the ``cpu`` price
+    buys on a CPU. A trial is charged share x wall time x price."""
+    if device.startswith("cuda"):
+        return gpus if gpus > 0 else 1.0
+    return cpus / vcpus_per_cpu_price
