@@ -120,7 +120,11 @@ class Tracker:
         with _quiet_mlflow():
             self._client: MlflowClient = MlflowClient(tracking_uri=uri)
             found = self._client.get_experiment_by_name(experiment_name)
-            if found is None:
+            if found is None and uri.lower().startswith(("http://", "https://", "databricks")):
+                # a tracking server stores artifacts where it is configured to, for everyone
+                self.experiment_id = self._client.create_experiment(experiment_name)
+            elif found is None:
+                # a database store would put them in ./mlruns: keep them in the output folder
                 artifact_root.mkdir(parents=True, exist_ok=True)
                 self.experiment_id = self._client.create_experiment(
                     experiment_name, artifact_location=artifact_root.resolve().as_uri()
