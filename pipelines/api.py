@@ -94,16 +94,19 @@ class StudyResult:
         pick: str | None = None,
         merge: bool = False,
         force: bool = False,
+        register: str | None = None,
         **limits: Any,
     ) -> Path:
         """Write one trial's adapter in PEFT format to ``out``: ``trial=N``, or
-        ``pick="recommended"`` with ``recommend``'s keyword limits."""
+        ``pick="recommended"`` with ``recommend``'s keyword limits. ``register``: also
+        register it under that name in the MLflow Model Registry of the study's
+        tracking store (``register_adapter``)."""
         from peftsearch.pipelines.builders import build_checkpoint
         from peftsearch.results import export_adapter
 
         number = self.pick_trial(trial=trial, pick=pick, **limits)
         row = next(r for r in self.rows if r["trial"] == number)
-        return export_adapter(
+        written = export_adapter(
             study_dir=self.study_dir,
             row=row,
             base=build_checkpoint(self.config),
@@ -113,6 +116,46 @@ class StudyResult:
             merge=merge,
             force=force,
             max_new_tokens=self.config.evaluation.max_new_tokens,
+        )
+        if register:
+            self.register_adapter(register, written, row)
+        return written
+
+    def register_adapter(self, name: str, folder: Path, row: dict[str, Any]) -> str:
+        """A new version of registered model ``name``: the exported adapter, with the
+        trial's metrics, the base model's identity and the adapter files' sha256."""
+        from peftsearch.errors import UserError
+        from peftsearch.pipelines.builders import build_checkpoint, build_tracker
+        from peftsearch.results.export import adapter_digests, base_identity
+        from peftsearch.search.tracking import Tracker
+
+        tracker = build_tracker(self.config)
+        if not isinstance(tracker, Tracker):
+            raise UserError(
+                "tracking is off for this study, so there is no MLflow registry to use",
+                where="--register",
+                hint="set tracking.enabled: true (and tracking.mlflow_uri for a server)",
+            )
+        metrics = {
+            k: float(row[k])
+            for k in ("accuracy", "macro_f1", "trainable_params", "cost_usd", "test_accuracy")
+            if row.get(k) is not None
+        }
+        checkpoint = build_checkpoint(self.config)
+        tags = {
+            "base_model": checkpoint.name_or_path,
+            "base_model_identity": base_identity(checkpoint),
+            "peft_method": str(row["method"]),
+            "metric": str(row.get("metric") or "accuracy"),
+            **{f"sha256.{n}": d for n, d in adapter_digests(folder).items()},
+        }
+        return tracker.register_adapter(
+            name,
+            folder,
+            study_name=self.config.search.study_name,
+            trial=int(row["trial"]),
+            metrics=metrics,
+            tags=tags,
         )
 
     def pick_trial(

@@ -228,6 +228,10 @@ def export(
         bool, typer.Option(help="Also write merged full weights to OUT/merged.")
     ] = False,
     force: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
+    register: Annotated[
+        str | None,
+        typer.Option(help="Also register it under this name in the MLflow Model Registry."),
+    ] = None,
 ) -> None:
     """Export one trial's adapter in PEFT format, with a model card and the labels."""
     from peftsearch.pipelines.api import load
@@ -240,9 +244,11 @@ def export(
         "prefer": prefer,
     }
     number = study.pick_trial(trial=trial, pick=pick, **limits)
-    written = study.export(out, trial=number, merge=merge, force=force)
+    written = study.export(out, trial=number, merge=merge, force=force, register=register)
     method = next(r["method"] for r in study.rows if r["trial"] == number)
     _console().print(f"Exported trial {number} ({method}) to {written}")
+    if register:
+        _console().print(f"Registered it in MLflow as model {register!r}.")
 
 
 def main() -> None:

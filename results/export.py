@@ -14,7 +14,44 @@ from peftsearch.results.files import LABELS_FILE, TRIAL_ADAPTERS
 if TYPE_CHECKING:
     from peftsearch.trials import Checkpoint
 
-__all__ = ["export_adapter", "model_card"]
+__all__ = ["adapter_digests", "base_identity", "export_adapter", "model_card"]
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+def adapter_digests(folder: Path) -> dict[str, str]:
+    """sha256 of each adapter file: what a registry entry and the model card pin."""
+    import hashlib
+
+    return {
+        name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        for name in ADAPTER_FILES
+        if (folder / name).is_file()
+    }
+
+
+def base_identity(base: Checkpoint) -> str:
+    """Which base model exactly: ``hub id@revision``, or for a local folder the sha256
+    of its files (names and contents), so an adapter traces back to its weights."""
+    import hashlib
+
+    folder = Path(base.name_or_path)
+    if not folder.is_dir():
+        return f"{base.name_or_path}@{base.revision or 'main'}"
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if base.gguf_file and path.suffix == ".gguf" and path.name != base.gguf_file:
+            continue  # other quantisations in the folder are not this model
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return f"local:{folder.name}:sha256:{digest.hexdigest()}"
+
+
+def _files_section(digests: dict[str, str]) -> str:
+    rows = "".join(f"| `{name}` | `{digest}` |\n" for name, digest in digests.items())
+    return f"\n## Files\n\n| file | sha256 |\n|---|---|\n{rows}"
 
 
 def _load_arguments(base: Checkpoint) -> str:
@@ -250,7 +287,7 @@ def export_adapter(
             task=meta.get("task", "sequence-classification"),
             max_new_tokens=max_new_tokens,
         )
-        (staging / "README.md").write_text(card)
+        (staging / "README.md").write_text(card + _files_section(adapter_digests(staging)))
         if merge:
             _merge(staging, base, meta)
         if out.exists():

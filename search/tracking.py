@@ -207,6 +207,54 @@ class Tracker:
                 self._client.log_artifact(run_id, str(path))
         self._client.set_terminated(run_id, "FINISHED")
 
+    def register_adapter(
+        self,
+        name: str,
+        folder: Path,
+        *,
+        study_name: str,
+        trial: int,
+        metrics: dict[str, float],
+        tags: dict[str, str],
+    ) -> str:
+        """Log an exported adapter folder as a run of this experiment and register it as
+        a new version of model ``name``; returns the version. The version carries the
+        trial's metrics and ``tags`` (base model identity, adapter sha256s)."""
+        from mlflow.entities import Metric, RunTag
+        from mlflow.exceptions import MlflowException
+
+        with _quiet_mlflow():
+            run = self._client.create_run(
+                self.experiment_id,
+                run_name=f"{study_name}-trial-{trial}-export",
+                tags={"peftsearch.study": study_name, "peftsearch.kind": "export"},
+            )
+            run_id = run.info.run_id
+            now = int(time.time() * 1000)
+            self._client.log_batch(
+                run_id,
+                metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                tags=[RunTag(k, v) for k, v in tags.items()],
+            )
+            self._client.log_artifacts(run_id, str(folder), "adapter")
+            self._client.set_terminated(run_id, "FINISHED")
+            try:
+                self._client.create_registered_model(name)
+            except MlflowException as error:
+                if (
+                    "already exists" not in str(error).lower()
+                    and getattr(error, "error_code", "") != "RESOURCE_ALREADY_EXISTS"
+                ):
+                    raise
+            version = self._client.create_model_version(
+                name,
+                source=f"{run.info.artifact_uri}/adapter",
+                run_id=run_id,
+                tags={**tags, **{f"metric.{k}": str(v) for k, v in metrics.items()}},
+                description=f"peftsearch study {study_name}, trial {trial}",
+            )
+        return str(version.version)
+
     def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:
         self._client.log_artifacts(run_id, str(folder), artifact_path)
 

@@ -250,3 +250,30 @@ def test_merge_loads_the_checkpoint_as_the_search_did(
     assert dtypes == {"F32"}
     accuracy, macro_f1 = merged_metrics(study_dir, out / "merged")
     assert accuracy == float(row["accuracy"]) and macro_f1 == float(row["macro_f1"])
+
+
+def test_register_in_the_embedded_registry(searched: dict, tmp_path: Path) -> None:
+    client, _ = mlflow_runs(searched)
+    study_dir: Path = searched["study_dir"]
+    row = read_csv(study_dir / "pareto.csv")[0]
+    for attempt in (1, 2):  # a second export is a second version of the same model
+        out = tmp_path / f"export-{attempt}"
+        cli(
+            "export",
+            str(study_dir),
+            "--trial",
+            row["trial"],
+            "--out",
+            str(out),
+            "--register",
+            "tiny-adapter",
+        )
+    versions = sorted(
+        client.search_model_versions("name='tiny-adapter'"), key=lambda v: int(v.version)
+    )
+    assert [str(v.version) for v in versions] == ["1", "2"]
+    assert (
+        versions[0].tags["sha256.adapter_config.json"]
+        == versions[1].tags["sha256.adapter_config.json"]
+    )
+    assert versions[0].tags["base_model_identity"].startswith("local:")

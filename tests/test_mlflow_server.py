@@ -99,3 +99,29 @@ def test_a_search_logs_everything_to_a_tracking_server(
         with_adapter += "adapter/adapter_config.json" in names
     assert with_adapter >= 1  # the Pareto trials' adapters live on the server
     assert any((server_folder / "artifacts").rglob("adapter_model.safetensors"))
+
+    # a team keeps the exported adapter in the server's Model Registry
+    out = tmp_path / "export"
+    exported = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(tmp_path / "out" / "tiny"),
+            "--pick",
+            "recommended",
+            "--out",
+            str(out),
+            "--register",
+            "sentiment-adapter",
+        ],
+    )
+    assert exported.exit_code == 0, exported.output
+    (version,) = client.search_model_versions("name='sentiment-adapter'")
+    card = (out / "README.md").read_text()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        digest = version.tags[f"sha256.{name}"]
+        assert len(digest) == 64 and digest in card  # the card lists the same sha256
+    assert version.tags["base_model_identity"].startswith("local:")
+    assert float(version.tags["metric.accuracy"]) >= 0
+    run = client.get_run(version.run_id)
+    assert {"accuracy", "trainable_params"} <= set(run.data.metrics)
