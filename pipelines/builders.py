@@ -141,14 +141,26 @@ def build_checkpoint(config: Config) -> Checkpoint:
 
 
 def build_study(config: Config) -> optuna.Study:
-    """The study in its storage, created or continued by name, with its sampler."""
+    """The study in its storage, created or continued by name, with its sampler.
+
+    A continued study's sampler is seeded with ``search.seed`` plus the trials it holds:
+    the same seed again would replay the first run's random start-up samples, and a
+    second driver would train configs the first one already did.
+    """
     from peftsearch.search import make_sampler, open_study
 
     s = config.search
-    sampler = make_sampler(
-        s.sampler, s.seed, s.n_trials, constrained=config.space.max_trainable_pct is not None
+    constrained = config.space.max_trainable_pct is not None
+    study = open_study(
+        s.study_name,
+        config.storage_url,
+        make_sampler(s.sampler, s.seed, s.n_trials, constrained=constrained),
     )
-    return open_study(s.study_name, config.storage_url, sampler)
+    if study.trials:
+        study.sampler = make_sampler(
+            s.sampler, s.seed + len(study.trials), s.n_trials, constrained=constrained
+        )
+    return study
 
 
 def build_tracker(config: Config) -> TrialTracker:

@@ -107,7 +107,10 @@ def test_mlflow_parent_and_children(searched: dict) -> None:
 def test_continue_and_export(searched: dict, tmp_path: Path) -> None:
     cli("run", str(searched["path"]), "--set", "search.n_trials=4")
     study_dir: Path = searched["study_dir"]
-    assert [int(r["trial"]) for r in read_csv(study_dir / "trials.csv")] == [0, 1, 2, 3]
+    trials = read_csv(study_dir / "trials.csv")
+    assert [int(r["trial"]) for r in trials] == [0, 1, 2, 3]
+    # the continued run does not replay the first run's random start-up samples
+    assert len({(r["method"], r["params"], r["lr"]) for r in trials}) == 4
     _, runs = mlflow_runs(searched)
     children = [
         r.data.tags["peftsearch.trial"]
