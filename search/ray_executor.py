@@ -145,6 +145,9 @@ class RayExecutor:
         self._idle: deque[Any] = deque(self._workers)
         self._queue: deque[tuple[TrialRequest, int, float]] = deque()
         self._inflight: dict[Any, _Attempt] = {}
+        # replacements for dead workers, by their pending identity() call: a lost node
+        # shrinks the cluster, and the driver must not block until one can be placed
+        self._starting: dict[Any, Any] = {}
 
     def _fits(self, cpus: float, gpus: float) -> int:
         total = self._ray.cluster_resources()
@@ -176,17 +179,31 @@ class RayExecutor:
             ref = worker.run.remote(request, self._board)
             self._inflight[ref] = _Attempt(request, worker, number, lost)
 
+    def _started(self, ref: Any) -> None:
+        """A replacement worker is up: it joins the idle pool (or is dropped if it died)."""
+        from ray.exceptions import RayActorError
+
+        worker = self._starting.pop(ref)
+        try:
+            self.identities[worker] = self._ray.get(ref)
+        except RayActorError:
+            self._workers.remove(worker)
+            return
+        self._idle.append(worker)
+
     def wait(self) -> list[TrialResult]:
         from ray.exceptions import RayActorError
 
         results: list[TrialResult] = []
-        while not results and self._inflight:
-            refs = list(self._inflight)
+        # a retry may wait for a replacement worker when nothing else runs
+        while not results and (self._inflight or (self._queue and self._starting)):
+            refs = [*self._inflight, *self._starting]
             ready, _ = self._ray.wait(refs, num_returns=1)
-            ready, _ = (
-                self._ray.wait(refs, num_returns=len(refs), timeout=0) if refs else (ready, [])
-            )
+            ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
             for ref in ready:
+                if ref in self._starting:
+                    self._started(ref)
+                    continue
                 attempt = self._inflight.pop(ref)
                 try:
                     result: TrialResult = self._ray.get(ref)
@@ -206,9 +223,9 @@ class RayExecutor:
         self.identities.pop(dead, None)
         replacement = self._start_worker()
         self._workers.append(replacement)
-        self.identities[replacement] = self._ray.get(replacement.identity.remote())
-        # Idle survivors first, so the retry lands on another worker as soon as possible.
-        self._idle.append(replacement)
+        # It joins the idle pool once placed (maybe never, if the cluster lost a node);
+        # idle survivors take the retry first, so it lands on another worker.
+        self._starting[replacement.identity.remote()] = replacement
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         request = attempt.request
         this_attempt = (time.time() - attempt.started) * self._setup.device_share
@@ -246,3 +263,4 @@ class RayExecutor:
         self._workers.clear()
         self._idle.clear()
         self._inflight.clear()
+        self._starting.clear()

@@ -365,3 +365,38 @@ def test_a_model_folder_only_the_driver_has_reaches_the_workers(
         executor.close()
     assert result.status == "COMPLETE", result.error
     assert (tmp_path / "out" / "0" / "adapter_config.json").is_file()
+
+
+def test_a_lost_node_costs_one_retry_and_the_search_finishes(
+    cluster: Any, tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """A third node joins, takes a trial, and is removed mid-trial: that trial is retried
+    on a surviving node within what is left of its allowance; the others are untouched."""
+    import ray
+
+    extra = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    executor = executor_for(tiny_model_dir, tiny_data, tmp_path, steps=400)
+    try:
+        assert executor.slots == 3
+        node_of = {worker: node for worker, (_, node) in executor.identities.items()}
+        for number in range(3):
+            executor.submit(dataclasses.replace(request(number, tmp_path), max_seconds=600.0))
+        doomed = next(
+            a.request.number
+            for a in executor._inflight.values()
+            if node_of[a.worker] == extra.node_id
+        )
+        time.sleep(3)  # mid-trial
+        cluster.remove_node(extra)
+        results = {r.number: r for r in drain(executor)}
+    finally:
+        executor.close()
+    assert sorted(results) == [0, 1, 2]
+    assert all(r.status == "COMPLETE" for r in results.values()), [
+        r.error for r in results.values()
+    ]
+    assert results[doomed].attempts == 2
+    assert results[doomed].device_seconds <= 600.0
+    assert all(results[n].attempts == 1 for n in results if n != doomed)
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 2
