@@ -133,7 +133,7 @@ tags: [peft, {peft_type.lower()}, peftsearch]
 ## Load it and generate
 
 ```python
-from peft import PeftModel
+{_plugin_import(peft_type)}from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 base = AutoModelForCausalLM.from_pretrained(
@@ -149,6 +149,16 @@ output = model.generate(**inputs, max_new_tokens={max_new_tokens}, do_sample=Fal
 print(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
 ```
 """
+
+
+def _plugin_import(peft_type: str) -> str:
+    """A peft method of peftsearch's own (the bottleneck adapter) is registered with peft
+    by ``import peftsearch``; peft's own methods need nothing."""
+    from peftsearch.trials.peft_methods import OWN_PEFT_TYPES
+
+    if peft_type.upper() in OWN_PEFT_TYPES:
+        return "import peftsearch  # registers this adapter type with peft\n"
+    return ""
 
 
 def _num(value: Any) -> str:
@@ -212,7 +222,7 @@ tags: [peft, {peft_type.lower()}, peftsearch]
 
 ```python
 import json
-from peft import PeftModel
+{_plugin_import(peft_type)}from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 labels = json.load(open("{LABELS_FILE}"))

@@ -92,7 +92,9 @@ def test_import_peftsearch_is_enough_to_load_one(tmp_path: Path) -> None:
     config = get_method("bottleneck_adapter").calibration_config(inspect_model(base))
     get_peft_model(base, get_peft_config(config)).save_pretrained(tmp_path / "adapter")
     script = (
+        "import importlib.util\n"
         "import peftsearch\n"
+        "importlib.util.find_spec('peft')  # an availability check, as transformers makes\n"
         "from peft import PeftModel\n"
         "from transformers import BertForSequenceClassification\n"
         f"base = BertForSequenceClassification.from_pretrained({str(tmp_path / 'base')!r})\n"
@@ -142,3 +144,34 @@ def test_a_classifier_trial_with_a_bottleneck_adapter(
     assert result.status == "COMPLETE", result.error
     assert 0 < result.trainable_params < result.total_params  # type: ignore[operator]
     assert "adapter_config.json" in result.adapter_files
+
+
+def test_an_exported_bottleneck_adapter_card_runs_as_written(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """The card's code imports peftsearch first, which registers the adapter type."""
+    import yaml
+    from helpers import run_card_code, tiny_config
+    from typer.testing import CliRunner
+
+    from peftsearch.pipelines.cli import app
+
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "out")
+    config["space"] = {"methods": ["bottleneck_adapter"]}
+    config["search"]["n_trials"] = 1
+    config["tracking"] = {"enabled": False}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    runner = CliRunner()
+    ran = runner.invoke(app, ["run", str(path)])
+    import traceback
+
+    assert ran.exit_code == 0, "".join(traceback.format_exception(*ran.exc_info))
+    out = tmp_path / "export"
+    exported = runner.invoke(
+        app, ["export", str(tmp_path / "out" / "tiny"), "--trial", "0", "--out", str(out)]
+    )
+    assert exported.exit_code == 0, exported.output
+    assert "import peftsearch" in (out / "README.md").read_text()
+    loaded = run_card_code(out)
+    assert type(loaded["model"].base_model).__name__ == "BottleneckModel"
