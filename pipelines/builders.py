@@ -261,7 +261,8 @@ def build_budget(
         usd_per_device_hour=price_per_hour(calibration.device, config.cost.usd_per_device_hour),
     )
     add_overhead(study, calibration.device_seconds)  # so later runs count it too
-    return Budget(limits, spent=spent_device_seconds(study)), cost_model
+    budget = Budget(limits, spent=spent_device_seconds(study), share=cost_model.share)
+    return budget, cost_model
 
 
 def describe_budget(budget: Budget, cost_model: CostModel) -> str:

@@ -66,6 +66,9 @@ class Budget:
     trials: int = 0
     reserved: dict[int, float] = field(default_factory=dict)
     started: float | None = None
+    # device-seconds a trial accrues per wall second (its share of a device): a trial
+    # that must end within the wall time left may use that many device-seconds
+    share: float = 1.0
 
     def __post_init__(self) -> None:
         if self.started is None:
@@ -76,6 +79,10 @@ class Budget:
             return math.inf
         assert self.started is not None
         return self.limits.wall_seconds - (self.clock() - self.started)
+
+    def wall_room(self) -> float:
+        """The wall time left, in the device-seconds one trial can accrue in it."""
+        return self.wall_left() * self.share
 
     def device_left(self) -> float:
         if self.limits.device_seconds is None:
@@ -94,7 +101,7 @@ class Budget:
             and self.trials + len(self.reserved) >= self.limits.trials
         ):
             return None
-        room = min(self.device_left(), self.wall_left())
+        room = min(self.device_left(), self.wall_room())
         if estimate > room:
             return None
         if math.isinf(room):
@@ -113,7 +120,7 @@ class Budget:
     def fits(self, device_seconds: float) -> bool:
         """Whether spend outside any trial fits in the device and wall time left (the
         trial-count limit does not apply to it)."""
-        return device_seconds <= min(self.device_left(), self.wall_left())
+        return device_seconds <= min(self.device_left(), self.wall_room())
 
     def charge(self, device_seconds: float) -> None:
         """Spend outside any trial (scoring the front on the test split)."""
@@ -127,7 +134,7 @@ class Budget:
                 f"budget: {self.limits.trials} trials done in this run; raise "
                 "budget.max_trials to go on"
             )
-        if self.wall_left() < cheapest_estimate:
+        if self.wall_room() < cheapest_estimate:
             return "budget: wall time used up; raise budget.max_wall_time to go on"
         if (
             self.limits.device_seconds is not None
@@ -145,10 +152,14 @@ class Budget:
             and self.trials + len(self.reserved) >= self.limits.trials
         ):
             return self.exhausted(math.inf) or "budget: budget.max_trials reached"
-        if self.wall_left() <= self.device_left():
-            key, left = "budget.max_wall_time", f"{max(0.0, self.wall_left()):.0f} s of wall time"
-        else:
-            key, left = self.limits.device_key, self._device_words(left=True)
+        if self.wall_room() <= self.device_left():
+            wall = estimate / self.share
+            return (
+                f"budget: the next trial (about {wall:.0f} s) does not fit in the "
+                f"{max(0.0, self.wall_left()):.0f} s of wall time left; raise "
+                "budget.max_wall_time to go on"
+            )
+        key, left = self.limits.device_key, self._device_words(left=True)
         return (
             f"budget: the next trial (about {estimate:.0f} device-seconds) does not fit in "
             f"the {left} left; raise {key} to go on"

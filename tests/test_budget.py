@@ -157,6 +157,17 @@ def test_wall_time_and_trial_limits() -> None:
     )
 
 
+def test_wall_time_counts_in_a_trials_share_of_a_device() -> None:
+    """A trial on half a device accrues 0.5 device-seconds per wall second: 100 s of
+    wall time left hold 50 of its device-seconds, not 100."""
+    clock = FakeClock()
+    budget = Budget(BudgetLimits(wall_seconds=100), clock=clock, share=0.5)
+    assert budget.allowance(60) is None  # 120 s of wall time
+    assert budget.allowance(40) == pytest.approx(50)  # 80 s, capped at the 100 s left
+    assert "about 120 s) does not fit in the 100 s of wall time left" in budget.no_room(60)
+    assert not budget.fits(51) and budget.fits(49)
+
+
 def test_a_trial_count_alone_puts_no_time_cap_on_trials() -> None:
     budget = Budget(BudgetLimits(trials=3), clock=FakeClock())
     assert budget.allowance(1e9) == math.inf

