@@ -140,7 +140,8 @@ def read_split(path: Path, dataset: str) -> list[tuple[str, str]]:
     if dataset == "sms":
         pairs = [line.rstrip("\n").split("\t", 1) for line in path.open() if line.strip()]
         return [(text, label) for label, text in pairs]
-    lines = path.open(encoding="latin-1")  # TREC.train.all is ISO-8859-1
+    # TREC.train.all is ISO-8859-1; SST-2 is UTF-8
+    lines = path.open(encoding="latin-1" if dataset == "trec" else "utf-8")
     pairs = [line.rstrip("\n").split(" ", 1) for line in lines if line.strip()]
     return [(text, label) for label, text in pairs]
 
