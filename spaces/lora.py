@@ -35,11 +35,14 @@ class LoraOptions(RankedOptions):
     """``space.lora`` (and ``space.dora``).
 
     Args:
-        lr: wide on purpose: short searches on small models want ~5e-3, long LLM runs ~2e-4.
+        lr: set for search trials of tens to hundreds of steps, by evidence: in the
+            measured SST-2 table (60 steps, benchmarks/peft_table.py) LoRA and DoRA at 2e-4
+            and 7e-4 stayed at chance, 2.7e-3 was best and 1e-2 diverged half the time.
+            Long LLM runs want ~1e-4 to 3e-4: set ``lr`` for those.
         dropout: LoRA dropout values to try, in [0, 1).
     """
 
-    lr: LearningRateRange = LearningRateRange(low=2e-4, high=1e-2)
+    lr: LearningRateRange = LearningRateRange(low=1e-3, high=6e-3)
     dropout: list[Probability] = Field(default=[0.0, 0.1], min_length=1)
 
 
