@@ -185,8 +185,8 @@ class DataConfig(_Section):
 class EarlyStoppingConfig(_Section):
     enabled: bool = True
     eta: int = Field(3, ge=2, description="a rung at max_steps/eta (and /eta^2 ... with more rungs)")
-    # one rung by evidence (benchmarks/search_quality.py): at max_steps/eta^2 every trial is
-    # still near its start, so judging there stopped trials that would have made the front
+    # one rung by evidence (benchmarks/search_quality.py): at max_steps/eta^2 every trial
+    # is still near its start, so judging there stopped trials that made the front
     rungs: int = Field(1, ge=1, le=4)
     min_trials: int = Field(3, ge=2, description="trials at a rung before any is stopped")
 
