@@ -184,7 +184,7 @@ class DataConfig(_Section):
 
 class EarlyStoppingConfig(_Section):
     enabled: bool = True
-    eta: int = Field(3, ge=2, description="a rung at max_steps/eta (and /eta^2 ... with more rungs)")
+    eta: int = Field(3, ge=2, description="a rung at max_steps/eta (more rungs: /eta^2, ...)")
     # one rung by evidence (benchmarks/search_quality.py): at max_steps/eta^2 every trial
     # is still near its start, so judging there stopped trials that made the front
     rungs: int = Field(1, ge=1, le=4)
