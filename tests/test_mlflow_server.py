@@ -73,6 +73,7 @@ def test_a_search_logs_everything_to_a_tracking_server(
     url, server_folder = mlflow_server
     config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "out")
     config["tracking"] = {"mlflow_uri": url, "experiment_name": "team-search"}
+    config["search"]["early_stopping"] = False  # every trial logs its whole loss curve
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     result = CliRunner().invoke(app, ["run", str(path)])
