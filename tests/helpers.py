@@ -67,3 +67,32 @@ def run_card_code(folder: Path) -> dict[str, Any]:
     finally:
         os.chdir(before)
     return namespace
+
+
+def ray_test_cluster(**head_args: Any) -> Any:
+    """A ``ray.cluster_utils.Cluster`` joined by this process, its files in one short temp
+    folder (``RAY_TMPDIR``): a fresh machine has no ``/tmp/ray``, and Unix socket paths
+    must stay under 108 bytes, which pytest's deep tmp_path breaks. A generator: yield
+    the cluster, then shut everything down and remove the folder."""
+    import os
+    import shutil
+    import tempfile
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    temp = tempfile.mkdtemp(prefix="ray-")
+    (Path(temp) / "ray").mkdir()
+    saved = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp
+    try:
+        cluster = Cluster(initialize_head=True, head_node_args={**head_args, "temp_dir": temp})
+        yield cluster, temp
+        ray.shutdown()
+        cluster.shutdown()
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
+        shutil.rmtree(temp, ignore_errors=True)

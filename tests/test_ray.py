@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from executor_contract import ExecutorContract, drain
-from helpers import LORA, tiny_config
+from helpers import LORA, ray_test_cluster, tiny_config
 
 from peftsearch.config import parse_config
 from peftsearch.pipelines.builders import build_data, build_model_source, build_settings
@@ -35,26 +35,12 @@ def cluster() -> Any:
     socket paths must stay under 108 bytes, which pytest's deep tmp_path breaks.
     """
     import ray
-    from ray.cluster_utils import Cluster
 
-    temp = tempfile.mkdtemp(prefix="ray-")
-    (Path(temp) / "ray").mkdir()
-    saved = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = temp
-    try:
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": temp})
+    for cluster, temp in ray_test_cluster(num_cpus=1):
         cluster.add_node(num_cpus=1, temp_dir=temp)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
         yield cluster
-        ray.shutdown()
-        cluster.shutdown()
-    finally:
-        if saved is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = saved
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def executor_for(
@@ -302,7 +288,6 @@ def test_driver_killed_then_resumed(
 def test_private_local_ray_leaves_nothing_behind(
     tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
-    import tempfile
 
     home = Path(tempfile.mkdtemp(prefix="ps-home-", dir="/tmp"))
     temp = Path(tempfile.mkdtemp(prefix="ps-tmp-", dir="/tmp"))  # short: Ray's socket paths

@@ -3,15 +3,12 @@ half of one. Two trials share a GPU slot and no more run at once than the GPUs a
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from executor_contract import drain
-from helpers import LORA, tiny_config
+from helpers import LORA, ray_test_cluster, tiny_config
 
 from peftsearch.config import parse_config
 from peftsearch.pipelines.builders import build_data, build_model_source, build_settings
@@ -23,26 +20,10 @@ from peftsearch.trials import TrialRequest
 def gpu_cluster() -> Any:
     """A head with 4 CPUs and 1 declared (fake) GPU; Ray files in one short temp folder."""
     import ray
-    from ray.cluster_utils import Cluster
 
-    temp = tempfile.mkdtemp(prefix="ray-")
-    (Path(temp) / "ray").mkdir()
-    saved = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = temp
-    try:
-        cluster = Cluster(
-            initialize_head=True, head_node_args={"num_cpus": 4, "num_gpus": 1, "temp_dir": temp}
-        )
+    for cluster, _ in ray_test_cluster(num_cpus=4, num_gpus=1):
         ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
         yield cluster
-        ray.shutdown()
-        cluster.shutdown()
-    finally:
-        if saved is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = saved
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_half_a_gpu_each_two_trials_share_one(
