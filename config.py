@@ -283,6 +283,18 @@ class TrainingConfig(_Section):
         False, description="recompute activations in the backward pass: less memory, slower"
     )
     num_threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
+    cache_frozen_layers: bool = Field(
+        True,
+        description="a trial that adapts only blocks k and up reads the hidden states "
+        "entering block k from a per-worker cache instead of recomputing the blocks below "
+        "(not for prompt/prefix tuning; frozen blocks then run without dropout)",
+    )
+    cache_max_mb: int = Field(
+        2048,
+        ge=0,
+        description="host memory per worker for that cache; a split that does not fit "
+        "runs the full model",
+    )
 
 
 class CostConfig(_Section):

@@ -182,7 +182,13 @@ def table_config(dataset: str, folder: Path) -> dict[str, Any]:
         "data": data_section(dataset, folder),
         "search": {"study_name": f"table-{dataset}", "seed": 0},
         "space": space_overrides(dataset),
-        "training": {"max_steps": STEPS, "batch_size": BATCH, "eval_batch_size": 64},
+        # measured before the frozen-layer cache existed; --verify re-measures the same way
+        "training": {
+            "max_steps": STEPS,
+            "batch_size": BATCH,
+            "eval_batch_size": 64,
+            "cache_frozen_layers": False,
+        },
         "resources": {"cpus_per_trial": 1},
         "output_dir": str(folder / "out"),
     }

@@ -59,6 +59,8 @@ def build_settings(config: Config) -> TrainSettings:
         gradient_checkpointing=t.gradient_checkpointing,
         metric=config.evaluation.metric,
         max_new_tokens=config.evaluation.max_new_tokens,
+        cache_frozen_layers=t.cache_frozen_layers,
+        cache_max_mb=t.cache_max_mb,
     )
 
 

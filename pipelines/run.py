@@ -392,6 +392,7 @@ def make_loop(
         cost_model=cost_model,
         max_trainable_pct=config.space.max_trainable_pct,
         rungs=rungs,
+        cache_frozen_layers=config.training.cache_frozen_layers,
     )
 
 

@@ -40,6 +40,7 @@ COLUMNS = (
     "example",
     "precision",
     "gradient_checkpointing",
+    "cached_layers",
     "status",
     "error",
     "description",
@@ -117,6 +118,8 @@ def _row(record: TrialRecord) -> dict[str, Any]:
         "example": json.dumps(example) if example else None,
         "precision": record.result.get("precision"),
         "gradient_checkpointing": record.result.get("gradient_checkpointing"),
+        # blocks served from the frozen-layer cache (they ran without dropout)
+        "cached_layers": record.result.get("cached_layers", 0),
         "status": record.status,
         "error": record.error,
         "description": plain_settings(record.method, record.summary) if record.method else "",

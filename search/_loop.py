@@ -72,6 +72,7 @@ class SearchLoop:
     cost_model: CostModel | None = None
     max_trainable_pct: float | None = None
     rungs: tuple[int, ...] = ()
+    cache_frozen_layers: bool = False  # the workers' frozen-layer cache (cost estimates)
     stop_reason: str | None = None
     _inflight: dict[int, tuple[optuna.Trial, str, _Candidate | None]] = field(default_factory=dict)
 
@@ -151,7 +152,13 @@ class SearchLoop:
                 if pct > self.max_trainable_pct:
                     self._infeasible(trial, choice, trainable, total)
                     continue
-            features = features_of(choice.method, choice.peft_config, trainable, self.num_layers)
+            features = features_of(
+                choice.method,
+                choice.peft_config,
+                trainable,
+                self.num_layers,
+                self.cache_frozen_layers,
+            )
             return _Candidate(trial, choice, trainable, features)
         self.stop_reason = (
             f"space: {MAX_INFEASIBLE_IN_A_ROW} configs in a row exceeded "

@@ -7,6 +7,13 @@ carry an adapter (sequence length and batch size are fixed within a study, so th
 calibration run captures them). log(step time) is a ridge regression on those features,
 pulled toward the calibration run, so it predicts from the first trial on and learns
 from every finished one.
+
+A trial whose blocks below ``k`` come from the frozen-layer cache (trials/frozen_cache.py)
+skips their forward pass. Without the cache a step runs the forward of all L blocks and
+the backward of the L - k adapted ones (a frozen linear's backward costs about a
+forward), with it both over L - k only: with a = (L - k) / L, a step costs 2a / (1 + a)
+of an uncached one and an evaluation a of one. The model predicts and learns in
+uncached units and applies those factors, so cached trials are cheaper from the start.
 """
 
 from __future__ import annotations
@@ -31,20 +38,43 @@ class TrialFeatures:
     method: str
     trainable_params: int
     layers_fraction: float
+    cached_fraction: float = 0.0  # of the blocks, served from the frozen-layer cache
+
+    @property
+    def step_factor(self) -> float:
+        """A step's cost against the same trial without the cache (module docstring)."""
+        run = 1.0 - self.cached_fraction
+        return 2 * run / (1 + run)
+
+    @property
+    def eval_factor(self) -> float:
+        return 1.0 - self.cached_fraction
 
 
 def features_of(
-    method: str, peft_config: dict[str, Any], trainable_params: int, num_layers: int
+    method: str,
+    peft_config: dict[str, Any],
+    trainable_params: int,
+    num_layers: int,
+    cache_frozen_layers: bool = False,
 ) -> TrialFeatures:
-    """Share of the blocks that carry an adapter (prompt methods touch the whole stack)."""
+    """Share of the blocks that carry an adapter (prompt methods touch the whole stack)
+    and, with the cache on, the share below the lowest of them."""
+    from peftsearch.trials.frozen_cache import PROMPT_LEARNING
+
     layers = peft_config.get("layers_to_transform")
     if layers is None:
         names = peft_config.get("target_modules") or []
-        indices = {part for name in names for part in name.split(".") if part.isdigit()}
+        indices = {int(part) for name in names for part in name.split(".") if part.isdigit()}
+        every = all(any(part.isdigit() for part in name.split(".")) for name in names)
         fraction = len(indices) / num_layers if indices else 1.0
+        lowest = min(indices) if indices and every else 0
     else:
         fraction = len(layers) / num_layers
-    return TrialFeatures(method, max(1, trainable_params), min(1.0, fraction))
+        lowest = min(layers, default=0)
+    prompt = str(peft_config.get("peft_type", "")).upper() in PROMPT_LEARNING
+    cached = lowest / num_layers if cache_frozen_layers and not prompt else 0.0
+    return TrialFeatures(method, max(1, trainable_params), min(1.0, fraction), cached)
 
 
 def calibration_request(method: str, info: ModelInfo, eval_rows: int) -> TrialRequest:
@@ -99,11 +129,18 @@ class CostModel:
         )
 
     def observe(self, features: TrialFeatures, result: TrialResult) -> None:
-        if result.steps and result.train_seconds > 0:
-            self._rows.append((features, result.train_seconds / result.steps))
+        """Learn from a finished trial, in uncached units. A trial that spent a tenth of
+        its time filling the cache is not what later trials with its boundary cost
+        (they find it filled): its step and evaluation times are not learned from."""
+        step, evaluation = features.step_factor, features.eval_factor
+        if not result.cached_layers:  # the cache was full or off after all
+            step = evaluation = 1.0
+        filling = result.cache_seconds > 0.1 * (result.train_seconds + result.eval_seconds)
+        if result.steps and result.train_seconds > 0 and not filling:
+            self._rows.append((features, result.train_seconds / result.steps / step))
             self._weights = None
-        if result.evaluations:
-            self._evals.append(result.eval_seconds / result.evaluations)
+        if result.evaluations and not filling:
+            self._evals.append(result.eval_seconds / result.evaluations / evaluation)
         if result.setup_seconds:
             self._setups.append(result.setup_seconds)
 
@@ -134,11 +171,13 @@ class CostModel:
     def step_time(self, features: TrialFeatures) -> float:
         if self._weights is None:
             self._weights = self._fit()
-        return float(math.exp(float(self._weights @ self._vector(features))))
+        uncached = math.exp(float(self._weights @ self._vector(features)))
+        return float(uncached * features.step_factor)
 
     def predict(self, features: TrialFeatures, steps: int, evaluations: int) -> float:
         setup = statistics.median(self._setups) if self._setups else self.setup_seconds
         evals = statistics.median(self._evals) if self._evals else self.eval_seconds
+        evals *= features.eval_factor
         return (setup + steps * self.step_time(features) + evaluations * evals) * self.share
 
     def floor(self) -> float:

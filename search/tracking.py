@@ -182,6 +182,7 @@ class Tracker:
         # they change cost, and sometimes accuracy
         self._client.set_tag(run_id, "precision", str(result.precision))
         self._client.set_tag(run_id, "gradient_checkpointing", str(result.gradient_checkpointing))
+        self._client.set_tag(run_id, "cached_layers", str(result.cached_layers))
         if result.error:
             self._client.set_tag(run_id, "error", result.error[:5000])
         self._client.set_terminated(run_id, "FINISHED" if result.status == "COMPLETE" else "FAILED")

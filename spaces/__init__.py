@@ -9,7 +9,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from peftsearch.spaces._model_info import LAYER_SUBSETS, TARGET_SETS, ModelInfo, inspect_model
+from peftsearch.spaces._model_info import (
+    LAYER_SUBSETS,
+    TARGET_SETS,
+    ModelInfo,
+    find_blocks,
+    inspect_model,
+)
 from peftsearch.spaces._registry import (
     LearningRateRange,
     MethodOptions,
@@ -32,6 +38,7 @@ __all__ = [
     "MethodSpaceBase",
     "ModelInfo",
     "PeftChoice",
+    "find_blocks",
     "get_method",
     "inspect_model",
     "method_names",

@@ -6,16 +6,26 @@ GPT-2 ``c_attn``...), so no method hard-codes one architecture.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["LAYER_SUBSETS", "TARGET_SETS", "ModelInfo", "inspect_model"]
+__all__ = [
+    "LAYER_SUBSETS",
+    "TARGET_SETS",
+    "ModelInfo",
+    "find_blocks",
+    "inspect_model",
+    "top_count",
+]
 
 TARGET_SETS = ("qv", "attention", "attention+mlp")
-LAYER_SUBSETS = ("all", "top-half", "top-quarter", "bottom-half")
+# named subsets of the blocks; "top-<N>" (the top N blocks, e.g. "top-2") works too
+LAYER_SUBSETS = ("all", "top-half", "top-third", "top-quarter", "bottom-half")
+FRACTIONS = {"top-half": 2, "top-third": 3, "top-quarter": 4}
 
 _QUERY = {"query", "q_proj", "q", "q_lin", "wq"}
 _KEY = {"key", "k_proj", "k", "k_lin", "wk"}
@@ -99,16 +109,29 @@ class ModelInfo:
         return self.mlp[-1:]
 
     def layer_indices(self, subset: str) -> list[int]:
+        """The blocks of a subset: ``all``, ``top-half``/``-third``/``-quarter`` (at
+        least one block), ``bottom-half``, or ``top-<N>`` (all of them when N exceeds
+        the model's)."""
         n = self.num_layers
         if subset == "all":
             return list(range(n))
-        if subset == "top-half":
-            return list(range(n - max(1, n // 2), n))
-        if subset == "top-quarter":
-            return list(range(n - max(1, n // 4), n))
+        if subset in FRACTIONS:
+            return list(range(n - max(1, n // FRACTIONS[subset]), n))
         if subset == "bottom-half":
             return list(range(max(1, n // 2)))
-        raise ValueError(f"unknown layer subset {subset!r}; choose from {', '.join(LAYER_SUBSETS)}")
+        count = top_count(subset)
+        if count is not None:
+            return list(range(max(0, n - count), n))
+        raise ValueError(
+            f"unknown layer subset {subset!r}; choose from {', '.join(LAYER_SUBSETS)} "
+            "or top-<N> (the top N blocks, e.g. top-2)"
+        )
+
+
+def top_count(subset: str) -> int | None:
+    """N of a ``top-<N>`` subset; None for anything else."""
+    match = re.fullmatch(r"top-([1-9]\d*)", subset)
+    return int(match.group(1)) if match else None
 
 
 def _is_linear(module: nn.Module) -> bool:
@@ -125,11 +148,9 @@ def _is_attention(relative: str) -> bool:
     )
 
 
-def inspect_model(model: nn.Module, task_type: str = "SEQ_CLS") -> ModelInfo:
-    """Find the repeated transformer blocks and sort their linear layers.
-
-    Works on a model built on the meta device, so the driver never loads weights.
-    """
+def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The repeated transformer blocks: the longest list of same-typed modules, with its
+    dotted path in ``model``. Raises ValueError when there is none."""
     import torch
 
     blocks: tuple[str, torch.nn.ModuleList] | None = None
@@ -140,7 +161,15 @@ def inspect_model(model: nn.Module, task_type: str = "SEQ_CLS") -> ModelInfo:
                 blocks = (name, module)
     if blocks is None:
         raise ValueError(f"{type(model).__name__} has no repeated transformer blocks")
-    block_path, block_list = blocks
+    return blocks
+
+
+def inspect_model(model: nn.Module, task_type: str = "SEQ_CLS") -> ModelInfo:
+    """Find the repeated transformer blocks and sort their linear layers.
+
+    Works on a model built on the meta device, so the driver never loads weights.
+    """
+    block_path, block_list = find_blocks(model)
     linears = tuple(n for n, m in block_list[0].named_modules() if n and _is_linear(m))
     if not linears:
         raise ValueError(f"{type(model).__name__}: its blocks have no linear layers to adapt")

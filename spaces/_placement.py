@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
+from peftsearch.spaces._model_info import LAYER_SUBSETS, top_count
 from peftsearch.spaces._registry import MethodOptions
 
 if TYPE_CHECKING:
@@ -21,12 +22,26 @@ __all__ = [
     "RankedOptions",
     "TargetSet",
     "describe_placement",
+    "layer_words",
     "ranked_calibration",
     "suggest_placement",
 ]
 
 TargetSet = Literal["qv", "attention", "attention+mlp"]
-LayerSubset = Literal["all", "top-half", "top-quarter", "bottom-half"]
+
+
+def _layer_subset(value: str) -> str:
+    if value in LAYER_SUBSETS or top_count(value) is not None:
+        return value
+    raise ValueError(
+        f"unknown layer subset {value!r}; choose from {', '.join(LAYER_SUBSETS)} or "
+        "top-<N> (the top N blocks, e.g. top-2)"
+    )
+
+
+# A named subset of the blocks (spaces/_model_info.py: ModelInfo.layer_indices). Subsets
+# above the lowest block let trials use the frozen-layer cache (trials/frozen_cache.py).
+LayerSubset = Annotated[str, AfterValidator(_layer_subset)]
 Rank = Annotated[int, Field(ge=1, le=4096)]
 Probability = Annotated[float, Field(ge=0, lt=1)]
 
@@ -38,9 +53,18 @@ TARGET_WORDS = {
 LAYER_WORDS = {
     "all": "every layer",
     "top-half": "the top half of the layers",
+    "top-third": "the top third of the layers",
     "top-quarter": "the top quarter of the layers",
     "bottom-half": "the bottom half of the layers",
 }
+
+
+def layer_words(subset: str) -> str:
+    """``top-2`` -> "the top 2 layers"; named subsets from ``LAYER_WORDS``."""
+    count = top_count(subset)
+    if count is not None:
+        return "the top layer" if count == 1 else f"the top {count} layers"
+    return LAYER_WORDS.get(subset, subset)
 
 
 class RankedOptions(MethodOptions):
@@ -94,7 +118,7 @@ def describe_placement(summary: dict[str, Any]) -> str:
     if "targets" in summary:
         words.append(f"on {TARGET_WORDS.get(summary['targets'], summary['targets'])}")
     if "layers" in summary:
-        words.append(f"in {LAYER_WORDS.get(summary['layers'], summary['layers'])}")
+        words.append(f"in {layer_words(str(summary['layers']))}")
     return " ".join(words)
 
 

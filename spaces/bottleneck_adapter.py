@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
-from peftsearch.spaces._placement import LAYER_WORDS, LayerSubset
+from peftsearch.spaces._placement import LayerSubset, layer_words
 from peftsearch.spaces._registry import (
     LearningRateRange,
     MethodOptions,
@@ -113,7 +113,7 @@ class BottleneckSpace(MethodSpaceBase):
 
     def describe(self, summary: dict[str, Any]) -> str:
         where = PLACEMENT_WORDS.get(summary.get("placement", ""), summary.get("placement"))
-        layers = LAYER_WORDS.get(summary.get("layers", ""), summary.get("layers"))
+        layers = layer_words(str(summary.get("layers", "")))
         return f"of width {summary.get('bottleneck_size')} {where} in {layers}"
 
     def calibration_config(self, info: ModelInfo) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from peftsearch.spaces._placement import LAYER_WORDS, LayerSubset
+from peftsearch.spaces._placement import LayerSubset, layer_words
 from peftsearch.spaces._registry import (
     LearningRateRange,
     MethodOptions,
@@ -78,7 +78,7 @@ class IA3Space(MethodSpaceBase):
 
     def describe(self, summary: dict[str, Any]) -> str:
         targets = TARGET_WORDS.get(summary.get("targets", ""), summary.get("targets"))
-        layers = LAYER_WORDS.get(summary.get("layers", ""), summary.get("layers"))
+        layers = layer_words(str(summary.get("layers", "")))
         return f"on {targets} in {layers}"
 
     def calibration_config(self, info: ModelInfo) -> dict[str, Any]:

@@ -96,3 +96,37 @@ def ray_test_cluster(**head_args: Any) -> Any:
         else:
             os.environ["RAY_TMPDIR"] = saved
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def prepare_lm(model_dir: Path, train: Path, eval: Path | None, **kwargs: Any) -> Any:
+    """Prompt/response CSVs tokenized for the tiny causal LM (``kwargs`` override)."""
+    from peftsearch.trials.lm_data import prepare_lm_data
+    from peftsearch.trials.model import Checkpoint, load_tokenizer
+
+    options: dict[str, Any] = {
+        "test": None,
+        "prompt_column": "prompt",
+        "response_column": "response",
+        "messages_column": None,
+        "max_length": 16,
+        "max_train_samples": None,
+        "max_eval_samples": None,
+        "eval_fraction": 0.2,
+        "seed": 0,
+        "tokenizer": load_tokenizer(Checkpoint(str(model_dir))),
+    }
+    options.update(kwargs)
+    return prepare_lm_data(train=str(train), eval=str(eval) if eval else None, **options)
+
+
+def lm_runner(model_dir: Path, data: Any, **settings: Any) -> Any:
+    """A trial runner on the tiny causal LM (``settings`` override TrainSettings)."""
+    from peftsearch.trials import TrainSettings, TrialRunner
+    from peftsearch.trials.model import BaseModelSource, Checkpoint
+
+    source = BaseModelSource(
+        Checkpoint(str(model_dir)), num_labels=0, label_names=[], pad_token_id=0, task="causal-lm"
+    )
+    options = {"max_steps": 8, "batch_size": 8, "eval_batch_size": 16, "max_new_tokens": 3}
+    options.update(settings)
+    return TrialRunner(source, data, TrainSettings(**options), device="cpu", device_name="cpu")

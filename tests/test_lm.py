@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from helpers import run_card_code, tiny_config
+from helpers import lm_runner, prepare_lm, run_card_code, tiny_config
 from typer.testing import CliRunner
 
 from peftsearch.pipelines.cli import app
-from peftsearch.trials import TrainSettings, TrialRequest, TrialRunner
+from peftsearch.trials import TrialRequest
 from peftsearch.trials.adapter_files import write_folder
-from peftsearch.trials.lm_data import IGNORE_INDEX, prepare_lm_data
+from peftsearch.trials.lm_data import IGNORE_INDEX
 from peftsearch.trials.lm_eval import evaluate_lm, normalise_answer
-from peftsearch.trials.model import BaseModelSource, Checkpoint, load_tokenizer
+from peftsearch.trials.model import Checkpoint, load_tokenizer
 
 LM_LORA = {
     "peft_type": "LORA",
@@ -31,25 +31,8 @@ LM_LORA = {
 }
 
 
-def prepare(model_dir: Path, train: Path, eval: Path | None, **kwargs: Any) -> Any:
-    options: dict[str, Any] = {
-        "test": None,
-        "prompt_column": "prompt",
-        "response_column": "response",
-        "messages_column": None,
-        "max_length": 16,
-        "max_train_samples": None,
-        "max_eval_samples": None,
-        "eval_fraction": 0.2,
-        "seed": 0,
-        "tokenizer": load_tokenizer(Checkpoint(str(model_dir))),
-    }
-    options.update(kwargs)
-    return prepare_lm_data(train=str(train), eval=str(eval) if eval else None, **options)
-
-
 def test_only_response_tokens_count(tiny_llama_dir: Path, tiny_lm_data: dict[str, Path]) -> None:
-    data = prepare(tiny_llama_dir, tiny_lm_data["train"], tiny_lm_data["eval"])
+    data = prepare_lm(tiny_llama_dir, tiny_lm_data["train"], tiny_lm_data["eval"])
     tokenizer = load_tokenizer(Checkpoint(str(tiny_llama_dir)))
     row = data.eval[0]
     prompt, answer = row["prompt_ids"], row["answer"]
@@ -69,7 +52,7 @@ def test_prompts_lose_their_start_and_long_responses_are_dropped(
     rows.append("opposite of good," + " ".join(["bad"] * 8))  # 8 words + EOS > max_length 6
     path = tmp_path / "rows.csv"
     path.write_text("\n".join(rows) + "\n")
-    data = prepare(tiny_llama_dir, path, path, max_length=6)
+    data = prepare_lm(tiny_llama_dir, path, path, max_length=6)
     assert data.stats["too_long_rows"] == 2  # once from train, once from eval
     assert data.stats["truncated_prompts"] == 6
     tokenizer = load_tokenizer(Checkpoint(str(tiny_llama_dir)))
@@ -93,7 +76,7 @@ def test_chat_messages_render_through_the_chat_template(
         {"role": "assistant", "content": "bad"},
     ]
     path.write_text("\n".join(json.dumps({"messages": turns}) for _ in range(4)) + "\n")
-    data = prepare(
+    data = prepare_lm(
         tiny_llama_dir, path, path, messages_column="messages", tokenizer=tokenizer, max_length=32
     )
     row = data.eval[0]
@@ -111,7 +94,7 @@ def test_chat_messages_render_through_the_chat_template(
     from peftsearch.errors import UserError
 
     with pytest.raises(UserError, match="last turn must be the assistant"):
-        prepare(tiny_llama_dir, bad, bad, messages_column="messages", tokenizer=tokenizer)
+        prepare_lm(tiny_llama_dir, bad, bad, messages_column="messages", tokenizer=tokenizer)
 
 
 def test_normalised_answers() -> None:
@@ -124,7 +107,7 @@ def test_normalised_answers() -> None:
 def lm(tiny_llama_dir: Path, tiny_lm_data: dict[str, Path]) -> tuple[Any, Any, Any]:
     from transformers import AutoModelForCausalLM
 
-    data = prepare(tiny_llama_dir, tiny_lm_data["train"], tiny_lm_data["eval"])
+    data = prepare_lm(tiny_llama_dir, tiny_lm_data["train"], tiny_lm_data["eval"])
     tokenizer = load_tokenizer(Checkpoint(str(tiny_llama_dir)))
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
     return model, data, tokenizer
@@ -182,15 +165,6 @@ def test_batched_left_padded_generation_matches_one_by_one(lm: tuple[Any, Any, A
     )
     assert metrics["exact_match"] == 1.0 == metrics["accuracy"]
     assert metrics["example"]["reference"] == answers[0]
-
-
-def lm_runner(model_dir: Path, data: Any, **settings: Any) -> TrialRunner:
-    source = BaseModelSource(
-        Checkpoint(str(model_dir)), num_labels=0, label_names=[], pad_token_id=0, task="causal-lm"
-    )
-    options = {"max_steps": 8, "batch_size": 8, "eval_batch_size": 16, "max_new_tokens": 3}
-    options.update(settings)
-    return TrialRunner(source, data, TrainSettings(**options), device="cpu", device_name="cpu")
 
 
 METHOD_CONFIGS = {
@@ -385,7 +359,7 @@ def test_a_prompt_template_builds_prompts_from_columns(
 
     path = tmp_path / "reviews.csv"
     path.write_text("text,category\ngood film,fresh\nbad film,rotten\ndull plot,rotten\n")
-    data = prepare(
+    data = prepare_lm(
         tiny_llama_dir,
         path,
         path,
@@ -397,7 +371,9 @@ def test_a_prompt_template_builds_prompts_from_columns(
     assert tokenizer.decode(data.eval[0]["prompt_ids"]) == "opposite of good film"
     assert data.eval["answer"] == ["fresh", "rotten", "rotten"]
     with pytest.raises(UserError, match=r"\{review\}, which is not a column"):
-        prepare(tiny_llama_dir, path, path, prompt_template="{review}", response_column="category")
+        prepare_lm(
+            tiny_llama_dir, path, path, prompt_template="{review}", response_column="category"
+        )
 
 
 def test_the_llm_example_config_is_valid_offline(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import socket
@@ -15,17 +16,28 @@ from typing import TYPE_CHECKING, Any
 from peftsearch.trials.adapter_files import saved_adapter, write_folder
 from peftsearch.trials.cost import price_per_hour
 from peftsearch.trials.deadline import STEP_SAFETY, Deadline
+from peftsearch.trials.frozen_cache import (
+    PrefixCache,
+    PrefixServer,
+    frozen_boundary,
+    hidden_size,
+)
 from peftsearch.trials.model import CAUSAL_LM
 from peftsearch.trials.result import TrialResult
 from peftsearch.trials.train import (
     TrainSettings,
     TrialDiverged,
+    autocast,
+    collate,
     evaluate,
     resolve_precision,
+    rows_of,
     train,
 )
 
 if TYPE_CHECKING:
+    import datasets
+
     from peftsearch.trials.data import PreparedData
     from peftsearch.trials.model import BaseModelSource
 
@@ -79,7 +91,8 @@ class TrialRunner:
     """Runs trials in one process against one base model and one tokenized dataset.
 
     Holds both between trials, which is what makes reuse pay: a worker loads the
-    model once and copies it per trial.
+    model once and copies it per trial, and keeps the frozen-layer cache
+    (trials/frozen_cache.py) that trials adapting only upper blocks share.
     """
 
     def __init__(
@@ -103,6 +116,20 @@ class TrialRunner:
         self.num_threads = num_threads
         self.share = device_share  # of one priced device (trials/cost.py: device_share)
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.cache = (
+            PrefixCache(settings.cache_max_mb * 2**20) if settings.cache_frozen_layers else None
+        )
+        self._tables: dict[str, datasets.Dataset] = {}
+        self._tokens: dict[str, float] = {}
+
+    def _split(self, name: str) -> datasets.Dataset:
+        """A split with a ``row_id`` column when the cache is on (it looks rows up by it)."""
+        table = self.data.train if name == "train" else self.data.eval
+        if self.cache is None:
+            return table
+        if name not in self._tables:
+            self._tables[name] = table.add_column("row_id", list(range(len(table))))
+        return self._tables[name]
 
     def run(self, request: TrialRequest, judge: Judge | None = None) -> TrialResult:
         """Never raises for a trial's own failure: it comes back as FAIL with its reason."""
@@ -153,9 +180,16 @@ class TrialRunner:
             deadline = Deadline(allowance, started=started)
             if not deadline.has_room(0.0):  # a retry whose lost attempt used it all
                 raise _Stop("stopped by the budget before training: the allowance is used up")
-            self._train(model, request, result, judge, deadline)
-            self._evaluate(model, request, result)
-            if request.adapter_dir:
+            server = self._prefix_server(model, request)
+            try:
+                with server or contextlib.nullcontext():
+                    self._train(model, request, result, judge, deadline, server)
+                    self._evaluate(model, request, result, server=server)
+            finally:
+                if server is not None:
+                    result.cached_layers = server.boundary
+                    result.cache_seconds = server.seconds
+            if request.adapter_dir:  # saved from the whole model, outside the server
                 # shipped back as bytes: the driver's folder may not exist on this node
                 result.adapter_files = saved_adapter(model)
             result.status = "COMPLETE"
@@ -175,7 +209,8 @@ class TrialRunner:
             # its share of a device, held for the whole trial
             result.device_seconds = result.wall_seconds * self.share
             result.spent_usd = result.device_seconds / 3600 * self.price
-            config_seconds = (result.wall_seconds - result.rung_seconds) * self.share
+            overhead = result.rung_seconds + result.cache_seconds
+            config_seconds = (result.wall_seconds - overhead) * self.share
             result.cost_usd = config_seconds / 3600 * self.price
             result.peak_memory_mb = self._peak_memory_mb()
         return result
@@ -187,6 +222,7 @@ class TrialRunner:
         result: TrialResult,
         judge: Judge | None,
         deadline: Deadline,
+        server: PrefixServer | None = None,
     ) -> None:
         total = request.max_steps or self.settings.max_steps
         last = [time.perf_counter()]
@@ -205,7 +241,7 @@ class TrialRunner:
             if step in request.rungs and step < total:
                 stop_unless_room(self._eval_guess(result, deadline.next_step), step)
                 began = time.perf_counter()
-                self._evaluate(model, request, result, rung=True)
+                self._evaluate(model, request, result, rung=True, server=server)
                 result.rung_seconds += time.perf_counter() - began
                 result.rungs.append([step, result.accuracy, result.macro_f1])
                 rate = sum(deadline.step_times) / len(deadline.step_times)
@@ -231,13 +267,14 @@ class TrialRunner:
 
         train(
             model,
-            self.data.train,
+            self._split("train"),
             learning_rate=request.learning_rate,
             settings=self.settings,
             pad_token_id=self.data.pad_token_id,
             device=self.device,
             after_step=after_step,
             max_steps=total,
+            feed=server.feed("train") if server else None,
         )
         result.train_seconds = sum(deadline.step_times)
 
@@ -268,19 +305,31 @@ class TrialRunner:
         result.status = "COMPLETE"
 
     def _evaluate(
-        self, model: Any, request: TrialRequest, result: TrialResult, *, rung: bool = False
+        self,
+        model: Any,
+        request: TrialRequest,
+        result: TrialResult,
+        *,
+        rung: bool = False,
+        server: PrefixServer | None = None,
     ) -> None:
-        table = self.data.eval
+        table = self._split("eval")
         if request.eval_rows is not None:
             table = table.select(range(min(request.eval_rows, len(table))))
-        self._evaluate_on(model, table, result, rung=rung)
+        self._evaluate_on(model, table, result, rung=rung, server=server)
 
     def _evaluate_on(
-        self, model: Any, table: Any, result: TrialResult, *, rung: bool = False
+        self,
+        model: Any,
+        table: Any,
+        result: TrialResult,
+        *,
+        rung: bool = False,
+        server: PrefixServer | None = None,
     ) -> None:
         began = time.perf_counter()
         if self.data.task == CAUSAL_LM:
-            self._evaluate_lm(model, table, result, rung)
+            self._evaluate_lm(model, table, result, rung, server)
         else:
             metrics = evaluate(
                 model,
@@ -290,13 +339,16 @@ class TrialRunner:
                 device=self.device,
                 num_labels=self.data.num_labels,
                 precision=self.settings.precision,
+                feed=server.feed("eval") if server else None,
             )
             result.accuracy, result.macro_f1 = metrics["accuracy"], metrics["macro_f1"]
         result.eval_seconds += time.perf_counter() - began
         result.evaluations += 1
         result.eval_rows = len(table)
 
-    def _evaluate_lm(self, model: Any, table: Any, result: TrialResult, rung: bool) -> None:
+    def _evaluate_lm(
+        self, model: Any, table: Any, result: TrialResult, rung: bool, server: PrefixServer | None
+    ) -> None:
         """Rungs score teacher-forced token accuracy instead of generating: a rung only
         ranks trials against others at the same rung, on the same metric, and token
         accuracy on the response tracks exact match at a fraction of its cost (one forward
@@ -315,10 +367,79 @@ class TrialRunner:
             device=self.device,
             precision=self.settings.precision,
             max_new_tokens=self.settings.max_new_tokens,
+            feed=server.feed("eval") if server else None,
+            full_model=server.full_model if server else contextlib.nullcontext,
         )
         result.accuracy = float(metrics["accuracy"])
         if not rung:
             result.metrics = metrics
+
+    def _prefix_server(self, model: Any, request: TrialRequest) -> PrefixServer | None:
+        """Serve the blocks below the trial's lowest adapted block from the cache, when
+        the cache is on, the method allows it, the rows a trial reads fit in memory, and
+        serving that boundary was checked to reproduce the full model on this worker."""
+        if self.cache is None:
+            return None
+        boundary = frozen_boundary(model, str(request.peft_config.get("peft_type", "")))
+        if boundary == 0 or self.cache.checked(boundary) is False:
+            return None
+        row_bytes = hidden_size(model) * (4 if self._precision == "fp32" else 2)
+        reads = {  # the rows a trial may read: its steps' batches, the whole eval split
+            "train": self.settings.max_steps * self.settings.batch_size,
+            "eval": len(self.data.eval),
+        }
+        splits = {}
+        for split, rows in reads.items():
+            expected = int(min(rows, len(self._split(split))) * self._mean_tokens(split))
+            states = self.cache.states(split, boundary, expected * row_bytes)
+            if states is None:
+                return None
+            splits[split] = states
+        server = PrefixServer(
+            model, boundary, splits, self.cache, device=self.device, precision=self._precision
+        )
+        if self.cache.checked(boundary) is None:
+            self.cache.record_check(boundary, self._serves_like_full(model, server))
+            if not self.cache.checked(boundary):
+                return None
+        return server
+
+    @property
+    def _precision(self) -> str:
+        return resolve_precision(self.settings.precision, self.device)
+
+    def _mean_tokens(self, split: str) -> float:
+        if split not in self._tokens:
+            lengths = [len(ids) for ids in self._split(split)["input_ids"]]
+            self._tokens[split] = sum(lengths) / max(1, len(lengths))
+        return self._tokens[split]
+
+    def _serves_like_full(self, model: Any, server: PrefixServer) -> bool:
+        """One evaluation batch through the full model and through the cache agree (at
+        every real token; padding is masked either way)."""
+        import torch
+
+        table = self._split("eval")
+        batch = collate(rows_of(table[: min(8, len(table))]), self.data.pad_token_id)
+        batch.pop("labels", None)
+        row_ids = batch.pop("row_id")
+        on_device = {k: v.to(self.device) for k, v in batch.items()}
+        model.eval()
+        with torch.no_grad(), autocast(self.device, self._precision):
+            full = model(**on_device).logits.float()
+            with server:
+                feed = server.feed("eval")
+                assert feed is not None
+                feed(row_ids, batch)
+                served = model(**on_device).logits.float()
+        if full.shape != served.shape:
+            return False
+        if full.dim() == 3:  # per token: compare where there are tokens
+            mask = on_device["attention_mask"].bool()
+            full, served = full[mask], served[mask]
+        tolerance = 1e-4 if self._precision == "fp32" else 5e-2
+        scale = max(1.0, float(full.abs().max()))
+        return bool((full - served).abs().max() <= tolerance * scale)
 
     def _build(self, request: TrialRequest, result: TrialResult) -> Any:
         from peft import get_peft_config, get_peft_model

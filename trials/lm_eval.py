@@ -3,11 +3,22 @@ token accuracy and response loss."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from peftsearch.trials.train import IGNORE_INDEX, _rows, autocast, collate, resolve_precision
+from peftsearch.trials.train import (
+    IGNORE_INDEX,
+    Feed,
+    autocast,
+    collate,
+    resolve_precision,
+    rows_of,
+    take_rows,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -24,20 +35,25 @@ def normalise_answer(text: str) -> str:
 
 
 def _teacher_forced(
-    model: nn.Module, table: datasets.Dataset, batch_size: int, pad_token_id: int, device: str
+    model: nn.Module,
+    table: datasets.Dataset,
+    batch_size: int,
+    pad_token_id: int,
+    device: str,
+    feed: Feed | None = None,
 ) -> dict[str, float]:
     """Next-token accuracy and mean loss over the response tokens only."""
     import torch
 
     correct = counted = 0
     loss_sum = 0.0
+    wanted = ("input_ids", "attention_mask", "labels", "row_id")
+    columns = [c for c in wanted if c in table.column_names]
     for start in range(0, len(table), batch_size):
-        rows = _rows(
-            table.select_columns(["input_ids", "attention_mask", "labels"])[
-                start : start + batch_size
-            ]
-        )
-        batch = {k: v.to(device) for k, v in collate(rows, pad_token_id).items()}
+        rows = rows_of(table.select_columns(columns)[start : start + batch_size])
+        batch = collate(rows, pad_token_id)
+        take_rows(batch, feed)
+        batch = {k: v.to(device) for k, v in batch.items()}
         labels = batch.pop("labels")
         logits = model(**batch).logits
         # prompt tuning prepends virtual tokens to the outputs: keep the inputs' positions
@@ -116,23 +132,30 @@ def evaluate_lm(
     device: str,
     precision: str = "fp32",
     max_new_tokens: int = 32,
+    feed: Feed | None = None,
+    full_model: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> dict[str, Any]:
     """The metrics of ``metric``, with ``accuracy`` set to the score the search
-    maximises: exact match, token accuracy, or 1/perplexity for ``eval_loss``."""
+    maximises: exact match, token accuracy, or 1/perplexity for ``eval_loss``.
+    ``feed`` serves cached states to the teacher-forced pass; generation runs inside
+    ``full_model()`` (the frozen-layer cache cannot serve tokens it has not seen)."""
     import torch
 
     model.eval()
     with torch.inference_mode(), autocast(device, resolve_precision(precision, device)):
-        metrics: dict[str, Any] = _teacher_forced(model, table, batch_size, pad_token_id, device)
+        metrics: dict[str, Any] = _teacher_forced(
+            model, table, batch_size, pad_token_id, device, feed
+        )
         if metric == "exact_match":
-            metrics["exact_match"], metrics["example"] = _exact_match(
-                model,
-                table,
-                tokenizer=tokenizer,
-                batch_size=batch_size,
-                device=device,
-                max_new_tokens=max_new_tokens,
-            )
+            with full_model():
+                metrics["exact_match"], metrics["example"] = _exact_match(
+                    model,
+                    table,
+                    tokenizer=tokenizer,
+                    batch_size=batch_size,
+                    device=device,
+                    max_new_tokens=max_new_tokens,
+                )
     metrics["metric"] = metric
     metrics["accuracy"] = (
         1.0 / metrics["perplexity"] if metric == "eval_loss" else float(metrics[metric])

@@ -39,7 +39,8 @@ class TrialResult:
     # every device-second the trial held: what the budget is charged
     device_seconds: float = 0.0
     # the cost objective: what training this config costs (setup, its steps, one
-    # evaluation), without the search's own overhead (rung evaluations, lost attempts)
+    # evaluation), without the search's own overhead (rung evaluations, lost attempts,
+    # computing the frozen-layer cache that later trials share)
     cost_usd: float = 0.0
     spent_usd: float = 0.0  # device_seconds at the device's price: what the search paid
     rung_seconds: float = 0.0  # of device_seconds, spent evaluating at early-stopping rungs
@@ -67,6 +68,9 @@ class TrialResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     precision: str | None = None  # fp32, bf16 or fp16, as resolved on the worker
     gradient_checkpointing: bool = False
+    # blocks below this one were served from the worker's frozen-layer cache (0: none)
+    cached_layers: int = 0
+    cache_seconds: float = 0.0  # of device_seconds: computing cached states (once per worker)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -36,6 +36,8 @@ class TrainSettings:
     gradient_checkpointing: bool = False
     metric: str = "exact_match"  # causal LMs (trials/lm_eval.py); classifiers: accuracy
     max_new_tokens: int = 32
+    cache_frozen_layers: bool = True  # trials/frozen_cache.py
+    cache_max_mb: int = 2048  # per worker
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -78,10 +80,27 @@ def collate(rows: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Te
         batch[key] = torch.tensor([list(r[key]) + [fill] * (width - len(r[key])) for r in rows])
     if "label" in rows[0]:
         batch["labels"] = torch.tensor([int(r["label"]) for r in rows])
+    if "row_id" in rows[0]:  # which rows these are: the frozen-layer cache looks them up
+        batch["row_id"] = torch.tensor([int(r["row_id"]) for r in rows])
     return batch
 
 
-def _rows(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+# (row ids, the batch's model inputs) -> None: serves the rows' cached states
+Feed = Callable[["torch.Tensor", dict[str, "torch.Tensor"]], None]
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def take_rows(batch: dict[str, torch.Tensor], feed: Feed | None) -> None:
+    """Remove the batch's row ids (the model takes none) and hand them, with the batch's
+    inputs, to ``feed`` (trials/frozen_cache.py), which serves their cached states."""
+    row_ids = batch.pop("row_id", None)
+    if feed is not None:
+        if row_ids is None:
+            raise ValueError("the frozen-layer cache needs row ids in the batches")
+        feed(row_ids, {k: v for k, v in batch.items() if k in MODEL_INPUTS})
+
+
+def rows_of(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
     keys = list(columns)
     return [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
@@ -94,7 +113,7 @@ def _batches(
     while True:
         order = table.shuffle(seed=seed + epoch)
         for start in range(0, len(order), size):
-            yield collate(_rows(order[start : start + size]), pad_token_id)
+            yield collate(rows_of(order[start : start + size]), pad_token_id)
         epoch += 1
 
 
@@ -108,11 +127,13 @@ def train(
     device: str,
     after_step: Callable[[int, float], bool] | None = None,
     max_steps: int | None = None,
+    feed: Feed | None = None,
 ) -> list[float]:
     """AdamW with linear warmup and decay; returns the loss per step.
 
     ``after_step(step, loss)`` returning False stops training there (budget, early
-    stopping). ``max_steps`` overrides the settings' (the schedule follows it).
+    stopping). ``max_steps`` overrides the settings' (the schedule follows it). ``feed``
+    serves cached hidden states (trials/frozen_cache.py).
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -128,7 +149,9 @@ def train(
     losses: list[float] = []
     model.train()
     for step in range(total):
-        batch = {k: v.to(device) for k, v in next(batches).items()}
+        batch = next(batches)
+        take_rows(batch, feed)
+        batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(device, precision):
             loss = model(**batch).loss
         value = float(loss.detach())
@@ -157,6 +180,7 @@ def evaluate(
     device: str,
     num_labels: int,
     precision: str = "fp32",
+    feed: Feed | None = None,
 ) -> dict[str, float]:
     """Accuracy and macro-F1 (the mean of per-class F1, so rare classes count)."""
     import torch
@@ -166,8 +190,9 @@ def evaluate(
     model.eval()
     with torch.inference_mode(), autocast(device, resolve_precision(precision, device)):
         for start in range(0, len(table), batch_size):
-            batch = collate(_rows(table[start : start + batch_size]), pad_token_id)
+            batch = collate(rows_of(table[start : start + batch_size]), pad_token_id)
             gold = batch.pop("labels")
+            take_rows(batch, feed)
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
             predictions += logits.argmax(-1).tolist()
             labels += gold.tolist()
