@@ -17,7 +17,8 @@ size and scores the eval set. Target: study / bare <= 1.15.
 
 Order: a first study (whose configs the loop reuses, and which warms the disk cache),
 then the bare loop and a second study alternately, ``--repeats`` times; the ratio is
-the median of the pairs.
+the median of the pairs. ``--no-cache`` runs the studies without the frozen-layer cache,
+which the bare loop lacks: the start-up overhead alone.
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ TARGET = 1.15
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def study_config(out: Path, name: str) -> Path:
+def study_config(out: Path, name: str, cache: bool = True) -> Path:
     import yaml
 
     config = yaml.safe_load((ROOT / "pipelines" / "starter.yaml").read_text())
     config["search"].update({"study_name": name, "n_trials": TRIALS, "early_stopping": False})
     config.pop("budget", None)
     config["training"]["max_steps"] = STEPS
+    config["training"]["cache_frozen_layers"] = cache
     config["resources"].update({"cpus_per_trial": 1, "max_concurrent_trials": WORKERS})
     config["output_dir"] = str(out)
     path = out / f"{name}.yaml"
@@ -55,8 +57,8 @@ def study_config(out: Path, name: str) -> Path:
     return path
 
 
-def run_study(out: Path, name: str) -> float:
-    path = study_config(out, name)
+def run_study(out: Path, name: str, cache: bool = True) -> float:
+    path = study_config(out, name, cache)
     began = time.perf_counter()
     subprocess.run(
         [str(Path(sys.executable).with_name("peftsearch")), "run", str(path)],
@@ -193,17 +195,24 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="studies without the frozen-layer cache: the overhead alone, as the bare loop "
+        "has no cache either (by default, the product as it ships)",
+    )
     args = parser.parse_args()
+    cache = not args.no_cache
     with tempfile.TemporaryDirectory() as temp:
         out = Path(temp)
-        first = run_study(out, "warmup")
+        first = run_study(out, "warmup", cache)
         trials = study_trials(out, "warmup")
         config = yaml.safe_load(study_config(out, "warmup").read_text())
         print(f"first study: {first:.1f} s, {len(trials)} configs", file=sys.stderr)
         pairs = []
         for repeat in range(args.repeats):
             bare = run_bare(trials, config)
-            study = run_study(out, f"study{repeat}")
+            study = run_study(out, f"study{repeat}", cache)
             pairs.append((study, bare))
             print(
                 f"repeat {repeat}: study {study:.1f} s, bare loop {bare:.1f} s, "
@@ -213,6 +222,7 @@ def main() -> None:
     ratio = statistics.median(s / b for s, b in pairs)
     figures = {
         "trials": len(trials),
+        "frozen_layer_cache": cache,
         "steps": STEPS,
         "workers": WORKERS,
         "study_seconds": statistics.median(s for s, _ in pairs),

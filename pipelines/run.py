@@ -38,12 +38,15 @@ if TYPE_CHECKING:
     from peftsearch.search.budget import Budget
     from peftsearch.search.cost_model import CostModel
     from peftsearch.search.early_stopping import RungBoard
+    from peftsearch.search.ray_session import RaySession
     from peftsearch.spaces import ModelInfo
-    from peftsearch.trials import PreparedData
+    from peftsearch.trials import PreparedData, TrialRequest
 
 __all__ = [
     "Inputs",
     "SearchOutcome",
+    "baseline_request",
+    "charge_overhead",
     "describe_executor",
     "drive",
     "finish",
@@ -53,9 +56,12 @@ __all__ = [
     "open_executor",
     "reconcile",
     "run_search",
+    "save_baseline",
+    "schedule_baseline",
     "score_on_test",
     "start_budget",
     "start_progress",
+    "start_ray",
     "warm_start",
 ]
 
@@ -175,9 +181,13 @@ def start_progress(study: optuna.Study, total: int, console: Console) -> SearchP
 
 @contextlib.contextmanager
 def open_executor(
-    config: Config, data: PreparedData, board: RungBoard | None
+    config: Config,
+    data: PreparedData,
+    board: RungBoard | None,
+    session: RaySession | None = None,
 ) -> Iterator[TrialExecutor]:
-    """Phase 4: Ray workers by default; in-process when ``resources.use_ray`` is false."""
+    """Phase 4: Ray workers by default; in-process when ``resources.use_ray`` is false.
+    ``session``: Ray, started early (``start_ray``); this phase closes it."""
     from peftsearch.search import InProcessExecutor
 
     resources = config.resources
@@ -234,7 +244,7 @@ def open_executor(
             vcpus_per_cpu_price=config.cost.vcpus_per_cpu_price,
         ),
     )
-    with ray_session(resources.ray_address):
+    with ray_session(resources.ray_address, session):
         ray_executor = RayExecutor(
             setup,
             data,
@@ -281,36 +291,50 @@ def start_budget(
 def run_charged(
     study: optuna.Study, executor: TrialExecutor, request: Any, budget: Budget | None
 ) -> Any:
-    """Run one piece of work outside the trials (baseline, test scoring) and charge its
-    device time to the budget and to the study, so later runs count it too."""
-    from peftsearch.search.records import add_overhead
-
+    """Run one piece of work outside the trials (baseline, test scoring) and charge it."""
     executor.submit(request)
     results: list[Any] = []
     while not results:
         results = executor.wait()
-    add_overhead(study, results[0].device_seconds)
-    if budget is not None:
-        budget.charge(results[0].device_seconds)
+    charge_overhead(study, results[0], budget)
     return results[0]
 
 
-def measure_baseline(
-    study: optuna.Study,
-    executor: TrialExecutor,
-    inputs: Inputs,
-    budget: Budget | None,
-    cost_model: CostModel | None,
-    console: Console,
-) -> None:
-    """Phase 5b: once per study, what the model scores with no adapter at all: for a
-    classifier, always answering the most frequent training label, and the base model
-    with its new head untrained; for a causal LM, the base model zero-shot (device time,
-    charged like any other)."""
+def charge_overhead(study: optuna.Study, result: Any, budget: Budget | None) -> None:
+    """Work outside the trials costs device time: charge it to the budget and to the
+    study, so later runs count it too."""
+    from peftsearch.search.records import add_overhead
+
+    add_overhead(study, result.device_seconds)
+    if budget is not None:
+        budget.charge(result.device_seconds)
+
+
+def baseline_request(
+    study: optuna.Study, budget: Budget | None, cost_model: CostModel | None
+) -> TrialRequest | None:
+    """Phase 5b: the base model with no adapter, scored once per study on a worker
+    (for a classifier its new head untrained, for a causal LM zero-shot); None when the
+    study has its baseline already or the budget cannot afford it."""
+    from peftsearch.search.records import baseline_of
+    from peftsearch.trials import TrialRequest
+
+    if baseline_of(study):
+        return None
+    estimate = cost_model.setup_seconds + cost_model.eval_seconds if cost_model else 0.0
+    if budget is not None and not budget.fits(estimate):
+        return None
+    return TrialRequest(-2, "baseline", {}, 0.0, None, baseline=True)
+
+
+def save_baseline(study: optuna.Study, inputs: Inputs, result: Any, console: Console) -> None:
+    """What the model scores with no adapter at all: ``result`` (the base model, or
+    None when it did not run) and, for a classifier, always answering the most frequent
+    training label."""
     from collections import Counter
 
-    from peftsearch.search.records import baseline_of, save_baseline
-    from peftsearch.trials import TrialRequest
+    from peftsearch.search.records import baseline_of
+    from peftsearch.search.records import save_baseline as store
     from peftsearch.trials.train import classification_metrics
 
     if baseline_of(study):
@@ -329,32 +353,60 @@ def measure_baseline(
             "device_seconds": 0.0,
             "eval_rows": len(gold),
         }
-    estimate = cost_model.setup_seconds + cost_model.eval_seconds if cost_model else 0.0
-    if budget is None or budget.fits(estimate):
-        request = TrialRequest(-2, "baseline", {}, 0.0, None, baseline=True)
-        result = run_charged(study, executor, request, budget)
-        if result.status == "COMPLETE":
-            key, method = (
-                ("zero_shot", "no adapter: the base model, zero-shot")
-                if data.task == "causal-lm"
-                else ("untrained_head", "no adapter: the base model, its new head untrained")
-            )
-            baseline[key] = {
-                "method": method,
-                "accuracy": result.accuracy,
-                "macro_f1": result.macro_f1,
-                **{k: v for k, v in result.metrics.items() if k != "example"},
-                "trainable_params": 0,
-                "cost_usd": result.cost_usd,
-                "device_seconds": result.device_seconds,
-                "eval_rows": result.eval_rows,
-            }
+    if result is not None and result.status == "COMPLETE":
+        key, method = (
+            ("zero_shot", "no adapter: the base model, zero-shot")
+            if data.task == "causal-lm"
+            else ("untrained_head", "no adapter: the base model, its new head untrained")
+        )
+        baseline[key] = {
+            "method": method,
+            "accuracy": result.accuracy,
+            "macro_f1": result.macro_f1,
+            **{k: v for k, v in result.metrics.items() if k != "example"},
+            "trainable_params": 0,
+            "cost_usd": result.cost_usd,
+            "device_seconds": result.device_seconds,
+            "eval_rows": result.eval_rows,
+        }
     if not baseline:
         return
-    save_baseline(study, baseline)
+    store(study, baseline)
     best = max(baseline.values(), key=lambda b: b["accuracy"])
     metric = str(best.get("metric", "accuracy")).replace("_", " ")
     console.print(f"Without an adapter: {metric} {best['accuracy']:.3f} ({best['method']}).")
+
+
+def measure_baseline(
+    study: optuna.Study,
+    executor: TrialExecutor,
+    inputs: Inputs,
+    budget: Budget | None,
+    cost_model: CostModel | None,
+    console: Console,
+) -> None:
+    """The baseline, measured now (``baseline_request``, ``save_baseline``)."""
+    request = baseline_request(study, budget, cost_model)
+    result = run_charged(study, executor, request, budget) if request is not None else None
+    save_baseline(study, inputs, result, console)
+
+
+def schedule_baseline(
+    loop: SearchLoop, study: optuna.Study, inputs: Inputs, console: Console
+) -> None:
+    """Without a budget the baseline waits for a slot the last trials leave idle: run
+    first, it would hold a worker back while it loads the model (start-up overhead,
+    benchmarks/overhead.py). With a budget it runs first: its cost must fit."""
+    request = baseline_request(study, loop.budget, loop.cost_model)
+    if request is None:
+        return
+
+    def done(result: Any) -> None:
+        charge_overhead(study, result, loop.budget)
+        save_baseline(study, inputs, result, console)
+
+    loop.side_jobs.append(request)
+    loop.on_side_result = done
 
 
 def make_loop(
@@ -514,9 +566,34 @@ def finish(
     )
 
 
+def start_ray(config: Config) -> RaySession | None:
+    """Phase 0: a local Ray takes seconds to start; it comes up while the driver reads
+    the data and opens the study (``open_executor`` waits for it)."""
+    if not config.resources.use_ray:
+        return None
+    from peftsearch.search.ray_session import RaySession
+
+    return RaySession(config.resources.ray_address).start()
+
+
 def run_search(config: Config, console: Console, *, resume: bool = False) -> SearchOutcome:
     """Run (or continue, or resume) the search a config describes."""
     started = time.perf_counter()
+    session = start_ray(config)
+    try:
+        return _search(config, console, resume, started, session)
+    finally:
+        if session is not None:
+            session.close()  # a no-op when open_executor closed it
+
+
+def _search(
+    config: Config,
+    console: Console,
+    resume: bool,
+    started: float,
+    session: RaySession | None,
+) -> SearchOutcome:
     inputs = load_inputs(config, console)
     study = build_study(config)
     tracker = build_tracker(config)
@@ -526,13 +603,14 @@ def run_search(config: Config, console: Console, *, resume: bool = False) -> Sea
     parent = tracker.start_parent(study.study_name, config.model_dump(mode="json"))
     rungs, board = build_early_stopping(config, len(inputs.data.eval))
     try:
-        with open_executor(config, inputs.data, board) as executor:
+        with open_executor(config, inputs.data, board, session) as executor:
             workers = describe_executor(executor)
             if workers:
                 console.print(workers)
             budget, cost_model = start_budget(config, study, executor, inputs, console)
             progress.budget = budget
-            measure_baseline(study, executor, inputs, budget, cost_model, console)
+            if budget is not None:  # its cost is set aside before the trials spend it all
+                measure_baseline(study, executor, inputs, budget, cost_model, console)
             loop = make_loop(
                 config,
                 study,
@@ -544,7 +622,10 @@ def run_search(config: Config, console: Console, *, resume: bool = False) -> Sea
                 cost_model=cost_model,
                 rungs=rungs,
             )
+            schedule_baseline(loop, study, inputs, console)
             reason = drive(loop, progress, console)
+            # not run yet (the loop ended before a slot freed up): now
+            measure_baseline(study, executor, inputs, budget, cost_model, console)
             score_on_test(config, study, executor, inputs, budget, cost_model, console)
     except BaseException:
         tracker.end(parent, "KILLED")

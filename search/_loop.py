@@ -73,12 +73,17 @@ class SearchLoop:
     max_trainable_pct: float | None = None
     rungs: tuple[int, ...] = ()
     cache_frozen_layers: bool = False  # the workers' frozen-layer cache (cost estimates)
+    # work outside the trials (the baseline) for slots the last trials leave idle; each
+    # result goes to on_side_result, not to the study
+    side_jobs: list[TrialRequest] = field(default_factory=list)
+    on_side_result: Callable[[TrialResult], None] | None = None
     stop_reason: str | None = None
     _inflight: dict[int, tuple[optuna.Trial, str, _Candidate | None]] = field(default_factory=dict)
+    _side: set[int] = field(default_factory=set)
 
     @property
     def running(self) -> int:
-        return len(self._inflight)
+        return len(self._inflight) + len(self._side)
 
     def run(self) -> str:
         with quiet_optuna():
@@ -105,9 +110,21 @@ class SearchLoop:
                         break  # wait: a finishing trial frees its reservation
                     self._not_launched(pending)
                 pending = None
+            # no trial will start any more: side jobs take the slots that free up
+            while self.stop_reason is not None and self.side_jobs:
+                if self.running >= self.executor.slots:
+                    break
+                job = self.side_jobs.pop(0)
+                self._side.add(job.number)
+                self.executor.submit(job)
             if not self.running:
                 break
             for result in self.executor.wait():
+                if result.number in self._side:
+                    self._side.discard(result.number)
+                    if self.on_side_result is not None:
+                        self.on_side_result(result)
+                    continue
                 self._finish(result)
         if pending is not None:
             self._not_launched(pending)

@@ -8,11 +8,12 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 
 from peftsearch.errors import UserError
 
-__all__ = ["ray_session"]
+__all__ = ["RaySession", "ray_session"]
 
 # Ray puts Unix sockets at <temp>/session_<date>_<id>/sockets/plasma_store, and such a
 # path may not exceed 107 bytes; this much of it is Ray's own.
@@ -43,48 +44,120 @@ def _reload_auth_settings() -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
-@contextlib.contextmanager
-def ray_session(address: str = "") -> Iterator[None]:
-    """``""``/``"local"`` starts a private local Ray; anything else joins that cluster.
+class _NotMainThreadNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "not the main thread" not in record.getMessage()
 
-    A local Ray gets its session files in a fresh temp folder, removed afterwards, and
+
+_NOT_MAIN_THREAD_NOTE = _NotMainThreadNote()
+
+
+class RaySession:
+    """Ray for one search. ``start`` brings it up in the background, so that a local Ray
+    starts while the driver prepares the data; ``wait`` blocks until it is up (and raises
+    what starting it raised); ``close`` shuts it down and removes what it left.
+
+    ``""``/``"local"`` starts a private local Ray; anything else joins that cluster. A
+    local Ray gets its session files in a fresh temp folder, removed afterwards, and
     token auth with a per-run token passed by environment, so nothing lands in
     ``~/.ray``. A Ray the caller already started (``ray.is_initialized()``) is reused
     and left running.
-    """
-    import ray
 
-    if ray.is_initialized():
-        yield
-        return
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if address in ("", "local"):
-        temp = _session_folder()
-        saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-        if saved["RAY_AUTH_MODE"] is None:
-            os.environ["RAY_AUTH_MODE"] = "token"
-            os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-            _reload_auth_settings()
+    The starting thread lives until ``close``: Ray's daemons get the signal to die when
+    the thread that spawned them ends (``PR_SET_PDEATHSIG``).
+    """
+
+    def __init__(self, address: str = "") -> None:
+        self.address = address
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._owned = False  # this session initialised Ray (and shuts it down)
+        self._temp: str | None = None
+        self._saved: dict[str, str | None] = {}
+
+    def start(self) -> RaySession:
+        self._thread = threading.Thread(target=self._run, name="ray-start", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
         try:
-            ray.init(include_dashboard=False, _temp_dir=temp, **quiet)  # type: ignore[arg-type]
-            yield
+            self._init()
+        except BaseException as error:  # handed to wait()
+            self._error = error
         finally:
+            self._ready.set()
+        self._stop.wait()
+
+    def _init(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        # Started off the main thread on purpose; the driver handles its own signals.
+        logging.getLogger("ray._private.worker").addFilter(_NOT_MAIN_THREAD_NOTE)
+        quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+        if self.address in ("", "local"):
+            self._temp = _session_folder()
+            self._saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+            if self._saved["RAY_AUTH_MODE"] is None:
+                os.environ["RAY_AUTH_MODE"] = "token"
+                os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+                _reload_auth_settings()
+            self._owned = True
+            ray.init(include_dashboard=False, _temp_dir=self._temp, **quiet)  # type: ignore[arg-type]
+            return
+        self._owned = True
+        try:
+            ray.init(address=self.address, **quiet)  # type: ignore[arg-type]
+        except Exception as error:
+            raise UserError(
+                f"cannot join the Ray cluster at {self.address!r}: {error}",
+                where="resources.ray_address",
+            ) from None
+
+    def wait(self) -> None:
+        if self._thread is None:
+            self.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Idempotent; also after a failed start."""
+        if self._thread is None:
+            return
+        self._ready.wait()
+        if self._owned:
+            import ray
+
             ray.shutdown()
-            shutil.rmtree(temp, ignore_errors=True)
-            for key, value in saved.items():
+            self._owned = False
+        if self._temp is not None:
+            shutil.rmtree(self._temp, ignore_errors=True)
+            self._temp = None
+        if self._saved:
+            for key, value in self._saved.items():
                 if value is None:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+            self._saved = {}
             _reload_auth_settings()
-        return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+
+
+@contextlib.contextmanager
+def ray_session(address: str = "", session: RaySession | None = None) -> Iterator[None]:
+    """Ray for the duration of the block (see ``RaySession``); ``session``: one started
+    earlier, which this block then owns and closes."""
+    session = session or RaySession(address)
     try:
-        ray.init(address=address, **quiet)  # type: ignore[arg-type]
-    except Exception as error:
-        raise UserError(
-            f"cannot join the Ray cluster at {address!r}: {error}", where="resources.ray_address"
-        ) from None
-    try:
+        session.wait()
         yield
     finally:
-        ray.shutdown()
+        session.close()

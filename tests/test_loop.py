@@ -249,3 +249,16 @@ def test_trial_count_budget() -> None:
     )
     assert loop.run() == "budget: 2 trials done in this run; raise budget.max_trials to go on"
     assert finished_count(study) == 2
+
+
+def test_side_jobs_take_the_slots_the_last_trials_leave_and_stay_out_of_the_study() -> None:
+    study, clock = new_study(), FakeClock()
+    executor = FakeExecutor(clock, slots=2)
+    seen: list[TrialResult] = []
+    side = TrialRequest(-2, "baseline", {"r": 2}, 0.0, None, baseline=True)
+    loop = make_loop(study, executor, n_trials=3, side_jobs=[side], on_side_result=seen.append)
+    assert loop.run() == "trials: 3 trials done (search.n_trials)"
+    # the baseline starts only once no trial will: it never holds a trial back
+    assert [r.number for r in executor.requests] == [0, 1, 2, -2]
+    assert [r.number for r in seen] == [-2] and loop.running == 0
+    assert finished_count(study) == 3 and len(study.trials) == 3
