@@ -51,6 +51,10 @@ def test_study_folder(searched: dict) -> None:
     study_dir: Path = searched["study_dir"]
     trials = read_csv(study_dir / "trials.csv")
     assert [int(r["trial"]) for r in trials] == [0, 1, 2]
+    # the frozen-layer cache served the block below a top-half adapter, and only that
+    for row in trials:
+        upper = "layers=top-half" in row["params"] and row["method"] != "prompt_tuning"
+        assert row["cached_layers"] == ("1" if upper else "0"), row
     pareto = json.loads((study_dir / "pareto.json").read_text())
     front = [row["trial"] for row in pareto["pareto"]]
     assert front and set(front) <= {0, 1, 2}
