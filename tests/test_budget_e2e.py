@@ -30,19 +30,19 @@ def test_budget_stops_the_search(
         tmp_path / "out",
         search={
             "study_name": "tiny",
-            "n_trials": 200,
+            "n_trials": 1000,  # out of reach: the budget must end the search
             "seed": 0,
             "early_stopping": {"eta": 3, "min_trials": 2},
         },
-        training={"max_steps": 18, "batch_size": 8, "device": "cpu"},
-        # $1 per device-second makes a $20 budget twenty device-seconds: a handful of trials
-        # (with room for the calibration, the baseline and a complete trial on a machine
-        # that is busy with other work: a CI run under load once had none complete at $12).
+        training={"max_steps": 30, "batch_size": 8, "device": "cpu"},
+        # $1 per device-second makes a $20 budget twenty device-seconds: tens of tiny trials
+        # on an idle machine, and a few with the calibration and the baseline when the
+        # machine is busy with other work.
         cost={"usd_per_device_hour": {"cpu": 3600.0}},
         budget={"max_cost_usd": 20.0},
     )
     output = run(config, tmp_path)
-    assert "Search stopped (budget:" in output
+    assert "Search stopped (budget:" in output, output[-1500:]
     study_dir = tmp_path / "out" / "tiny"
     pareto = json.loads((study_dir / "pareto.json").read_text())
     assert pareto["stop_reason"].startswith("budget:")
@@ -50,7 +50,7 @@ def test_budget_stops_the_search(
     assert budget["limit_usd"] == 20.0
     assert budget["spent_usd"] <= 20.0
     rows = list(csv.DictReader((study_dir / "trials.csv").open()))
-    assert 2 <= len(rows) < 200
+    assert 1 <= len(rows) < 1000  # tens on an idle machine; one when it is busy
     spent_by_trials = sum(float(r["device_seconds"] or 0) for r in rows)
     assert spent_by_trials <= budget["spent_device_seconds"] <= 20.0  # calibration, baseline
     ran = [r for r in rows if r["status"] in {"COMPLETE", "PRUNED"} and int(r["steps"] or 0)]

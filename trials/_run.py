@@ -121,6 +121,8 @@ class TrialRunner:
         )
         self._tables: dict[str, datasets.Dataset] = {}
         self._tokens: dict[str, float] = {}
+        # the slowest adapter save on this worker: the deadline keeps room for it
+        self._save_seconds: float | None = None
 
     def _split(self, name: str) -> datasets.Dataset:
         """A split with a ``row_id`` column when the cache is on (it looks rows up by it)."""
@@ -174,6 +176,8 @@ class TrialRunner:
                 result.setup_seconds = time.perf_counter() - started - result.eval_seconds
                 return result
             model = self._build(request, result)
+            if request.adapter_dir and self._save_seconds is None:
+                self._save_seconds = self._time_save(model)  # once per worker
             result.setup_seconds = time.perf_counter() - started
             # the allowance is device-seconds; this trial's clock runs at its share of one
             allowance = None if request.max_seconds is None else request.max_seconds / self.share
@@ -191,7 +195,10 @@ class TrialRunner:
                     result.cache_seconds = server.seconds
             if request.adapter_dir:  # saved from the whole model, outside the server
                 # shipped back as bytes: the driver's folder may not exist on this node
+                began = time.perf_counter()
                 result.adapter_files = saved_adapter(model)
+                saving = time.perf_counter() - began
+                self._save_seconds = max(self._save_seconds or 0.0, saving)
             result.status = "COMPLETE"
         except _Stop as stop:
             result.status = "PRUNED"
@@ -255,12 +262,8 @@ class TrialRunner:
                     )
             if step < total:  # room for one more step and the final evaluation?
                 # the step, the final evaluation, and saving the adapter afterwards
-                # (about as long as the setup's model copy took)
-                need = (
-                    deadline.next_step
-                    + self._eval_guess(result, deadline.next_step)
-                    + result.setup_seconds
-                )
+                saving = (self._save_seconds or 0.0) * STEP_SAFETY if request.adapter_dir else 0.0
+                need = deadline.next_step + self._eval_guess(result, deadline.next_step) + saving
                 stop_unless_room(need, step)
             last[0] = time.perf_counter()
             return True
@@ -373,6 +376,14 @@ class TrialRunner:
         result.accuracy = float(metrics["accuracy"])
         if not rung:
             result.metrics = metrics
+
+    @staticmethod
+    def _time_save(model: Any) -> float:
+        """How long saving this adapter takes, timed on the fresh one (same size as the
+        trained one): what the deadline keeps free after the last step."""
+        began = time.perf_counter()
+        saved_adapter(model)
+        return time.perf_counter() - began
 
     def _prefix_server(self, model: Any, request: TrialRequest) -> PrefixServer | None:
         """Serve the blocks below the trial's lowest adapted block from the cache, when
