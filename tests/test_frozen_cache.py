@@ -164,9 +164,15 @@ def test_without_dropout_training_through_the_cache_is_training_the_full_model(
 def test_the_cache_is_built_once_per_boundary_and_is_not_the_configs_cost(
     tiny_model_dir: Path, mixed: dict[str, Path], tmp_path: Path
 ) -> None:
+    import dataclasses
+
     runner, request = setup(tiny_model_dir, mixed, tmp_path, "lora")
+    request = dataclasses.replace(request, rungs=(2,))  # the rung fills the eval rows
     first = runner.run(request)
     assert runner.cache is not None
+    # filling the eval rows at the rung is counted once, as filling, not also as the rung
+    assert 0 < first.rung_seconds < first.eval_seconds
+    assert first.rung_seconds + first.cache_seconds < first.wall_seconds - first.setup_seconds
     size = runner.cache.nbytes
     # 136 rows of real tokens only (no padding), hidden size 32, fp32
     tokens = sum(
