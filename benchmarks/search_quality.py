@@ -129,7 +129,11 @@ class TableExecutor:
     table: Table
     clock: Any
     board: Any = None
+    # a row already measured in full is answered at no cost: the most a search that
+    # recognised repeated configs could save (benchmarks/search_variants.py)
+    free_repeats: bool = False
     pending: list[Any] = field(default_factory=list)
+    measured: dict[int, Any] = field(default_factory=dict)
 
     @property
     def slots(self) -> int:
@@ -146,6 +150,8 @@ class TableExecutor:
             return []
         request = self.pending.pop(0)
         row = self.table.lookup(request.method, request.peft_config, request.learning_rate)
+        if self.free_repeats and id(row) in self.measured:
+            return [self.repeat(request.number, self.measured[id(row)])]
         started = self.clock.now
         deadline = Deadline(request.max_seconds, clock=self.clock, started=started)
         result = TrialResult(
@@ -186,7 +192,15 @@ class TableExecutor:
         result.device_seconds = self.clock.now - started
         result.spent_usd = result.device_seconds / 3600  # at $1 per device-hour
         result.cost_usd = (result.device_seconds - result.rung_seconds) / 3600
+        if result.status == "COMPLETE":
+            self.measured[id(row)] = result
         return [result]
+
+    @staticmethod
+    def repeat(number: int, earlier: Any) -> Any:
+        import dataclasses
+
+        return dataclasses.replace(earlier, number=number, device_seconds=0.0, spent_usd=0.0)
 
     def close(self) -> None:
         self.pending.clear()
@@ -243,9 +257,11 @@ def replay(
     seed: int,
     fraction: float,
     warm: list[tuple[str, str, dict[str, Any]]] | None = None,
+    free_repeats: bool = False,
 ) -> Replay:
     """One search at ``fraction`` of the exhaustive cost; ``warm``: configs of an
-    earlier study's front, queued first by the product's warm start."""
+    earlier study's front, queued first by the product's warm start; ``free_repeats``:
+    see ``TableExecutor``."""
     import warnings
 
     import optuna
@@ -273,7 +289,7 @@ def replay(
     clock = Clock()
     # the product's early-stopping defaults, as a search of this table would build them
     rungs, board = build_early_stopping(config, EVAL_ROWS) if early else ((), None)
-    executor = TableExecutor(table, clock, board)
+    executor = TableExecutor(table, clock, board, free_repeats)
     exhaustive = table.exhaustive_seconds
     budget = Budget(BudgetLimits(device_seconds=fraction * exhaustive), clock=clock)
     calibration = statistics.median(r.step_seconds for r in table.rows if r.method == "lora")

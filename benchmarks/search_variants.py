@@ -10,8 +10,12 @@ Run:
 A variant is ``default`` (the product's TPE), ``tpe:<keyword>=<value>,...`` (the
 product's TPE with those ``optuna.samplers.TPESampler`` arguments changed), or
 ``portfolio`` (the default, with each method's middle config queued first: middle rank,
-first target set and layer subset, the geometric middle of its learning-rate range).
-Searches run to 30% of the exhaustive cost with early stopping, as the default does.
+first target set and layer subset, the geometric middle of its learning-rate range),
+``min_trials=<N>`` (early stopping judges a rung from N trials on; the product's is 3),
+or ``free_repeats`` / ``random_free_repeats`` (the default / random search, where a
+config that maps to a row already measured costs nothing: the most that recognising
+repeated configs could save, for both). Searches run to 30% of the exhaustive cost, with
+early stopping as the default has it (random without, as in search_quality.py).
 ``oracle`` prints the cheapest set of rows that reaches 95% of the true front (greedy on
 hypervolume gained per device-second): the floor no search can beat.
 """
@@ -48,7 +52,13 @@ VARIANTS = (
     "tpe:prior_weight=2.0",
     "tpe:consider_endpoints=True",
     "tpe:constant_liar=False",
+    "tpe:n_startup_trials=5",
+    "tpe:n_startup_trials=3",
+    "tpe:group=False",
+    "min_trials=2",
     "portfolio",
+    "free_repeats",
+    "random_free_repeats",
 )
 HORIZON = 0.3
 
@@ -131,12 +141,18 @@ def main() -> None:
     table = Table(load_table(TABLES / "sst2_minilm.csv"))
     info, options, config = model_info_and_options("sst2")
     figures: dict[str, Any] = {"seeds": args.seeds, "horizon": HORIZON, "variants": {}}
+    default_min_trials = config.search.early_stopping.min_trials
     for variant in args.variants:
         arguments = tpe_arguments(variant) if variant.startswith("tpe:") else {}
         warm = portfolio(options) if variant == "portfolio" else None
+        strategy = "random" if variant.startswith("random") else "default"
+        config.search.early_stopping.min_trials = (
+            int(variant.split("=")[1]) if variant.startswith("min_trials=") else default_min_trials
+        )
+        free = variant.endswith("free_repeats")
         with tpe_with(arguments):
             runs = [
-                replay(table, info, options, config, "default", seed, HORIZON, warm)
+                replay(table, info, options, config, strategy, seed, HORIZON, warm, free)
                 for seed in range(args.seeds)
             ]
         summary = summarise(runs, HORIZON)
