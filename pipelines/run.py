@@ -34,13 +34,13 @@ if TYPE_CHECKING:
 
     from peftsearch.config import Config
     from peftsearch.results.progress import SearchProgress
-    from peftsearch.search import SearchLoop, TrialExecutor, TrialTracker
+    from peftsearch.search import SearchLoop, SideJob, TrialExecutor, TrialTracker
     from peftsearch.search.budget import Budget
     from peftsearch.search.cost_model import CostModel
     from peftsearch.search.early_stopping import RungBoard
     from peftsearch.search.ray_session import RaySession
     from peftsearch.spaces import ModelInfo
-    from peftsearch.trials import PreparedData, TrialRequest
+    from peftsearch.trials import PreparedData
 
 __all__ = [
     "Inputs",
@@ -312,10 +312,12 @@ def charge_overhead(study: optuna.Study, result: Any, budget: Budget | None) -> 
 
 def baseline_request(
     study: optuna.Study, budget: Budget | None, cost_model: CostModel | None
-) -> TrialRequest | None:
+) -> SideJob | None:
     """Phase 5b: the base model with no adapter, scored once per study on a worker
-    (for a classifier its new head untrained, for a causal LM zero-shot); None when the
-    study has its baseline already or the budget cannot afford it."""
+    (for a classifier its new head untrained, for a causal LM zero-shot), with its cost
+    estimate; None when the study has its baseline already or the budget cannot afford
+    it."""
+    from peftsearch.search import SideJob
     from peftsearch.search.records import baseline_of
     from peftsearch.trials import TrialRequest
 
@@ -324,7 +326,7 @@ def baseline_request(
     estimate = cost_model.setup_seconds + cost_model.eval_seconds if cost_model else 0.0
     if budget is not None and not budget.fits(estimate):
         return None
-    return TrialRequest(-2, "baseline", {}, 0.0, None, baseline=True)
+    return SideJob(TrialRequest(-2, "baseline", {}, 0.0, None, baseline=True), estimate)
 
 
 def save_baseline(study: optuna.Study, inputs: Inputs, result: Any, console: Console) -> None:
@@ -386,26 +388,29 @@ def measure_baseline(
     console: Console,
 ) -> None:
     """The baseline, measured now (``baseline_request``, ``save_baseline``)."""
-    request = baseline_request(study, budget, cost_model)
-    result = run_charged(study, executor, request, budget) if request is not None else None
+    job = baseline_request(study, budget, cost_model)
+    result = run_charged(study, executor, job.request, budget) if job is not None else None
     save_baseline(study, inputs, result, console)
 
 
 def schedule_baseline(
     loop: SearchLoop, study: optuna.Study, inputs: Inputs, console: Console
 ) -> None:
-    """Without a budget the baseline waits for a slot the last trials leave idle: run
-    first, it would hold a worker back while it loads the model (start-up overhead,
-    benchmarks/overhead.py). With a budget it runs first: its cost must fit."""
-    request = baseline_request(study, loop.budget, loop.cost_model)
-    if request is None:
+    """The baseline as a side job of the loop (``SideJob``). Without a budget it waits for
+    a slot the last trials leave idle: run first, it would hold a worker back while it
+    loads the model (start-up overhead, benchmarks/overhead.py). With a budget it runs
+    beside the first trial, its estimate held so that the trials cannot spend it."""
+    from peftsearch.search.records import add_overhead
+
+    job = baseline_request(study, loop.budget, loop.cost_model)
+    if job is None:
         return
 
     def done(result: Any) -> None:
-        charge_overhead(study, result, loop.budget)
+        add_overhead(study, result.device_seconds)  # the loop spent it from the budget
         save_baseline(study, inputs, result, console)
 
-    loop.side_jobs.append(request)
+    loop.side_jobs.append(job)
     loop.on_side_result = done
 
 
@@ -609,8 +614,6 @@ def _search(
                 console.print(workers)
             budget, cost_model = start_budget(config, study, executor, inputs, console)
             progress.budget = budget
-            if budget is not None:  # its cost is set aside before the trials spend it all
-                measure_baseline(study, executor, inputs, budget, cost_model, console)
             loop = make_loop(
                 config,
                 study,

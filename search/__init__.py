@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peftsearch.search._loop import SearchLoop, finished_count
+from peftsearch.search._loop import SearchLoop, SideJob, finished_count
 from peftsearch.search.executor import InProcessExecutor, TrialExecutor
 from peftsearch.search.records import DIRECTIONS, OBJECTIVES, TrialRecord, read_records
 from peftsearch.search.study import (
@@ -19,6 +19,7 @@ __all__ = [
     "InProcessExecutor",
     "NullTracker",
     "SearchLoop",
+    "SideJob",
     "Tracker",
     "TrialExecutor",
     "TrialRecord",

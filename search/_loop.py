@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from peftsearch.search.executor import TrialExecutor
     from peftsearch.spaces import PeftChoice
 
-__all__ = ["SearchLoop", "finished_count"]
+__all__ = ["SearchLoop", "SideJob", "finished_count"]
 
 MAX_INFEASIBLE_IN_A_ROW = 50
 
@@ -31,6 +31,18 @@ MAX_INFEASIBLE_IN_A_ROW = 50
 def finished_count(study: optuna.Study) -> int:
     """Trials that count against ``search.n_trials`` (see ``TrialRecord.counted``)."""
     return sum(record.counted for record in records.read_records(study))
+
+
+@dataclass(frozen=True)
+class SideJob:
+    """Work outside the trials (the baseline) that runs on a trial slot; its result goes
+    to ``SearchLoop.on_side_result``, not to the study. With a budget it starts beside
+    the first trials and holds ``estimate`` device-seconds (``Budget.hold``) until it
+    ends, so the trials never spend what it needs. Without one it waits for a slot the
+    last trials leave idle, so it never holds a trial back."""
+
+    request: TrialRequest
+    estimate: float = 0.0
 
 
 @dataclass
@@ -73,9 +85,7 @@ class SearchLoop:
     max_trainable_pct: float | None = None
     rungs: tuple[int, ...] = ()
     cache_frozen_layers: bool = False  # the workers' frozen-layer cache (cost estimates)
-    # work outside the trials (the baseline) for slots the last trials leave idle; each
-    # result goes to on_side_result, not to the study
-    side_jobs: list[TrialRequest] = field(default_factory=list)
+    side_jobs: list[SideJob] = field(default_factory=list)
     on_side_result: Callable[[TrialResult], None] | None = None
     stop_reason: str | None = None
     _inflight: dict[int, tuple[optuna.Trial, str, _Candidate | None]] = field(default_factory=dict)
@@ -91,6 +101,8 @@ class SearchLoop:
 
     def _run(self) -> str:
         self._retry_not_launched()
+        if self.budget is not None:
+            self._start_side_jobs()
         pending: _Candidate | None = None
         while True:
             while self.stop_reason is None and self.running < self.executor.slots:
@@ -111,17 +123,15 @@ class SearchLoop:
                     self._not_launched(pending)
                 pending = None
             # no trial will start any more: side jobs take the slots that free up
-            while self.stop_reason is not None and self.side_jobs:
-                if self.running >= self.executor.slots:
-                    break
-                job = self.side_jobs.pop(0)
-                self._side.add(job.number)
-                self.executor.submit(job)
+            if self.stop_reason is not None:
+                self._start_side_jobs()
             if not self.running:
                 break
             for result in self.executor.wait():
                 if result.number in self._side:
                     self._side.discard(result.number)
+                    if self.budget is not None:
+                        self.budget.release(result.number, result.device_seconds)
                     if self.on_side_result is not None:
                         self.on_side_result(result)
                     continue
@@ -129,6 +139,16 @@ class SearchLoop:
         if pending is not None:
             self._not_launched(pending)
         return self.stop_reason or "trials: nothing left to run"
+
+    def _start_side_jobs(self) -> None:
+        """Side jobs take the free slots (see ``SideJob``); with a budget each holds its
+        estimate, and one that does not fit is dropped (it never reaches on_side_result,
+        so the caller can tell it did not run)."""
+        while self.side_jobs and self.running < self.executor.slots:
+            job = self.side_jobs.pop(0)
+            if self.budget is None or self.budget.hold(job.request.number, job.estimate):
+                self._side.add(job.request.number)
+                self.executor.submit(job.request)
 
     def _retry_not_launched(self) -> None:
         """A trial an earlier run could not afford: stop now if it still does not fit,

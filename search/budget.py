@@ -2,7 +2,8 @@
 
 Every launched trial reserves an allowance before it starts, and stops itself before the
 step that would cross it. Spent plus reserved never exceeds the limit, so neither does
-spent. The clock is injected so the guarantee is tested with fake time.
+spent. Work outside the trials (the baseline, test scoring) starts only when its estimate
+fits, and beside running trials it holds up to twice that estimate. The clock is injected so the guarantee is tested with fake time.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ class Budget:
     spent: float = 0.0
     trials: int = 0
     reserved: dict[int, float] = field(default_factory=dict)
+    # work outside the trials running beside them (the baseline): held like a trial's
+    # reservation, but it is not a trial (budget.max_trials does not count it)
+    held: dict[int, float] = field(default_factory=dict)
     started: float | None = None
     # device-seconds a trial accrues per wall second (its share of a device): a trial
     # that must end within the wall time left may use that many device-seconds
@@ -87,7 +91,8 @@ class Budget:
     def device_left(self) -> float:
         if self.limits.device_seconds is None:
             return math.inf
-        return self.limits.device_seconds - self.spent - sum(self.reserved.values())
+        committed = sum(self.reserved.values()) + sum(self.held.values())
+        return self.limits.device_seconds - self.spent - committed
 
     def allowance(self, estimate: float) -> float | None:
         """Device-seconds a new trial may use (``inf``: no time limit is set), or None
@@ -121,6 +126,19 @@ class Budget:
         """Whether spend outside any trial fits in the device and wall time left (the
         trial-count limit does not apply to it)."""
         return device_seconds <= min(self.device_left(), self.wall_room())
+
+    def hold(self, job: int, estimate: float) -> bool:
+        """Set device time aside for work outside the trials that runs beside them
+        (up to ``SLACK`` times ``estimate``); False when ``estimate`` does not fit."""
+        if not self.fits(estimate):
+            return False
+        self.held[job] = min(self.device_left(), estimate * SLACK)
+        return True
+
+    def release(self, job: int, device_seconds: float) -> None:
+        """Held work finished after ``device_seconds``: spend that, free the rest."""
+        self.held.pop(job, None)
+        self.spent += device_seconds
 
     def charge(self, device_seconds: float) -> None:
         """Spend outside any trial (scoring the front on the test split)."""

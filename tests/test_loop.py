@@ -14,7 +14,7 @@ import optuna
 import pytest
 
 from peftsearch.results.progress import progress_from_study
-from peftsearch.search import SearchLoop, finished_count, read_records
+from peftsearch.search import SearchLoop, SideJob, finished_count, read_records
 from peftsearch.search.budget import Budget, BudgetLimits, retry_allowance
 from peftsearch.search.cost_model import CostModel
 from peftsearch.search.records import DIRECTIONS
@@ -255,10 +255,64 @@ def test_side_jobs_take_the_slots_the_last_trials_leave_and_stay_out_of_the_stud
     study, clock = new_study(), FakeClock()
     executor = FakeExecutor(clock, slots=2)
     seen: list[TrialResult] = []
-    side = TrialRequest(-2, "baseline", {"r": 2}, 0.0, None, baseline=True)
+    side = SideJob(baseline_request())
     loop = make_loop(study, executor, n_trials=3, side_jobs=[side], on_side_result=seen.append)
     assert loop.run() == "trials: 3 trials done (search.n_trials)"
     # the baseline starts only once no trial will: it never holds a trial back
     assert [r.number for r in executor.requests] == [0, 1, 2, -2]
     assert [r.number for r in seen] == [-2] and loop.running == 0
     assert finished_count(study) == 3 and len(study.trials) == 3
+
+
+def baseline_request() -> TrialRequest:
+    return TrialRequest(-2, "baseline", {"r": 2}, 0.0, None, baseline=True)
+
+
+def test_with_a_budget_a_side_job_runs_beside_the_first_trial_on_time_held_for_it() -> None:
+    study, clock = new_study(), FakeClock()
+    executor = FakeExecutor(clock, slots=2)
+    spend = budget(clock, device_seconds=45.0, trials=3)
+    seen: list[TrialResult] = []
+    loop = make_loop(
+        study,
+        executor,
+        n_trials=10,
+        budget=spend,
+        cost_model=cost_model(10),
+        side_jobs=[SideJob(baseline_request(), estimate=10.0)],
+        on_side_result=seen.append,
+    )
+    first_allowances: list[float | None] = []
+    submit = executor.submit
+
+    def watch(request: TrialRequest) -> None:
+        if request.number == 0:
+            first_allowances.append(request.max_seconds)
+            assert spend.held == {-2: 20.0}  # the side job's estimate, with SLACK
+        submit(request)
+
+    executor.submit = watch  # type: ignore[method-assign]
+    assert loop.run() == "budget: 3 trials done in this run; raise budget.max_trials to go on"
+    # it took the first slot and the first trial the second; max_trials did not count it
+    assert [r.number for r in executor.requests] == [-2, 0, 1, 2]
+    assert first_allowances == [20.0]  # 45 less the 20 held: the trial's own 2 x 10
+    assert [r.number for r in seen] == [-2] and spend.held == {}
+    assert spend.spent == pytest.approx(40.0)  # 3 trials and the side job, 10 s each
+    assert finished_count(study) == 3
+
+
+def test_with_a_budget_a_side_job_that_does_not_fit_is_not_run() -> None:
+    study, clock = new_study(), FakeClock()
+    executor = FakeExecutor(clock, slots=2)
+    seen: list[TrialResult] = []
+    loop = make_loop(
+        study,
+        executor,
+        n_trials=1,
+        budget=budget(clock, device_seconds=25.0),
+        cost_model=cost_model(10),
+        side_jobs=[SideJob(baseline_request(), estimate=30.0)],
+        on_side_result=seen.append,
+    )
+    loop.run()
+    assert [r.number for r in executor.requests] == [0] and seen == []
