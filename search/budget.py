@@ -3,7 +3,8 @@
 Every launched trial reserves an allowance before it starts, and stops itself before the
 step that would cross it. Spent plus reserved never exceeds the limit, so neither does
 spent. Work outside the trials (the baseline, test scoring) starts only when its estimate
-fits, and beside running trials it holds up to twice that estimate. The clock is injected so the guarantee is tested with fake time.
+fits, and beside running trials it holds up to twice that estimate. The clock is
+injected so the guarantee is tested with fake time.
 """
 
 from __future__ import annotations
