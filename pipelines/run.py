@@ -46,7 +46,6 @@ __all__ = [
     "Inputs",
     "SearchOutcome",
     "baseline_request",
-    "charge_overhead",
     "describe_executor",
     "drive",
     "finish",
@@ -291,23 +290,18 @@ def start_budget(
 def run_charged(
     study: optuna.Study, executor: TrialExecutor, request: Any, budget: Budget | None
 ) -> Any:
-    """Run one piece of work outside the trials (baseline, test scoring) and charge it."""
+    """Run one piece of work outside the trials (baseline, test scoring) and charge its
+    device time to the budget and to the study, so later runs count it too."""
+    from peftsearch.search.records import add_overhead
+
     executor.submit(request)
     results: list[Any] = []
     while not results:
         results = executor.wait()
-    charge_overhead(study, results[0], budget)
-    return results[0]
-
-
-def charge_overhead(study: optuna.Study, result: Any, budget: Budget | None) -> None:
-    """Work outside the trials costs device time: charge it to the budget and to the
-    study, so later runs count it too."""
-    from peftsearch.search.records import add_overhead
-
-    add_overhead(study, result.device_seconds)
+    add_overhead(study, results[0].device_seconds)
     if budget is not None:
-        budget.charge(result.device_seconds)
+        budget.charge(results[0].device_seconds)
+    return results[0]
 
 
 def baseline_request(
