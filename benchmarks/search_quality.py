@@ -271,6 +271,7 @@ def replay(
     from peftsearch.search import SearchLoop, make_sampler
     from peftsearch.search.budget import Budget, BudgetLimits
     from peftsearch.search.cost_model import CostModel
+    from peftsearch.search.early_stopping import pays_off
     from peftsearch.search.records import DIRECTIONS
     from peftsearch.search.warm_start import enqueue_warm_start
     from peftsearch.spaces import sample_choice
@@ -287,9 +288,6 @@ def replay(
             return self.now
 
     clock = Clock()
-    # the product's early-stopping defaults, as a search of this table would build them
-    rungs, board = build_early_stopping(config, EVAL_ROWS) if early else ((), None)
-    executor = TableExecutor(table, clock, board, free_repeats)
     exhaustive = table.exhaustive_seconds
     budget = Budget(BudgetLimits(device_seconds=fraction * exhaustive), clock=clock)
     calibration = statistics.median(r.step_seconds for r in table.rows if r.method == "lora")
@@ -308,6 +306,17 @@ def replay(
         EVAL_ROWS,
         EVAL_ROWS,
     )
+    # the product's early-stopping defaults, as a search of this table would build them,
+    # off (as the product has it) when the budget affords too few trials for them to pay
+    rungs, board = build_early_stopping(config, EVAL_ROWS) if early else ((), None)
+    stopping = config.search.early_stopping
+    if not pays_off(
+        budget.trials_in_reach(cost_model.typical(STEPS), slots=1),
+        stopping.eta,
+        stopping.min_trials,
+    ):
+        rungs, board = (), None
+    executor = TableExecutor(table, clock, board, free_repeats)
     with optuna_quiet():
         study = optuna.create_study(
             directions=list(DIRECTIONS), sampler=make_sampler(sampler_name, seed, 10_000)

@@ -6,6 +6,9 @@ Run:
 
     .venv/bin/python benchmarks/search_variants.py                  # every variant, 20 seeds
     .venv/bin/python benchmarks/search_variants.py --variants "tpe:prior_weight=2.0"
+    # small budgets (about 4 to 10 trials): the hypervolume each reaches at the horizon
+    .venv/bin/python benchmarks/search_variants.py --dataset trec --horizon 0.05 \
+        --variants default no_early_stopping random "tpe:n_startup_trials=3"
 
 A variant is ``default`` (the product's TPE), ``tpe:<keyword>=<value>,...`` (the
 product's TPE with those ``optuna.samplers.TPESampler`` arguments changed), or
@@ -14,10 +17,14 @@ first target set and layer subset, the geometric middle of its learning-rate ran
 ``min_trials=<N>`` (early stopping judges a rung from N trials on; the product's is 3),
 ``useless_infeasible`` (TPE is told, through Optuna's constraints, that a trial within 3
 points of chance is infeasible, so tiny adapters that learned nothing stop steering it),
-or ``free_repeats`` / ``random_free_repeats`` (the default / random search, where a
+``free_repeats`` / ``random_free_repeats`` (the default / random search, where a
 config that maps to a row already measured costs nothing: the most that recognising
-repeated configs could save, for both). Searches run to 30% of the exhaustive cost, with
-early stopping as the default has it (random without, as in search_quality.py).
+repeated configs could save, for both), ``gamma=<fraction>`` / ``gamma=sqrt`` (TPE's
+"good" trials: the top ``fraction`` of them, or 0.25 sqrt(n), in place of Optuna's 10%),
+``shared_lr`` (one learning-rate parameter for every method, its position on the
+method's log range, so TPE can learn "high in the range" across methods), ``random``
+and ``no_early_stopping``. Searches run to 30% of the exhaustive cost (``--horizon``),
+with early stopping as the default has it (random without, as in search_quality.py).
 ``oracle`` prints the cheapest set of rows that reaches 95% of the true front (greedy on
 hypervolume gained per device-second): the floor no search can beat.
 """
@@ -29,6 +36,7 @@ import ast
 import contextlib
 import json
 import math
+import statistics
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +55,7 @@ from search_quality import (
     true_hypervolume,
 )
 
+TABLE_NAMES = {"sst2": "sst2_minilm.csv", "trec": "trec_minilm.csv"}
 VARIANTS = (
     "default",
     "tpe:n_ei_candidates=64",
@@ -62,13 +71,50 @@ VARIANTS = (
     "portfolio",
     "free_repeats",
     "random_free_repeats",
+    "gamma=0.2",
+    "gamma=sqrt",
+    "shared_lr",
 )
 HORIZON = 0.3
+PLUGINS = ("lora", "_lycoris", "ia3", "prompt_tuning", "bottleneck_adapter", "prefix_tuning")
 
 
 def tpe_arguments(variant: str) -> dict[str, Any]:
     pairs = (item.split("=", 1) for item in variant.removeprefix("tpe:").split(","))
     return {key.strip(): ast.literal_eval(value.strip()) for key, value in pairs}
+
+
+def gamma_of(variant: str) -> Any:
+    """TPE's count of "good" trials out of n (Optuna's default: ceil(0.1 n), at most 25)."""
+    value = variant.split("=", 1)[1]
+    if value == "sqrt":
+        return lambda n: min(math.ceil(0.25 * math.sqrt(n)), 25)
+    fraction = float(value)
+    return lambda n: min(math.ceil(fraction * n), 25)
+
+
+def shared_lr(trial: Any, method: str, lr: Any) -> float:
+    """``suggest_lr`` with one parameter for all methods: the position on the method's
+    log range."""
+    position = trial.suggest_float("lr_position", 0.0, 1.0)
+    return math.exp(math.log(lr.low) + position * (math.log(lr.high) - math.log(lr.low)))
+
+
+@contextlib.contextmanager
+def learning_rates_shared(on: bool) -> Iterator[None]:
+    """The plug-ins sample ``shared_lr`` inside the block (when ``on``)."""
+    import importlib
+
+    modules = [importlib.import_module(f"peftsearch.spaces.{name}") for name in PLUGINS]
+    product = [module.suggest_lr for module in modules]
+    if on:
+        for module in modules:
+            module.suggest_lr = shared_lr
+    try:
+        yield
+    finally:
+        for module, original in zip(modules, product, strict=True):
+            module.suggest_lr = original
 
 
 USELESS_BELOW = 0.53  # SST-2's majority class (0.504 of the eval rows) and 3 points
@@ -152,30 +198,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--dataset", default="sst2", choices=sorted(TABLE_NAMES))
+    parser.add_argument("--horizon", type=float, default=HORIZON)
     args = parser.parse_args()
-    table = Table(load_table(TABLES / "sst2_minilm.csv"))
-    info, options, config = model_info_and_options("sst2")
-    figures: dict[str, Any] = {"seeds": args.seeds, "horizon": HORIZON, "variants": {}}
+    horizon = args.horizon
+    table = Table(load_table(TABLES / TABLE_NAMES[args.dataset]))
+    info, options, config = model_info_and_options(args.dataset)
+    figures: dict[str, Any] = {
+        "dataset": args.dataset,
+        "seeds": args.seeds,
+        "horizon": horizon,
+        "variants": {},
+    }
     default_min_trials = config.search.early_stopping.min_trials
     for variant in args.variants:
         arguments = tpe_arguments(variant) if variant.startswith("tpe:") else {}
         if variant == "useless_infeasible":
             arguments = {"constraints_func": useless}
+        if variant.startswith("gamma="):
+            arguments = {"gamma": gamma_of(variant)}
         warm = portfolio(options) if variant == "portfolio" else None
-        strategy = "random" if variant.startswith("random") else "default"
+        strategy = {"no_early_stopping": "tpe_no_early_stopping"}.get(
+            variant, "random" if variant.startswith("random") else "default"
+        )
         config.search.early_stopping.min_trials = (
             int(variant.split("=")[1]) if variant.startswith("min_trials=") else default_min_trials
         )
         free = variant.endswith("free_repeats")
-        with tpe_with(arguments):
+        with tpe_with(arguments), learning_rates_shared(variant == "shared_lr"):
             runs = [
-                replay(table, info, options, config, strategy, seed, HORIZON, warm, free)
+                replay(table, info, options, config, strategy, seed, horizon, warm, free)
                 for seed in range(args.seeds)
             ]
-        summary = summarise(runs, HORIZON)
+        summary = summarise(runs, horizon)
         figures["variants"][variant] = {
-            # the searches stop at HORIZON: later fractions would repeat its value
-            "hv_at": {f: hv for f, hv in summary["hv_at"].items() if float(f) <= HORIZON},
+            # the searches stop at the horizon: later fractions would repeat its value
+            "hv_at": {f: hv for f, hv in summary["hv_at"].items() if float(f) <= horizon},
+            "hv_at_horizon": statistics.median(run.at(horizon) for run in runs),
             "budget_to_95": summary["budget_to_95"],
         }
         print(variant, json.dumps(figures["variants"][variant]), file=sys.stderr)

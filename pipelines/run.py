@@ -287,6 +287,38 @@ def start_budget(
     return budget, cost_model
 
 
+def rungs_for_run(
+    config: Config,
+    study: optuna.Study,
+    rungs: tuple[int, ...],
+    budget: Budget | None,
+    cost_model: CostModel | None,
+    slots: int,
+    console: Console,
+) -> tuple[int, ...]:
+    """Phase 5c: the rungs, or none when this run has too few trials for early stopping
+    to pay for its rung evaluations (``pays_off``); says so when it turns it off."""
+    from peftsearch.search import finished_count
+    from peftsearch.search.early_stopping import pays_off
+
+    early = config.search.early_stopping
+    if not rungs:
+        return rungs
+    trials, limit = float(config.search.n_trials - finished_count(study)), "search.n_trials"
+    if budget is not None and cost_model is not None:
+        reach = budget.trials_in_reach(cost_model.typical(config.training.max_steps), slots)
+        if reach < trials:
+            trials, limit = reach, "the budget"
+    if pays_off(trials, early.eta, early.min_trials):
+        return rungs
+    console.print(
+        f"Early stopping is off for this run: {limit} allows about {trials:.0f} trials, and "
+        f"judging trials at a rung pays off from {early.eta * early.min_trials} "
+        "(search.early_stopping.eta x min_trials)."
+    )
+    return ()
+
+
 def run_charged(
     study: optuna.Study, executor: TrialExecutor, request: Any, budget: Budget | None
 ) -> Any:
@@ -608,6 +640,7 @@ def _search(
                 console.print(workers)
             budget, cost_model = start_budget(config, study, executor, inputs, console)
             progress.budget = budget
+            rungs = rungs_for_run(config, study, rungs, budget, cost_model, executor.slots, console)
             loop = make_loop(
                 config,
                 study,

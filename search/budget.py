@@ -128,6 +128,15 @@ class Budget:
         trial-count limit does not apply to it)."""
         return device_seconds <= min(self.device_left(), self.wall_room())
 
+    def trials_in_reach(self, trial_seconds: float, slots: int) -> float:
+        """About how many more trials of ``trial_seconds`` device-seconds the limits
+        allow, ``slots`` at a time (``inf`` when nothing limits them)."""
+        seconds = max(trial_seconds, 1e-9)
+        counts = [self.device_left() / seconds, slots * self.wall_room() / seconds]
+        if self.limits.trials is not None:
+            counts.append(self.limits.trials - self.trials - len(self.reserved))
+        return max(0.0, min(counts))
+
     def hold(self, job: int, estimate: float) -> bool:
         """Set device time aside for work outside the trials that runs beside them
         (up to ``SLACK`` times ``estimate``); False when ``estimate`` does not fit."""

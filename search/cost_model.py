@@ -180,6 +180,10 @@ class CostModel:
         evals *= features.eval_factor
         return (setup + steps * self.step_time(features) + evaluations * evals) * self.share
 
+    def typical(self, steps: int) -> float:
+        """A trial of the calibrated config: ``steps`` steps and one evaluation."""
+        return (self.setup_seconds + steps * self.step_seconds + self.eval_seconds) * self.share
+
     def floor(self) -> float:
         """The least a trial can cost: setup, one step, one evaluation."""
         setup = min(self._setups, default=self.setup_seconds)

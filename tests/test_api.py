@@ -16,7 +16,7 @@ from rich.console import Console
 import peftsearch
 from peftsearch.config import parse_config
 from peftsearch.pipelines import builders
-from peftsearch.pipelines.run import reconcile, start_progress
+from peftsearch.pipelines.run import reconcile, rungs_for_run, start_progress
 
 
 def global_state() -> dict[str, Any]:
@@ -117,6 +117,38 @@ def test_phase_reconcile_warns_about_running_trials(study: dict[str, Any]) -> No
     assert "1 trial(s) of this study are RUNNING" in console.export_text()
     reconcile(storage, builders.build_tracker(config), console, resume=True, study_dir=Path("S"))
     assert "1 interrupted trial(s) re-queued" in console.export_text()
+
+
+def test_early_stopping_is_off_for_a_run_of_few_trials(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """Rungs cost an evaluation per trial and pay off only from eta x min_trials trials:
+    a run with fewer (by search.n_trials or by its budget) says it and goes without."""
+    import optuna
+
+    from peftsearch.search.budget import Budget, BudgetLimits
+    from peftsearch.search.cost_model import CostModel
+
+    data = tiny_config(tiny_model_dir, tiny_data, tmp_path / "out")
+    data["search"]["n_trials"] = 9
+    config = parse_config(data)
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    console = Console(record=True, width=200)
+    assert rungs_for_run(config, study, (2,), None, None, 2, console) == (2,)
+    model = CostModel(step_seconds=1.0, eval_seconds=3.0, setup_seconds=1.0, reference_params=1)
+    trial_seconds = model.typical(config.training.max_steps)  # 1 + 6 steps + 3
+    assert trial_seconds == 10.0
+    eight = Budget(BudgetLimits(device_seconds=8 * trial_seconds))
+    assert rungs_for_run(config, study, (2,), eight, model, 2, console) == ()
+    assert (
+        "Early stopping is off for this run: the budget allows about 8 trials, and judging "
+        "trials at a rung pays off from 9" in console.export_text()
+    )
+    nine = Budget(BudgetLimits(device_seconds=9 * trial_seconds))
+    assert rungs_for_run(config, study, (2,), nine, model, 2, console) == (2,)
+    few = parse_config(data, overrides=["search.n_trials=5"])
+    assert rungs_for_run(few, study, (2,), None, None, 2, console) == ()
+    assert "search.n_trials allows about 5 trials" in console.export_text()
 
 
 def test_builders_give_flat_arguments(

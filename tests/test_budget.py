@@ -9,7 +9,7 @@ import pytest
 
 from peftsearch.search.budget import SLACK, Budget, BudgetLimits, retry_allowance
 from peftsearch.search.cost_model import CostModel, TrialFeatures, features_of
-from peftsearch.search.early_stopping import RungBoard, accuracy_noise, rung_steps
+from peftsearch.search.early_stopping import RungBoard, accuracy_noise, pays_off, rung_steps
 from peftsearch.trials import TrialResult
 from peftsearch.trials.deadline import STEP_SAFETY, Deadline
 
@@ -251,6 +251,27 @@ def test_rungs() -> None:
     assert rung_steps(6, 3) == (2,)
     assert rung_steps(2, 3) == ()
     assert accuracy_noise(400) == pytest.approx(0.025)
+
+
+def test_early_stopping_pays_off_from_eta_times_min_trials() -> None:
+    assert not pays_off(8.9, eta=3, min_trials=3)
+    assert pays_off(9, eta=3, min_trials=3)
+    assert pays_off(math.inf, eta=3, min_trials=3)
+
+
+def test_trials_in_reach_of_each_limit() -> None:
+    clock = FakeClock()
+    budget = Budget(BudgetLimits(device_seconds=100), clock=clock)
+    assert budget.trials_in_reach(10, slots=2) == pytest.approx(10)
+    budget.reserve(0, 30)
+    assert budget.trials_in_reach(10, slots=2) == pytest.approx(7)  # reserved is not free
+    # wall time: each of the slots runs trials side by side, at its share of a device
+    walled = Budget(BudgetLimits(wall_seconds=100), clock=clock, share=0.5)
+    assert walled.trials_in_reach(10, slots=2) == pytest.approx(10)
+    counted = Budget(BudgetLimits(trials=4, device_seconds=1e6), clock=clock)
+    counted.settle(0, 1)
+    assert counted.trials_in_reach(10, slots=1) == 3
+    assert Budget(BudgetLimits(), clock=clock).trials_in_reach(10, slots=1) == math.inf
 
 
 def test_rung_board_stops_only_dominated_trials() -> None:

@@ -22,6 +22,7 @@ from helpers import LORA, ray_test_cluster, tiny_config
 from peftsearch.config import parse_config
 from peftsearch.pipelines.builders import build_data, build_model_source, build_settings
 from peftsearch.search import read_records
+from peftsearch.search.early_stopping import RungBoard
 from peftsearch.search.ray_executor import RayExecutor, WorkerSetup
 from peftsearch.trials import TrialRequest
 
@@ -44,7 +45,11 @@ def cluster() -> Any:
 
 
 def executor_for(
-    tiny_model_dir: Path, tiny_data: dict[str, Path], out: Path, steps: int
+    tiny_model_dir: Path,
+    tiny_data: dict[str, Path],
+    out: Path,
+    steps: int,
+    board: RungBoard | None = None,
 ) -> RayExecutor:
     config = parse_config(
         tiny_config(
@@ -58,7 +63,7 @@ def executor_for(
     setup = WorkerSetup(
         source=build_model_source(config, data), settings=build_settings(config), device="cpu"
     )
-    return RayExecutor(setup, data, cpus_per_trial=1, gpus_per_trial=0)
+    return RayExecutor(setup, data, cpus_per_trial=1, gpus_per_trial=0, board=board)
 
 
 def request(number: int, out: Path | None = None) -> TrialRequest:
@@ -82,6 +87,28 @@ def test_trials_run_at_once_on_both_nodes(
     # The two trials overlap in time: each starts before the other ends.
     assert max(r.started_at for r in results) < min(r.finished_at for r in results)
     assert all((tmp_path / str(r.number) / "adapter_config.json").is_file() for r in results)
+
+
+def test_workers_judge_rungs_on_one_board(
+    cluster: Any, tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """A trial's rung result reaches the search's one board actor, where a later trial
+    on any node is judged against it."""
+    import ray
+
+    executor = executor_for(tiny_model_dir, tiny_data, tmp_path, steps=6, board=RungBoard())
+    try:
+        executor.submit(dataclasses.replace(request(0), rungs=(2,)))
+        [result] = drain(executor)
+        assert result.status == "COMPLETE", result.error
+        assert [rung[0] for rung in result.rungs] == [2]
+        # The board holds trial 0's report: with it a third report at the rung is judged
+        # (min_trials 3) and one far behind is stopped; with two, anything goes on.
+        board = executor._board
+        assert ray.get(board.report.remote(1, 2, 1.0, 1, 0.0))
+        assert not ray.get(board.report.remote(2, 2, -1.0, 10**12, 1e9))
+    finally:
+        executor.close()
 
 
 def busy_worker_pid(executor: RayExecutor, not_pid: int | None = None) -> int:
