@@ -155,11 +155,11 @@ def status(study_dir: StudyDir) -> None:
 
 
 def _summary(result: Any) -> None:
-    from peftsearch.results import front_table
+    from peftsearch.results import front_table, front_title
 
     console = _console()
     front = [r for r in result.rows if r["trial"] in result.front_numbers]
-    console.print(front_table(front, f"Pareto front: {len(front)} of {len(result.rows)} trials"))
+    console.print(front_table(front, front_title(result.rows, len(front))))
     console.print(
         f"Results: {result.study_dir} (pareto.csv, pareto.json, trials.csv, adapters/, "
         "report.html)\n"

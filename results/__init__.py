@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peftsearch.results.console import front_table, trial_line
+from peftsearch.results.console import front_table, front_title, trial_line
 from peftsearch.results.export import export_adapter
 from peftsearch.results.files import (
     ADAPTERS,
@@ -34,6 +34,7 @@ __all__ = [
     "export_adapter",
     "front_of",
     "front_table",
+    "front_title",
     "pareto_numbers",
     "recommend",
     "summarize",

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from typing import Any
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = ["front_table", "trial_line"]
+__all__ = ["front_table", "front_title", "trial_line"]
 
 
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def front_title(rows: list[dict[str, Any]], on_front: int) -> str:
+    """``Pareto front: 3 of 7 complete trials (also 2 stopped, 1 not launched)``: the front
+    is drawn from the complete trials only, so they are what it is counted against."""
+    words = {"FAIL": "failed", "INFEASIBLE": "over the params cap", "RUNNING": "running"}
+    complete, others = 0, Counter[str]()
+    for row in rows:
+        if row["status"] == "COMPLETE":
+            complete += 1
+        elif row["status"] == "PRUNED":  # a trial that never started has no steps
+            others["stopped" if row.get("steps") else "not launched"] += 1
+        else:
+            others[words.get(row["status"], str(row["status"]).lower())] += 1
+    title = f"Pareto front: {on_front} of {complete} complete trials"
+    if not others:
+        return title
+    return f"{title} (also {', '.join(f'{n} {kind}' for kind, n in others.items())})"
 
 
 def front_table(rows: list[dict[str, Any]], title: str) -> Any:

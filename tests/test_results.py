@@ -8,7 +8,13 @@ from pathlib import Path
 import optuna
 import pytest
 
-from peftsearch.results import copy_front_adapters, pareto_numbers, trial_rows, write_tables
+from peftsearch.results import (
+    copy_front_adapters,
+    front_title,
+    pareto_numbers,
+    trial_rows,
+    write_tables,
+)
 from peftsearch.search import DIRECTIONS
 
 
@@ -46,6 +52,22 @@ def test_front_is_the_non_dominated_set() -> None:
 
 def test_no_complete_trial_means_empty_front() -> None:
     assert pareto_numbers(study_with(["FAIL"])) == []
+
+
+def test_front_is_counted_against_the_complete_trials() -> None:
+    rows = [
+        {"status": "COMPLETE", "steps": 30},
+        {"status": "COMPLETE", "steps": 30},
+        {"status": "PRUNED", "steps": 10},  # early-stopped
+        {"status": "PRUNED", "steps": None},  # did not fit the budget
+        {"status": "INFEASIBLE", "steps": None},
+        {"status": "FAIL", "steps": 3},
+    ]
+    assert front_title(rows, 1) == (
+        "Pareto front: 1 of 2 complete trials (also 1 stopped, 1 not launched, "
+        "1 over the params cap, 1 failed)"
+    )
+    assert front_title(rows[:2], 2) == "Pareto front: 2 of 2 complete trials"
 
 
 def test_rows_and_files(tmp_path: Path) -> None:
