@@ -301,7 +301,6 @@ def rungs_for_run(
     from peftsearch.search import finished_count
     from peftsearch.search.early_stopping import pays_off
 
-    early = config.search.early_stopping
     if not rungs:
         return rungs
     trials, limit = float(config.search.n_trials - finished_count(study)), "search.n_trials"
@@ -309,7 +308,9 @@ def rungs_for_run(
         reach = budget.trials_in_reach(cost_model.typical(config.training.max_steps), slots)
         if reach < trials:
             trials, limit = reach, "the budget"
-    if pays_off(trials, early.eta, early.min_trials):
+    early = config.search.early_stopping
+    # under one trial: nothing will run, and the loop's stop line says why
+    if trials < 1 or pays_off(trials, early.eta, early.min_trials):
         return rungs
     console.print(
         f"Early stopping is off for this run: {limit} allows about {trials:.0f} trials, and "

@@ -146,6 +146,10 @@ def test_early_stopping_is_off_for_a_run_of_few_trials(
     )
     nine = Budget(BudgetLimits(device_seconds=9 * trial_seconds))
     assert rungs_for_run(config, study, (2,), nine, model, 2, console) == (2,)
+    spent = Budget(BudgetLimits(device_seconds=0.5 * trial_seconds))
+    console.export_text()  # (clears the record)
+    assert rungs_for_run(config, study, (2,), spent, model, 2, console) == (2,)
+    assert console.export_text() == ""  # no trial will run: nothing to say
     few = parse_config(data, overrides=["search.n_trials=5"])
     assert rungs_for_run(few, study, (2,), None, None, 2, console) == ()
     assert "search.n_trials allows about 5 trials" in console.export_text()
