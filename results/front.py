@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from peftsearch.search.records import DIRECTIONS, OBJECTIVES, TrialRecord, read_records
+from peftsearch.search.records import TrialRecord, read_records
 from peftsearch.trials.result import MEASUREMENTS
 
 if TYPE_CHECKING:
@@ -136,41 +136,42 @@ def pareto_numbers(study: optuna.Study) -> list[int]:
 
 
 def front_of(rows: list[dict[str, Any]]) -> list[int]:
-    """Trained, COMPLETE trials that no other such trial dominates once evaluation and
+    """Trained, COMPLETE trials that no trial *on the front* dominates once evaluation and
     timing noise are allowed for (the rule is in ``results/noise.py``). Failed, pruned
-    and infeasible trials never enter it."""
+    and infeasible trials never enter it.
+
+    Dominance within the noise is not transitive: A may beat B, and B beat C, while A
+    does not beat C. Counting a trial out because a trial that is itself out beats it
+    would hide C, even when C is clearly better than everything left (the most accurate
+    trial of a demo went missing that way). So trials are decided once every trial that
+    dominates them is: a trial joins the front unless a front member dominates it."""
     from peftsearch.results.noise import Tolerances, dominates
 
-    trained = [
-        r
-        for r in rows
-        if r["status"] == "COMPLETE"
-        and r["accuracy"] is not None
-        and r["trainable_params"] is not None
-    ]
-    tolerances = Tolerances.from_rows(rows)
-    front = [
-        r["trial"]
-        for r in trained
-        if not any(dominates(o, r, tolerances) for o in trained if o["trial"] != r["trial"])
-    ]
-    if not front:  # noise made every trial look beaten: fall back to strict dominance
-        front = [
-            r["trial"]
-            for r in trained
-            if not any(_dominates(_signed(o), _signed(r)) for o in trained if o is not r)
-        ]
-    return sorted(front)
-
-
-def _signed(row: dict[str, Any]) -> list[float]:
-    """The objectives, each turned so that larger is better."""
-    signs = [1.0 if d == "maximize" else -1.0 for d in DIRECTIONS]
-    return [s * float(row[name]) for s, name in zip(signs, OBJECTIVES, strict=True)]
-
-
-def _dominates(a: list[float], b: list[float]) -> bool:
-    """``a`` is no worse everywhere and better somewhere (all objectives maximized)."""
-    return all(x >= y for x, y in zip(a, b, strict=True)) and any(
-        x > y for x, y in zip(a, b, strict=True)
+    trained = sorted(
+        (
+            r
+            for r in rows
+            if r["status"] == "COMPLETE"
+            and r["accuracy"] is not None
+            and r["trainable_params"] is not None
+        ),
+        key=lambda r: r["trial"],
     )
+    tolerances = Tolerances.from_rows(rows)
+    beaten_by = {
+        r["trial"]: [o["trial"] for o in trained if o is not r and dominates(o, r, tolerances)]
+        for r in trained
+    }
+    front: set[int] = set()
+    decided: set[int] = set()
+    waiting = [r["trial"] for r in trained]
+    while waiting:
+        ready = [t for t in waiting if decided.issuperset(beaten_by[t])]
+        # the relation has no cycles (tests/test_noise.py); were one to appear, the lowest
+        # trial number would be decided first
+        for trial in ready or waiting[:1]:
+            if not front.intersection(beaten_by[trial]):
+                front.add(trial)
+            decided.add(trial)
+        waiting = [t for t in waiting if t not in decided]
+    return sorted(front)

@@ -16,9 +16,10 @@ The rule (deterministic, from the data alone):
   includes run-to-run timing noise), clamped to [5%, 25%]; 5% when nothing was estimated.
 - Trainable parameters are exact counts: any difference is clear.
 - Trial A **dominates** B when A is nowhere worse than B beyond the noise and clearly
-  better on at least one objective. The front is the trained trials no other dominates.
-  Should noise ever leave every trial dominated, the front falls back to strict Pareto
-  dominance, so it is never empty.
+  better on at least one objective. This relation has no cycles but is not transitive,
+  so the front is built in its order: a trained trial is on the front unless a trial on
+  the front dominates it (``results.front.front_of``). A trial no other dominates is
+  always on it, so the front is never empty.
 """
 
 from __future__ import annotations

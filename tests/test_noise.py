@@ -70,6 +70,25 @@ def test_ties_on_the_front_are_named() -> None:
     assert recommend(rows, front, Constraints(prefer="cost")).trial == 1
 
 
+def test_a_trial_beaten_only_by_trials_off_the_front_stays_on_it() -> None:
+    """The LLM demo on 48 eval prompts: trial 3 (fewest params) beats trials 0 and 1
+    within the noise, trial 0 beats trial 4 so, yet trial 4 is clearly more accurate
+    than trial 3 and nothing on the front beats it: it is on the front."""
+    rows = [
+        row(0, 0.542, 11_520, 5.4, eval_rows=48, estimated_seconds=None),
+        row(1, 0.521, 11_520, 5.0, eval_rows=48, estimated_seconds=None),
+        row(2, 0.521, 562_080, 3.6, eval_rows=48, estimated_seconds=None),
+        row(3, 0.458, 4_608, 5.8, eval_rows=48, estimated_seconds=None),
+        row(4, 0.604, 57_600, 5.0, eval_rows=48, estimated_seconds=None),
+    ]
+    tolerances = Tolerances(cost=0.25)
+    assert dominates(rows[0], rows[4], tolerances)
+    assert dominates(rows[3], rows[0], tolerances)
+    assert not dominates(rows[3], rows[4], tolerances)
+    with_timing_noise = [{**r, "estimated_seconds": r["device_seconds"] * 0.75} for r in rows]
+    assert front_of(with_timing_noise) == [2, 3, 4]
+
+
 def test_the_noise_front_is_never_empty_and_has_no_cycles() -> None:
     rng = random.Random(0)
     for _ in range(200):
@@ -87,4 +106,10 @@ def test_the_noise_front_is_never_empty_and_has_no_cycles() -> None:
         for a in rows:
             for b in rows:
                 assert not (dominates(a, b, tolerances) and dominates(b, a, tolerances))
-        assert front_of(rows)
+        front = front_of(rows)
+        assert front
+        on = [r for r in rows if r["trial"] in front]
+        for r in rows:  # off the front only when a front member beats it
+            beaten = any(dominates(o, r, tolerances) for o in on)
+            assert (r["trial"] not in front) == beaten
+        assert not any(dominates(a, b, tolerances) for a in on for b in on)
