@@ -122,7 +122,9 @@ class CostModel:
         return cls(
             step_seconds=result.train_seconds / result.steps,
             eval_seconds=per_row * eval_rows_full,
-            setup_seconds=result.setup_seconds,
+            # with the model's load (the calibration is its worker's first job): until
+            # trials are seen, a trial may land on a worker that still has to load it
+            setup_seconds=result.setup_seconds + result.load_seconds,
             reference_params=max(1, result.trainable_params or 1),
             method=result.method,
             share=result.device_seconds / result.wall_seconds if result.wall_seconds else 1.0,

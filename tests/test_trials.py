@@ -39,11 +39,37 @@ def test_complete_trial_measures_everything(runner: TrialRunner, tmp_path: Path)
     )
     assert result.device_seconds == result.wall_seconds > 0
     # $3.6 per device-hour is $0.001 per device-second
-    assert result.cost_usd == result.spent_usd == pytest.approx(result.device_seconds * 0.001)
+    assert result.spent_usd == pytest.approx(result.device_seconds * 0.001)
+    config_seconds = result.device_seconds - result.load_seconds
+    assert result.cost_usd == pytest.approx(config_seconds * 0.001)
     assert result.peak_memory_mb and result.peak_memory_mb > 10
     # the adapter comes back as bytes; the runner never writes to the driver's folder
     assert not (tmp_path / "adapter").exists()
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(result.adapter_files)
+
+
+def test_loading_the_base_model_is_overhead_of_the_first_trial_only(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """A worker loads the base model on its first job. That is device time the budget
+    pays, but not what the config costs: the first trial must not look dearer than the
+    same config run later."""
+    config = parse_config(tiny_config(tiny_model_dir, tiny_data, tmp_path / "out"))
+    data = build_data(config)
+    fresh = TrialRunner(
+        build_model_source(config, data),
+        data,
+        build_settings(config),
+        device="cpu",
+        device_name="cpu",
+        usd_per_device_hour={"cpu": 3.6},
+    )
+    first = fresh.run(TrialRequest(0, "lora", LORA, 1e-3, None))
+    second = fresh.run(TrialRequest(1, "lora", LORA, 1e-3, None))
+    assert first.status == second.status == "COMPLETE", (first.error, second.error)
+    assert first.load_seconds > 0 and second.load_seconds == 0
+    assert first.spent_usd == pytest.approx(first.device_seconds * 0.001)
+    assert first.cost_usd == pytest.approx((first.device_seconds - first.load_seconds) * 0.001)
 
 
 def test_rung_evaluations_are_search_overhead_not_the_configs_cost(runner: TrialRunner) -> None:

@@ -164,21 +164,26 @@ class TrialRunner:
                     f"not started: {request.max_seconds:.1f} device-seconds of allowance are "
                     f"less than a trial needs ({request.min_seconds:.1f})"
                 )
+            # once per worker, on its first job: device time (the deadline and the budget
+            # count it), but neither the config's setup nor its cost
+            result.load_seconds = self._load_base()
             if request.baseline:
                 model = self.source.fresh_copy().to(self.device)
-                result.setup_seconds = time.perf_counter() - started
+                result.setup_seconds = time.perf_counter() - started - result.load_seconds
                 result.trainable_params, result.total_params = 0, _count(model)
                 self._evaluate(model, request, result)
                 result.status = "COMPLETE"
                 return result
             if request.score_adapter is not None:
                 self._score_on_test(request.score_adapter, result)
-                result.setup_seconds = time.perf_counter() - started - result.eval_seconds
+                result.setup_seconds = (
+                    time.perf_counter() - started - result.eval_seconds - result.load_seconds
+                )
                 return result
             model = self._build(request, result)
             if request.adapter_dir and self._save_seconds is None:
                 self._save_seconds = self._time_save(model)  # once per worker
-            result.setup_seconds = time.perf_counter() - started
+            result.setup_seconds = time.perf_counter() - started - result.load_seconds
             # the allowance is device-seconds; this trial's clock runs at its share of one
             allowance = None if request.max_seconds is None else request.max_seconds / self.share
             deadline = Deadline(allowance, started=started)
@@ -216,7 +221,7 @@ class TrialRunner:
             # its share of a device, held for the whole trial
             result.device_seconds = result.wall_seconds * self.share
             result.spent_usd = result.device_seconds / 3600 * self.price
-            overhead = result.rung_seconds + result.cache_seconds
+            overhead = result.rung_seconds + result.cache_seconds + result.load_seconds
             config_seconds = (result.wall_seconds - overhead) * self.share
             result.cost_usd = config_seconds / 3600 * self.price
             result.peak_memory_mb = self._peak_memory_mb()
@@ -282,6 +287,14 @@ class TrialRunner:
             feed=server.feed("train") if server else None,
         )
         result.train_seconds = sum(deadline.step_times)
+
+    def _load_base(self) -> float:
+        """Seconds spent loading the base model: 0 once this worker has it."""
+        if self.source.loaded:
+            return 0.0
+        began = time.perf_counter()
+        self.source.load()
+        return time.perf_counter() - began
 
     def _eval_guess(self, result: TrialResult, step_seconds: float) -> float:
         """Time the evaluation will take: measured once it ran, else from the step time

@@ -177,9 +177,18 @@ class BaseModelSource:
         model.eval()
         return model
 
-    def fresh_copy(self) -> nn.Module:
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        """Load the weights now (once); ``fresh_copy`` copies them."""
         if self._model is None:
             self._model = self._load()
+
+    def fresh_copy(self) -> nn.Module:
+        self.load()
+        assert self._model is not None
         return copy.deepcopy(self._model)
 
     def tokenizer(self) -> Any:

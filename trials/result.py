@@ -40,7 +40,8 @@ class TrialResult:
     device_seconds: float = 0.0
     # the cost objective: what training this config costs (setup, its steps, one
     # evaluation), without the search's own overhead (rung evaluations, lost attempts,
-    # computing the frozen-layer cache that later trials share)
+    # computing the frozen-layer cache that later trials share, loading the base model
+    # on a worker's first trial)
     cost_usd: float = 0.0
     spent_usd: float = 0.0  # device_seconds at the device's price: what the search paid
     rung_seconds: float = 0.0  # of device_seconds, spent evaluating at early-stopping rungs
@@ -71,6 +72,7 @@ class TrialResult:
     # blocks below this one were served from the worker's frozen-layer cache (0: none)
     cached_layers: int = 0
     cache_seconds: float = 0.0  # of device_seconds: computing cached states (once per worker)
+    load_seconds: float = 0.0  # of device_seconds: loading the base model (once per worker)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
