@@ -12,11 +12,9 @@ from peftsearch.pipelines.builders import build_data, build_model_source, build_
 from peftsearch.trials import TrialRequest, TrialRunner
 
 
-@pytest.fixture(scope="module")
-def runner(
-    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> TrialRunner:
-    config = parse_config(tiny_config(tiny_model_dir, tiny_data, tmp_path_factory.mktemp("out")))
+def make_runner(tiny_model_dir: Path, tiny_data: dict[str, Path], out: Path) -> TrialRunner:
+    """A worker's runner on the tiny BERT at $3.6 per device-hour ($0.001 a second)."""
+    config = parse_config(tiny_config(tiny_model_dir, tiny_data, out))
     data = build_data(config)
     return TrialRunner(
         build_model_source(config, data),
@@ -26,6 +24,13 @@ def runner(
         device_name="cpu",
         usd_per_device_hour={"cpu": 3.6},
     )
+
+
+@pytest.fixture(scope="module")
+def runner(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> TrialRunner:
+    return make_runner(tiny_model_dir, tiny_data, tmp_path_factory.mktemp("out"))
 
 
 def test_complete_trial_measures_everything(runner: TrialRunner, tmp_path: Path) -> None:
@@ -54,16 +59,7 @@ def test_loading_the_base_model_is_overhead_of_the_first_trial_only(
     """A worker loads the base model on its first job. That is device time the budget
     pays, but not what the config costs: the first trial must not look dearer than the
     same config run later."""
-    config = parse_config(tiny_config(tiny_model_dir, tiny_data, tmp_path / "out"))
-    data = build_data(config)
-    fresh = TrialRunner(
-        build_model_source(config, data),
-        data,
-        build_settings(config),
-        device="cpu",
-        device_name="cpu",
-        usd_per_device_hour={"cpu": 3.6},
-    )
+    fresh = make_runner(tiny_model_dir, tiny_data, tmp_path / "out")
     first = fresh.run(TrialRequest(0, "lora", LORA, 1e-3, None))
     second = fresh.run(TrialRequest(1, "lora", LORA, 1e-3, None))
     assert first.status == second.status == "COMPLETE", (first.error, second.error)
