@@ -140,8 +140,8 @@ def test_an_adapter_trained_through_the_cache_predicts_the_same_on_the_full_mode
     accuracy = float((full.argmax(-1) == torch.tensor(table["label"])).float().mean())
     assert accuracy == pytest.approx(result.accuracy)
     # and the cached evaluation of that adapter gives the full model's logits
-    states = runner.cache._states[("eval", 1)]
-    assert len(states.rows) == len(table)  # every eval row was cached by the trial
+    states = runner.cache.cached("eval", 1)
+    assert states is not None and len(states.rows) == len(table)  # every eval row, cached
     splits = {"eval": states}
     with PrefixServer(reloaded, 1, splits, runner.cache, device="cpu", precision="fp32") as server:
         served = logits_of(reloaded, table, pad, server)

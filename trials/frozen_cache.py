@@ -123,6 +123,11 @@ class PrefixCache:
     def has(self, split: str, boundary: int) -> bool:
         return (split, boundary) in self._states
 
+    def cached(self, split: str, boundary: int) -> CachedStates | None:
+        """What is cached of the split at ``boundary`` so far (None: nothing), without
+        reserving room as ``states`` does."""
+        return self._states.get((split, boundary))
+
     def states(self, split: str, boundary: int, expected_bytes: int) -> CachedStates | None:
         """The split's states at ``boundary`` (empty when new, filled as rows are read),
         or None when what a trial may read does not fit in memory."""
