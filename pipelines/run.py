@@ -521,7 +521,7 @@ def score_on_test(
     from peftsearch.search import read_records
     from peftsearch.search.records import save_test_score
     from peftsearch.trials import TrialRequest
-    from peftsearch.trials.adapter_files import read_folder
+    from peftsearch.trials.file_transfer import read_folder
 
     test = inputs.data.test
     if test is None:

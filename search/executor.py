@@ -51,7 +51,7 @@ class InProcessExecutor:
     def wait(self) -> list[TrialResult]:
         if not self.pending:
             return []
-        from peftsearch.trials.adapter_files import deliver_adapter
+        from peftsearch.trials.file_transfer import deliver_adapter
 
         judge = self.board.report if self.board is not None else None
         request = self.pending.popleft()

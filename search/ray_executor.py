@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from peftsearch.search.budget import retry_allowance
 from peftsearch.search.early_stopping import RungBoard
 from peftsearch.trials import TrialResult
-from peftsearch.trials.adapter_files import ShippedModel, deliver_adapter, ship_model
+from peftsearch.trials.file_transfer import ShippedModel, deliver_adapter, ship_model
 
 if TYPE_CHECKING:
     from peftsearch.trials import BaseModelSource, PreparedData, TrainSettings, TrialRequest
@@ -47,7 +47,7 @@ class TrialWorker:
         import torch
 
         from peftsearch.trials import TrialRunner, detect_device
-        from peftsearch.trials.adapter_files import local_checkpoint
+        from peftsearch.trials.file_transfer import local_checkpoint
 
         # a base model in a folder only the driver has arrives as bytes (``model``)
         setup.source.checkpoint = local_checkpoint(setup.source.checkpoint, model)
@@ -162,6 +162,11 @@ class RayExecutor:
     @property
     def slots(self) -> int:
         return self._slots
+
+    @property
+    def board(self) -> Any:
+        """The rung board actor every worker reports to (None without early stopping)."""
+        return self._board
 
     @property
     def nodes(self) -> int:

@@ -20,7 +20,7 @@ from peftsearch.pipelines.builders import (
     build_settings,
 )
 from peftsearch.trials import TrialRequest, TrialRunner
-from peftsearch.trials.adapter_files import write_folder
+from peftsearch.trials.file_transfer import write_folder
 from peftsearch.trials.frozen_cache import PrefixServer
 from peftsearch.trials.model import Checkpoint
 from peftsearch.trials.train import collate, rows_of

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from peftsearch.pipelines.cli import app
 from peftsearch.trials import TrialRequest
-from peftsearch.trials.adapter_files import write_folder
+from peftsearch.trials.file_transfer import write_folder
 from peftsearch.trials.lm_data import IGNORE_INDEX
 from peftsearch.trials.lm_eval import evaluate_lm, normalise_answer
 from peftsearch.trials.model import Checkpoint, load_tokenizer

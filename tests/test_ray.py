@@ -104,7 +104,7 @@ def test_workers_judge_rungs_on_one_board(
         assert [rung[0] for rung in result.rungs] == [2]
         # The board holds trial 0's report: with it a third report at the rung is judged
         # (min_trials 3) and one far behind is stopped; with two, anything goes on.
-        board = executor._board
+        board = executor.board
         assert ray.get(board.report.remote(1, 2, 1.0, 1, 0.0))
         assert not ray.get(board.report.remote(2, 2, -1.0, 10**12, 1e9))
     finally:
@@ -357,7 +357,7 @@ def test_a_model_folder_only_the_driver_has_reaches_the_workers(
     """The driver ships its local model folder once; here the folder is gone before any
     worker starts, as on a node that cannot see the driver's disk."""
     import peftsearch.search.ray_executor as ray_executor
-    from peftsearch.trials.adapter_files import ship_model
+    from peftsearch.trials.file_transfer import ship_model
 
     driver_only = tmp_path / "driver-only-model"
     shutil.copytree(tiny_model_dir, driver_only)

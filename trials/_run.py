@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from peftsearch.trials.adapter_files import saved_adapter, write_folder
 from peftsearch.trials.cost import price_per_hour
 from peftsearch.trials.deadline import STEP_SAFETY, Deadline
+from peftsearch.trials.file_transfer import saved_adapter, write_folder
 from peftsearch.trials.frozen_cache import (
     PrefixCache,
     PrefixServer,
