@@ -73,7 +73,21 @@ def test_rung_evaluations_are_search_overhead_not_the_configs_cost(runner: Trial
     assert result.status == "COMPLETE" and result.evaluations == 3
     assert 0 < result.rung_seconds < result.eval_seconds
     assert result.spent_usd == pytest.approx(result.device_seconds * 0.001)  # the budget's view
-    assert result.cost_usd == pytest.approx((result.device_seconds - result.rung_seconds) * 0.001)
+    # (the base model's load, on the runner's first trial, is overhead too)
+    overhead = result.rung_seconds + result.load_seconds
+    assert result.cost_usd == pytest.approx((result.device_seconds - overhead) * 0.001)
+
+
+def test_a_rung_evaluation_does_not_change_the_training(runner: TrialRunner) -> None:
+    """Observing a trial at a rung leaves it training as before (dropout on): its losses
+    after the rung are the ones it has unobserved. Each trial's random draws start from
+    the search's seed, so the second trial (on a runner with a history) matches too."""
+    observed = runner.run(TrialRequest(0, "lora", LORA, 1e-2, None, rungs=(2,)))
+    unobserved = runner.run(TrialRequest(1, "lora", LORA, 1e-2, None))
+    assert observed.status == unobserved.status == "COMPLETE"
+    assert len(observed.losses) > 3 and observed.evaluations == unobserved.evaluations + 1
+    assert observed.losses == unobserved.losses
+    assert observed.accuracy == unobserved.accuracy
 
 
 def test_nan_loss_becomes_fail(runner: TrialRunner) -> None:

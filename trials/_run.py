@@ -30,6 +30,7 @@ from peftsearch.trials.train import (
     autocast,
     collate,
     evaluate,
+    evaluation_mode,
     resolve_precision,
     rows_of,
     train,
@@ -450,8 +451,11 @@ class TrialRunner:
         batch.pop("labels", None)
         row_ids = batch.pop("row_id")
         on_device = {k: v.to(self.device) for k, v in batch.items()}
-        model.eval()
-        with torch.no_grad(), autocast(self.device, self._precision):
+        with (
+            evaluation_mode(model),
+            torch.no_grad(),
+            autocast(self.device, self._precision),
+        ):
             full = model(**on_device).logits.float()
             with server:
                 feed = server.feed("eval")
@@ -468,8 +472,13 @@ class TrialRunner:
         return bool((full - served).abs().max() <= tolerance * scale)
 
     def _build(self, request: TrialRequest, result: TrialResult) -> Any:
+        """The peft model of ``request``, its random draws (adapter init, then the
+        training's dropout) seeded by ``search.seed``: a config's result does not
+        depend on which trials its worker ran before."""
+        import torch
         from peft import get_peft_config, get_peft_model
 
+        torch.manual_seed(self.settings.seed)
         config = dict(request.peft_config)
         base = self.source.fresh_copy()
         if self.settings.gradient_checkpointing:

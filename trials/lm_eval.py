@@ -15,6 +15,7 @@ from peftsearch.trials.train import (
     Feed,
     autocast,
     collate,
+    evaluation_mode,
     resolve_precision,
     rows_of,
     take_rows,
@@ -141,8 +142,11 @@ def evaluate_lm(
     ``full_model()`` (the frozen-layer cache cannot serve tokens it has not seen)."""
     import torch
 
-    model.eval()
-    with torch.inference_mode(), autocast(device, resolve_precision(precision, device)):
+    with (
+        evaluation_mode(model),
+        torch.inference_mode(),
+        autocast(device, resolve_precision(precision, device)),
+    ):
         metrics: dict[str, Any] = _teacher_forced(
             model, table, batch_size, pad_token_id, device, feed
         )

@@ -14,7 +14,15 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["TrainSettings", "TrialDiverged", "autocast", "evaluate", "resolve_precision", "train"]
+__all__ = [
+    "TrainSettings",
+    "TrialDiverged",
+    "autocast",
+    "evaluate",
+    "evaluation_mode",
+    "resolve_precision",
+    "train",
+]
 
 IGNORE_INDEX = -100  # label positions the loss skips (padding, causal-LM prompts)
 
@@ -50,6 +58,22 @@ def resolve_precision(precision: str, device: str) -> str:
 
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "fp32"
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode inside the block, and back in the mode it had after it.
+
+    An evaluation at an early-stopping rung runs in the middle of training: leaving the
+    model in eval mode would train the rest of the trial without dropout, so a trial's
+    result would depend on whether (and where) it was observed.
+    """
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
 
 
 def autocast(device: str, precision: str) -> AbstractContextManager[Any]:
@@ -187,8 +211,11 @@ def evaluate(
 
     predictions: list[int] = []
     labels: list[int] = []
-    model.eval()
-    with torch.inference_mode(), autocast(device, resolve_precision(precision, device)):
+    with (
+        evaluation_mode(model),
+        torch.inference_mode(),
+        autocast(device, resolve_precision(precision, device)),
+    ):
         for start in range(0, len(table), batch_size):
             batch = collate(rows_of(table[start : start + batch_size]), pad_token_id)
             gold = batch.pop("labels")
