@@ -207,7 +207,11 @@ class SearchConfig(_Section):
     study_name: str = Field("peftsearch", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     n_trials: int = Field(20, ge=1)
     seed: int = 0
-    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    sampler: Literal["tpe", "nsga2", "random"] = Field(
+        "tpe",
+        description="tpe: learns from the trials so far; random: the baseline; nsga2: "
+        "samples as random search in this conditional space (for comparisons)",
+    )
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     warm_start: list[Path] = Field(
         default_factory=list,

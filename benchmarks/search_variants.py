@@ -28,6 +28,8 @@ shared learning rate: a GP models only the parameters every trial has, method an
 learning-rate position, and samples the rest at random), ``cost_blind`` (TPE's split
 into good and bad trials on accuracy and trainable parameters only, leaving out the cost
 objective and its timing noise; patches Optuna's private split function, benchmark only),
+``nsga2`` / ``nsga2:<keyword>=<value>,...`` (NSGA-II as search_quality.py runs it, or
+with those ``optuna.samplers.NSGAIISampler`` arguments, e.g. ``population_size=10``),
 ``random`` and ``no_early_stopping``. Searches run to 30% of the exhaustive cost (``--horizon``),
 with early stopping as the default has it (random without, as in search_quality.py).
 ``oracle`` prints the cheapest set of rows that reaches 95% of the true front (greedy on
@@ -86,8 +88,9 @@ HORIZON = 0.3
 PLUGINS = ("lora", "_lycoris", "ia3", "prompt_tuning", "bottleneck_adapter", "prefix_tuning")
 
 
-def tpe_arguments(variant: str) -> dict[str, Any]:
-    pairs = (item.split("=", 1) for item in variant.removeprefix("tpe:").split(","))
+def sampler_arguments(variant: str) -> dict[str, Any]:
+    """The keyword arguments of a ``tpe:...`` or ``nsga2:...`` variant."""
+    pairs = (item.split("=", 1) for item in variant.split(":", 1)[1].split(","))
     return {key.strip(): ast.literal_eval(value.strip()) for key, value in pairs}
 
 
@@ -181,6 +184,8 @@ def tpe_with(arguments: dict[str, Any], gp: bool = False) -> Iterator[None]:
 
     def make_sampler(name: str, seed: int, n_trials: int, constrained: bool = False) -> Any:
         sampler = product(name, seed, n_trials, constrained)
+        if name == "nsga2" and arguments:
+            return optuna.samplers.NSGAIISampler(seed=seed, **arguments)
         if name != "tpe":
             return sampler
         if gp:
@@ -257,7 +262,7 @@ def main() -> None:
     }
     default_min_trials = config.search.early_stopping.min_trials
     for variant in args.variants:
-        arguments = tpe_arguments(variant) if variant.startswith("tpe:") else {}
+        arguments = sampler_arguments(variant) if variant.startswith(("tpe:", "nsga2:")) else {}
         if variant == "useless_infeasible":
             arguments = {"constraints_func": useless}
         if variant.startswith("gamma="):
@@ -268,6 +273,8 @@ def main() -> None:
         strategy = {"no_early_stopping": "tpe_no_early_stopping"}.get(
             variant, "random" if variant.startswith("random") else "default"
         )
+        if variant.startswith("nsga2"):
+            strategy = "nsga2"
         config.search.early_stopping.min_trials = (
             int(variant.split("=")[1]) if variant.startswith("min_trials=") else default_min_trials
         )

@@ -48,8 +48,11 @@ def make_sampler(
     not thousands) and multi-objective. TPE with ``group=True`` splits the space by the
     parameters that occur together, so it models each method's knobs separately
     instead of falling back to random for them; it handles three objectives (MOTPE)
-    and learns from its first few trials. NSGA-II needs a population's worth of
-    trials (50 by default) per generation, which a PEFT budget rarely affords.
+    and learns from its first few trials. NSGA-II crosses over only the parameters
+    every trial has (here the method alone, which its default mutation rate of one over
+    the parameter count then always redraws), so in this space it samples as random
+    search does (benchmarks/search_variants.py --variants nsga2 random): it stays for
+    comparisons.
     ``constant_liar`` keeps concurrent workers from sampling the same point. With
     ``constrained``, the samplers learn which configs break ``space.max_trainable_pct``.
     """
