@@ -173,7 +173,7 @@ def split_blind_to_cost(on: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def tpe_with(arguments: dict[str, Any], gp: bool = False) -> Iterator[None]:
+def sampler_with(arguments: dict[str, Any], gp: bool = False) -> Iterator[None]:
     """The product's sampler, with ``arguments`` changed (or Optuna's GPSampler, when
     ``gp``), inside the block."""
     import optuna
@@ -244,6 +244,16 @@ def oracle(table: Table) -> dict[str, Any]:
     return {"rows": len(chosen), "fraction_of_exhaustive_cost": spent}
 
 
+def strategy_of(variant: str) -> str:
+    """The search_quality.py strategy a variant runs as (its sampler and early stopping)."""
+    if variant == "no_early_stopping":
+        return "tpe_no_early_stopping"
+    for prefix in ("random", "nsga2"):
+        if variant.startswith(prefix):
+            return prefix
+    return "default"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=20)
@@ -270,17 +280,13 @@ def main() -> None:
             # Optuna 4.9 deprecated ``gamma``: measured here, not a setting to ship
             warnings.filterwarnings("ignore", ".*gamma.*deprecated", FutureWarning)
         warm = portfolio(options) if variant == "portfolio" else None
-        strategy = {"no_early_stopping": "tpe_no_early_stopping"}.get(
-            variant, "random" if variant.startswith("random") else "default"
-        )
-        if variant.startswith("nsga2"):
-            strategy = "nsga2"
+        strategy = strategy_of(variant)
         config.search.early_stopping.min_trials = (
             int(variant.split("=")[1]) if variant.startswith("min_trials=") else default_min_trials
         )
         free = variant.endswith("free_repeats")
         with (
-            tpe_with(arguments, gp=variant == "gp"),
+            sampler_with(arguments, gp=variant == "gp"),
             learning_rates_shared(variant in ("shared_lr", "gp")),
             split_blind_to_cost(variant == "cost_blind"),
         ):
