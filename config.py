@@ -213,10 +213,22 @@ class SearchConfig(_Section):
         "samples as random search in this conditional space (for comparisons)",
     )
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    initial_design: bool | None = Field(
+        None,
+        description="first try the smallest adapter of each method and target set at the "
+        "top of its learning-rate range, then sample; default: on with tpe, off for the "
+        "random and nsga2 baselines",
+    )
     warm_start: list[Path] = Field(
         default_factory=list,
         description="study folders whose Pareto configs are tried first, re-measured here",
     )
+
+    @property
+    def uses_initial_design(self) -> bool:
+        if self.initial_design is None:
+            return self.sampler == "tpe"
+        return self.initial_design
 
     @field_validator("warm_start")
     @classmethod

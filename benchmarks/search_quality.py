@@ -258,15 +258,20 @@ def replay(
     fraction: float,
     warm: list[tuple[str, str, dict[str, Any]]] | None = None,
     free_repeats: bool = False,
+    initial_design: bool | None = None,
 ) -> Replay:
     """One search at ``fraction`` of the exhaustive cost; ``warm``: configs of an
     earlier study's front, queued first by the product's warm start; ``free_repeats``:
-    see ``TableExecutor``."""
-    import warnings
+    see ``TableExecutor``; ``initial_design``: queue the product's initial design after
+    the warm start (None: as the product does for the strategy's sampler)."""
 
     import optuna
 
-    from peftsearch.pipelines.builders import build_early_stopping
+    from peftsearch.pipelines.builders import (
+        build_early_stopping,
+        build_initial_design,
+        build_space_fits,
+    )
     from peftsearch.results import front_of, trial_rows
     from peftsearch.search import SearchLoop, make_sampler
     from peftsearch.search.budget import Budget, BudgetLimits
@@ -322,18 +327,13 @@ def replay(
             directions=list(DIRECTIONS), sampler=make_sampler(sampler_name, seed, 10_000)
         )
     if warm:
-
-        def fits(params: dict[str, Any]) -> bool:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    sample_choice(optuna.trial.FixedTrial(params), options, info)
-            except (ValueError, KeyError):
-                return False
-            return True
-
         with optuna_quiet():
-            enqueue_warm_start(study, warm, list(options), fits)
+            enqueue_warm_start(study, warm, list(options), build_space_fits(config, info))
+    # the product's initial design, as a search with this strategy's sampler has it
+    search = config.search.model_copy(update={"sampler": sampler_name})
+    if initial_design is not None:
+        search.initial_design = initial_design
+    before_ask = build_initial_design(config.model_copy(update={"search": search}), info)
     box, truth = Box(table), true_hypervolume(table)
     points: list[list[float]] = []
     curve: list[tuple[float, float]] = []
@@ -363,6 +363,7 @@ def replay(
         cost_model=cost_model,
         rungs=rungs,
         on_result=record,
+        before_ask=before_ask,
     )
     with optuna_quiet():
         loop.run()

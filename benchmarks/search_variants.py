@@ -30,8 +30,10 @@ into good and bad trials on accuracy and trainable parameters only, leaving out 
 objective and its timing noise; patches Optuna's private split function, benchmark only),
 ``nsga2`` / ``nsga2:<keyword>=<value>,...`` (NSGA-II as search_quality.py runs it, or
 with those ``optuna.samplers.NSGAIISampler`` arguments, e.g. ``population_size=10``),
-``random`` and ``no_early_stopping``. Searches run to 30% of the exhaustive cost (``--horizon``),
-with early stopping as the default has it (random without, as in search_quality.py).
+``no_initial_design`` (the default, sampling from its first trial: the product
+before the initial design), ``random`` and ``no_early_stopping``. Searches run to 30% of
+the exhaustive cost (``--horizon``), with early stopping as the default has it (random
+without, as in search_quality.py).
 ``oracle`` prints the cheapest set of rows that reaches 95% of the true front (greedy on
 hypervolume gained per device-second): the floor no search can beat.
 """
@@ -65,6 +67,7 @@ from search_quality import (
 
 VARIANTS = (
     "default",
+    "no_initial_design",
     "tpe:n_ei_candidates=64",
     "tpe:prior_weight=0.5",
     "tpe:prior_weight=2.0",
@@ -291,7 +294,18 @@ def main() -> None:
             split_blind_to_cost(variant == "cost_blind"),
         ):
             runs = [
-                replay(table, info, options, config, strategy, seed, horizon, warm, free)
+                replay(
+                    table,
+                    info,
+                    options,
+                    config,
+                    strategy,
+                    seed,
+                    horizon,
+                    warm,
+                    free,
+                    initial_design=False if variant == "no_initial_design" else None,
+                )
                 for seed in range(args.seeds)
             ]
         summary = summarise(runs, horizon)

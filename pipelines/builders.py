@@ -7,6 +7,7 @@ sections it needs and calls one constructor.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +31,11 @@ __all__ = [
     "build_checkpoint",
     "build_data",
     "build_early_stopping",
+    "build_initial_design",
     "build_model_info",
     "build_model_source",
     "build_settings",
+    "build_space_fits",
     "build_study",
     "build_tracker",
     "build_warm_start",
@@ -194,6 +197,42 @@ def build_early_stopping(
     if not rungs:
         return (), None
     return rungs, RungBoard(early.eta, early.min_trials, accuracy_noise(eval_rows))
+
+
+def build_space_fits(config: Config, info: ModelInfo) -> Callable[[dict[str, Any]], bool]:
+    """Whether Optuna params are a config this space can express for the model."""
+    import warnings
+
+    import optuna
+
+    from peftsearch.spaces import sample_choice
+
+    methods = config.method_options()
+
+    def fits(params: dict[str, Any]) -> bool:
+        try:
+            with warnings.catch_warnings():  # a learning rate outside today's range is fine
+                warnings.simplefilter("ignore")
+                sample_choice(optuna.trial.FixedTrial(params), methods, info)
+        except (ValueError, KeyError):
+            return False
+        return True
+
+    return fits
+
+
+def build_initial_design(config: Config, info: ModelInfo) -> Callable[[optuna.Study], bool] | None:
+    """The loop's ``before_ask``: queues the initial design one config at a time; None
+    when ``search.initial_design`` is off (by default for the random and nsga2 samplers)."""
+    from peftsearch.search.warm_start import enqueue_initial_design
+    from peftsearch.spaces import initial_design
+
+    if not config.search.uses_initial_design:
+        return None
+    design = initial_design(config.method_options(), info)
+    fits = build_space_fits(config, info)
+    methods = config.space.methods
+    return lambda study: enqueue_initial_design(study, design, methods, fits)
 
 
 def build_warm_start(config: Config) -> list[tuple[str, str, dict[str, Any]]]:

@@ -17,9 +17,11 @@ from peftsearch.pipelines.builders import (
     build_budget,
     build_data,
     build_early_stopping,
+    build_initial_design,
     build_model_info,
     build_model_source,
     build_settings,
+    build_space_fits,
     build_study,
     build_tracker,
     build_warm_start,
@@ -53,6 +55,7 @@ __all__ = [
     "make_loop",
     "measure_baseline",
     "open_executor",
+    "queue_first",
     "reconcile",
     "run_search",
     "save_baseline",
@@ -61,7 +64,6 @@ __all__ = [
     "start_budget",
     "start_progress",
     "start_ray",
-    "warm_start",
 ]
 
 
@@ -134,35 +136,31 @@ def reconcile(
         )
 
 
-def warm_start(config: Config, study: optuna.Study, info: ModelInfo, console: Console) -> None:
-    """Phase 2b: queue the fronts of ``search.warm_start`` studies to run first; a config
-    this space cannot express (a rank or target set it does not offer) is left out."""
-    import warnings
+def queue_first(config: Config, study: optuna.Study, info: ModelInfo, console: Console) -> None:
+    """Phase 2b: queue the fronts of ``search.warm_start`` studies to run first (a config
+    this space cannot express, a rank or target set it does not offer, is left out), and
+    say what the initial design will try before the sampler (the loop queues it)."""
+    from peftsearch.search.warm_start import enqueue_warm_start, untried_design
+    from peftsearch.spaces import initial_design
 
-    import optuna
-
-    from peftsearch.search.warm_start import enqueue_warm_start
-    from peftsearch.spaces import sample_choice
-
-    if not config.search.warm_start:
-        return
-    methods = config.method_options()
-
-    def fits(params: dict[str, Any]) -> bool:
-        try:
-            with warnings.catch_warnings():  # a learning rate outside today's range is fine
-                warnings.simplefilter("ignore")
-                sample_choice(optuna.trial.FixedTrial(params), methods, info)
-        except (ValueError, KeyError):
-            return False
-        return True
-
-    configs = build_warm_start(config)
-    queued = enqueue_warm_start(study, configs, config.space.methods, fits)
-    console.print(
-        f"Warm start: {queued} Pareto config(s) of {len(config.search.warm_start)} earlier "
-        f"stud(ies) queued first ({len(configs) - queued} already tried or not in the space)."
-    )
+    fits = build_space_fits(config, info)
+    if config.search.warm_start:
+        configs = build_warm_start(config)
+        queued = enqueue_warm_start(study, configs, config.space.methods, fits)
+        console.print(
+            f"Warm start: {queued} Pareto config(s) of {len(config.search.warm_start)} "
+            f"earlier stud(ies) queued first ({len(configs) - queued} already tried or not "
+            "in the space)."
+        )
+    if config.search.uses_initial_design:
+        design = initial_design(config.method_options(), info)
+        left = untried_design(study, design, config.space.methods, fits)
+        if left:
+            console.print(
+                f"Initial design: {len(left)} config(s) first, the smallest adapter of each "
+                "method and target set at the top of its learning-rate range; then the "
+                "sampler (search.initial_design: false samples from the first trial)."
+            )
 
 
 def start_progress(study: optuna.Study, total: int, console: Console) -> SearchProgress:
@@ -477,6 +475,7 @@ def make_loop(
         max_trainable_pct=config.space.max_trainable_pct,
         rungs=rungs,
         cache_frozen_layers=config.training.cache_frozen_layers,
+        before_ask=build_initial_design(config, info),
     )
 
 
@@ -630,7 +629,7 @@ def _search(
     study = build_study(config)
     tracker = build_tracker(config)
     reconcile(study, tracker, console, resume=resume, study_dir=config.study_dir)
-    warm_start(config, study, inputs.info, console)
+    queue_first(config, study, inputs.info, console)
     progress = start_progress(study, config.search.n_trials, console)
     parent = tracker.start_parent(study.study_name, config.model_dump(mode="json"))
     rungs, board = build_early_stopping(config, len(inputs.data.eval))

@@ -62,7 +62,9 @@ class SearchLoop:
     on trainable params is enforced before any device time is spent. With a ``budget``
     and a ``cost_model`` each trial gets an allowance from its estimate. ``rungs`` are
     the steps at which trials are judged for early stopping. ``on_result`` sees every
-    finished trial (progress display). ``stop_reason`` says why the loop ended.
+    finished trial (progress display). ``before_ask`` may queue the config the next ask
+    returns (the initial design, one config at a time, so that none is left queued when
+    the loop ends). ``stop_reason`` says why the loop ended.
 
     A trial whose estimate did not fit the budget is recorded once as not launched. A
     later run of the same study stops at once while it still does not fit (no new
@@ -87,6 +89,7 @@ class SearchLoop:
     cache_frozen_layers: bool = False  # the workers' frozen-layer cache (cost estimates)
     side_jobs: list[SideJob] = field(default_factory=list)
     on_side_result: Callable[[TrialResult], None] | None = None
+    before_ask: Callable[[optuna.Study], object] | None = None
     stop_reason: str | None = None
     _inflight: dict[int, tuple[optuna.Trial, str, _Candidate | None]] = field(default_factory=dict)
     _side: set[int] = field(default_factory=set)
@@ -169,6 +172,8 @@ class SearchLoop:
 
     def _next_candidate(self) -> _Candidate | None:
         for _ in range(MAX_INFEASIBLE_IN_A_ROW):
+            if self.before_ask is not None:
+                self.before_ask(self.study)
             trial = self.study.ask()
             try:
                 with warnings.catch_warnings():

@@ -25,6 +25,7 @@ __all__ = [
     "baseline_of",
     "constraint_of",
     "estimate_of",
+    "initial_design_attrs",
     "mark_interrupted",
     "overhead_of",
     "read_records",
@@ -55,6 +56,7 @@ _ESTIMATE = "estimated_seconds"
 _RUN_ID = "mlflow_run_id"
 _REQUEUED_FROM = "requeued_from"
 _WARM_START = "warm_start_from"
+_INITIAL_DESIGN = "initial_design"
 # Study user attrs: trial number -> why it was re-run (its driver died); device time
 # spent outside trials (each run's cost calibration).
 _INTERRUPTED = "interrupted_trials"
@@ -127,6 +129,11 @@ def warm_start_attrs(source: str) -> dict[str, Any]:
     return {_WARM_START: source}
 
 
+def initial_design_attrs(label: str) -> dict[str, Any]:
+    """User attrs of a trial enqueued by the initial design (``lora targets=qv``)."""
+    return {_INITIAL_DESIGN: label}
+
+
 def mark_interrupted(study: optuna.Study, reasons: dict[int, str]) -> None:
     """Trials a dead driver left: they stay FAIL in Optuna, with this reason."""
     stored = dict(study.user_attrs.get(_INTERRUPTED, {}))
@@ -183,6 +190,7 @@ class TrialRecord:
     interrupted: str | None = None
     requeued_from: int | None = None
     warm_start_from: str | None = None
+    initial_design: str | None = None
     test: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
     estimated_seconds: float | None = None
@@ -251,6 +259,7 @@ def _record(
         interrupted=interrupted.get(str(trial.number)),
         requeued_from=attrs.get(_REQUEUED_FROM),
         warm_start_from=attrs.get(_WARM_START),
+        initial_design=attrs.get(_INITIAL_DESIGN),
         test=dict(tests.get(str(trial.number), {})),
         run_id=attrs.get(_RUN_ID),
         estimated_seconds=attrs.get(_ESTIMATE),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from peftsearch.spaces._initial_design import initial_design
 from peftsearch.spaces._model_info import (
     LAYER_SUBSETS,
     TARGET_SETS,
@@ -40,6 +41,7 @@ __all__ = [
     "PeftChoice",
     "find_blocks",
     "get_method",
+    "initial_design",
     "inspect_model",
     "method_names",
     "register",

@@ -82,7 +82,9 @@ class MethodSpace(Protocol):
     define-by-run calls on ``trial`` (parameter names prefixed with ``name`` so methods
     never collide) and returns a ``PeftChoice``. ``describe`` says a choice's
     ``summary`` in plain words. ``calibration_config`` is a typical peft config of the
-    method, which the cost calibration trains for a few steps. Nothing may import torch
+    method, which the cost calibration trains for a few steps. ``initial_configs`` gives
+    the Optuna params (without ``method``) a search tries first for this method, each one
+    that ``suggest`` can express (spaces/_initial_design.py). Nothing may import torch
     or peft at module import time: the CLI imports every plug-in to build the config
     schema.
     """
@@ -102,6 +104,8 @@ class MethodSpace(Protocol):
 
     def calibration_config(self, info: ModelInfo) -> dict[str, Any]: ...
 
+    def initial_configs(self, options: MethodOptions, info: ModelInfo) -> list[dict[str, Any]]: ...
+
 
 class MethodSpaceBase:
     """Defaults for a plug-in: runs on any model, cannot merge, settings said as
@@ -118,6 +122,13 @@ class MethodSpaceBase:
 
     def describe(self, summary: dict[str, Any]) -> str:
         return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items() if k != "lr")
+
+    def initial_configs(self, options: MethodOptions, info: ModelInfo) -> list[dict[str, Any]]:
+        """The smallest adapter per placement at the top learning rate; a plug-in whose
+        knobs do not follow ``<name>.<option field>`` overrides this."""
+        from peftsearch.spaces._initial_design import smallest_configs
+
+        return smallest_configs(self.name, options, info)
 
 
 _METHODS: dict[str, MethodSpace] = {}

@@ -316,3 +316,59 @@ def test_with_a_budget_a_side_job_that_does_not_fit_is_not_run() -> None:
     )
     loop.run()
     assert [r.number for r in executor.requests] == [0] and seen == []
+
+
+def design_hook(ranks: list[int]):  # type: ignore[no-untyped-def]
+    from peftsearch.search.warm_start import enqueue_initial_design
+
+    configs = [(f"rank {r}", "lora", {"method": "lora", "lora.rank": r}) for r in ranks]
+    return lambda study: enqueue_initial_design(study, configs, ["lora"])
+
+
+def test_the_initial_design_runs_first_and_leaves_nothing_queued() -> None:
+    """The design's configs run first, in order, queued one at a time: a run that ends
+    inside it leaves no trial waiting, and the next run goes on where it stopped."""
+    study, clock = new_study(), FakeClock()
+    make_loop(study, FakeExecutor(clock), n_trials=2, before_ask=design_hook([32, 2, 8])).run()
+    stored = read_records(study)
+    assert [r.initial_design for r in stored] == ["rank 32", "rank 2"]
+    assert [r.params["lora.rank"] for r in stored] == [32, 2]
+    assert {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE}
+
+    make_loop(study, FakeExecutor(clock), n_trials=5, before_ask=design_hook([32, 2, 8])).run()
+    stored = read_records(study)
+    assert [r.initial_design for r in stored][:3] == ["rank 32", "rank 2", "rank 8"]
+    assert [r.initial_design for r in stored][3:] == [None, None]  # then the sampler
+
+
+def test_a_config_that_did_not_fit_runs_before_the_rest_of_the_design() -> None:
+    study, clock = new_study(), FakeClock()
+    first = make_loop(
+        study,
+        FakeExecutor(clock, seconds=10),
+        n_trials=100,
+        budget=budget(clock, device_seconds=15.0),
+        cost_model=cost_model(10),
+        before_ask=design_hook([2, 4, 8, 16]),
+    )
+    first.run()
+    not_launched = [r for r in read_records(study) if r.not_launched]
+    assert [r.initial_design for r in not_launched] == ["rank 4"]
+    spend = budget(clock, device_seconds=100.0)
+    spend.spent = sum(r.device_seconds for r in read_records(study))
+    executor = FakeExecutor(clock)
+    make_loop(
+        study,
+        executor,
+        n_trials=4,
+        budget=spend,
+        cost_model=cost_model(10),
+        before_ask=design_hook([2, 4, 8, 16]),
+    ).run()
+    ran = {r.number: r for r in read_records(study)}
+    first_rerun = ran[executor.requests[0].number]
+    assert first_rerun.requeued_from == not_launched[0].number
+    # "rank 4" is not run a second time: its label is taken by the not-launched trial,
+    # and its re-run carries the same params
+    later = [ran[request.number].params["lora.rank"] for request in executor.requests[1:]]
+    assert later == [8, 16]

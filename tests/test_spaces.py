@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any
 
 import optuna
@@ -124,6 +125,62 @@ def test_method_contract(method: str, arch: str, models: dict) -> None:
             )
             assert generated.shape[0] == 2 and 7 < generated.shape[1] <= 10
         assert get_method(method).describe(choice.summary).strip()
+
+
+@pytest.mark.parametrize("method", method_names())
+@pytest.mark.parametrize("arch", list(MODELS))
+def test_initial_design_is_each_placements_smallest_adapter_at_the_top_lr(
+    method: str, arch: str, models: dict
+) -> None:
+    """Every config of a method's initial design is one ``suggest`` can express, at the
+    top of the learning-rate range, one per placement, and no config of the space with
+    the same placement trains fewer parameters."""
+    from peft import get_peft_config, get_peft_model
+
+    model, info = models[arch]
+    space = get_method(method)
+    if space.supports(info) is not None:
+        pytest.skip(f"{method} refuses {arch}")
+    options = getattr(space_config_class()(), method)
+    design = space.initial_configs(options, info)
+    assert design
+    lists = {k: v for k, v in options if isinstance(v, list)}
+    placement = next((k for k in ("targets", "placement") if k in lists), None)
+    assert len(design) == (len(lists[placement]) if placement else 1)
+
+    def trainable(params: dict[str, Any]) -> int:
+        choice = sample_choice(optuna.trial.FixedTrial(params), {method: options}, info)
+        peft_model = get_peft_model(copy.deepcopy(model), get_peft_config(choice.peft_config))
+        return int(peft_model.get_nb_trainable_parameters()[0])
+
+    for params in design:
+        choice = sample_choice(optuna.trial.FixedTrial(params), {method: options}, info)
+        assert choice.learning_rate == options.lr.high
+        smallest = trainable(params)
+        for values in itertools.product(*lists.values()):
+            other = {f"{method}.{k}": v for k, v in zip(lists, values, strict=True)}
+            if placement and other[f"{method}.{placement}"] != params[f"{method}.{placement}"]:
+                continue
+            assert smallest <= trainable({**params, **other}), (params, other)
+
+
+def test_initial_design_tries_every_method_before_a_second_placement(models: dict) -> None:
+    from peftsearch.spaces import initial_design
+
+    _, info = models["bert"]
+    space = space_config_class()()
+    design = initial_design({m: getattr(space, m) for m in ("lora", "ia3", "prompt_tuning")}, info)
+    assert [label for label, _, _ in design] == [
+        "lora targets=qv",
+        "ia3 targets=kv+ffn",
+        "prompt_tuning",
+        "lora targets=attention",
+        "ia3 targets=kv",
+        "lora targets=attention+mlp",
+    ]
+    lora = design[0][2]
+    assert lora["method"] == "lora" and lora["lora.rank"] == 4 and lora["lora.dropout"] == 0.0
+    assert lora["lora.layers"] == "top-half" and lora["lora.alpha_ratio"] == 2.0
 
 
 @pytest.mark.parametrize("method", method_names())
