@@ -4,6 +4,7 @@ Run:
 
     .venv/bin/python benchmarks/search_quality.py --json        # the figures, one JSON object
     .venv/bin/python benchmarks/search_quality.py --verify 2    # re-measure 2 rows for real
+    .venv/bin/python benchmarks/search_quality.py --verify-design   # the initial design, live
 
 Each search is the product's own ``SearchLoop``, sampler, rung board (early stopping),
 budget and cost model; only the executor is replaced by ``TableExecutor``, which answers
@@ -23,11 +24,13 @@ of the exhaustive cost (every row, run in full).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
 import statistics
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -480,9 +483,10 @@ def warm_start_value(seeds: int, source: str = "sst2", target: str = "trec") -> 
     }
 
 
-def verify(dataset: str, count: int) -> float:
-    """Re-measure ``count`` random rows for real with the product's runner."""
-    import random
+@contextlib.contextmanager
+def live_runner(dataset: str, num_threads: int = 1) -> Iterator[Any]:
+    """``measure(params) -> accuracy``: a config trained for real with the product's
+    runner, as the table measured its rows (the rung evaluations included)."""
     import tempfile
     import warnings
 
@@ -499,10 +503,10 @@ def verify(dataset: str, count: int) -> float:
     from peftsearch.spaces import sample_choice
     from peftsearch.trials import TrialRequest, TrialRunner
 
-    table = Table(load_table(TABLES / f"{dataset}_minilm.csv"))
-    picked = random.Random(1).sample(table.rows, count)
-    worst = 0.0
-    with tempfile.TemporaryDirectory() as temp:
+    with tempfile.TemporaryDirectory() as temp, warnings.catch_warnings():
+        # the grid spans the wider learning-rate ranges the table was measured with, so
+        # FixedTrial warns that some lie outside today's defaults: expected here
+        warnings.filterwarnings("ignore", ".*out of the range", UserWarning)
         config = parse_config(table_config(dataset, Path(temp)))
         data = build_data(config)
         info, _ = build_model_info(config, data.num_labels)
@@ -513,37 +517,83 @@ def verify(dataset: str, count: int) -> float:
             build_settings(config),
             device="cpu",
             device_name="cpu",
-            num_threads=1,
+            num_threads=num_threads,
         )
         options = config.method_options()
-        # the grid spans the wider learning-rate ranges the table was measured with, so
-        # FixedTrial warns that some lie outside today's defaults: expected here
-        warnings.filterwarnings("ignore", ".*out of the range", UserWarning)
-        for row in picked:
-            params = next(
-                p
-                for p in grid_params(dataset)
-                if p["method"] == row.method
-                and json.dumps(
-                    sample_choice(optuna.trial.FixedTrial(p), options, info).peft_config,
-                    sort_keys=True,
-                )
-                == row.config
-                and math.isclose(p[f"{row.method}.lr"], row.lr)
-            )
+
+        def measure(params: dict[str, Any]) -> float:
             choice = sample_choice(optuna.trial.FixedTrial(params), options, info)
-            result = runner.run(
-                TrialRequest(
-                    0, choice.method, choice.peft_config, choice.learning_rate, None, rungs=rungs
-                )
+            request = TrialRequest(
+                0, choice.method, choice.peft_config, choice.learning_rate, None, rungs=rungs
             )
-            deviation = abs((result.accuracy or 0.0) - row.accuracy)
+            return runner.run(request).accuracy or 0.0
+
+        yield measure
+
+
+def verify(dataset: str, count: int) -> float:
+    """Re-measure ``count`` random rows for real with the product's runner."""
+    import random
+
+    table = Table(load_table(TABLES / f"{dataset}_minilm.csv"))
+    picked = random.Random(1).sample(table.rows, count)
+    info, options, _ = model_info_and_options(dataset)
+    worst = 0.0
+    with live_runner(dataset) as measure:
+        for row in picked:
+            params = next(p for p in grid_params(dataset) if row_of(table, p, options, info) is row)
+            accuracy = measure(params)
             print(
-                f"{row.method} lr={row.lr}: table {row.accuracy:.4f}, now {result.accuracy:.4f}",
+                f"{row.method} lr={row.lr}: table {row.accuracy:.4f}, now {accuracy:.4f}",
                 file=sys.stderr,
             )
-            worst = max(worst, deviation)
+            worst = max(worst, abs(accuracy - row.accuracy))
     return worst
+
+
+def row_of(table: Table, params: dict[str, Any], options: dict[str, Any], info: Any) -> Row:
+    """The row the replay answers these params with (the learning rate snapped)."""
+    import warnings
+
+    import optuna
+
+    from peftsearch.spaces import sample_choice
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        choice = sample_choice(optuna.trial.FixedTrial(params), options, info)
+    return table.lookup(choice.method, choice.peft_config, choice.learning_rate)
+
+
+def verify_design(dataset: str) -> dict[str, Any]:
+    """The initial design's configs trained for real at their own learning rates (the top
+    of each method's range) and at the learning rate of the row the replay answers them
+    with, in one run: how far the replay's credit for the design rests on its snapping."""
+    from peftsearch.spaces import initial_design
+
+    table = Table(load_table(TABLES / f"{dataset}_minilm.csv"))
+    info, options, _ = model_info_and_options(dataset)
+    rows = []
+    with live_runner(dataset, num_threads=2) as measure:
+        for label, method, params in initial_design(options, info):
+            row = row_of(table, params, options, info)
+            own = measure(params)
+            snapped = own if math.isclose(row.lr, params[f"{method}.lr"]) else None
+            if snapped is None:
+                snapped = measure({**params, f"{method}.lr": row.lr})
+            rows.append(
+                {
+                    "config": label,
+                    "lr": params[f"{method}.lr"],
+                    "row_lr": row.lr,
+                    "table": row.accuracy,
+                    "at_row_lr": snapped,
+                    "at_own_lr": own,
+                }
+            )
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    differences = [r["at_own_lr"] - r["at_row_lr"] for r in rows]
+    return {"configs": rows, "median_own_minus_row": statistics.median(differences)}
 
 
 def plot(figures: dict[str, Any], path: Path) -> None:
@@ -576,6 +626,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--verify", type=int, default=0, help="re-measure N rows for real")
+    parser.add_argument(
+        "--verify-design",
+        action="store_true",
+        help="train the initial design for real at its own and at the table's learning rates",
+    )
     parser.add_argument("--dataset", default="sst2")
     parser.add_argument("--strategies", nargs="*", choices=list(STRATEGIES), default=None)
     parser.add_argument("--plot", type=Path, default=None, help="write the curves as HTML here")
@@ -593,6 +648,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.verify:
         print(f"largest accuracy deviation: {verify(args.dataset, args.verify):.4f}")
+        return
+    if args.verify_design:
+        print(json.dumps(verify_design(args.dataset)))
         return
     figures = evaluate(args.dataset, args.seeds, args.allow_partial, args.strategies)
     tables = {args.dataset: {"rows": figures["rows"]}}

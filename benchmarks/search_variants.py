@@ -31,9 +31,12 @@ objective and its timing noise; patches Optuna's private split function, benchma
 ``nsga2`` / ``nsga2:<keyword>=<value>,...`` (NSGA-II as search_quality.py runs it, or
 with those ``optuna.samplers.NSGAIISampler`` arguments, e.g. ``population_size=10``),
 ``no_initial_design`` (the default, sampling from its first trial: the product
-before the initial design), ``random`` and ``no_early_stopping``. Searches run to 30% of
-the exhaustive cost (``--horizon``), with early stopping as the default has it (random
-without, as in search_quality.py).
+before the initial design), ``design_lr=<position>`` (the initial design's learning rate
+at that position of each method's log range, 1 being its top, as the product has it),
+``design_one_placement`` (the initial design with each method's first placement only),
+``random`` and ``no_early_stopping``. Searches run to 30% of the exhaustive cost
+(``--horizon``), with early stopping as the default has it (random without, as in
+search_quality.py).
 ``oracle`` prints the cheapest set of rows that reaches 95% of the true front (greedy on
 hypervolume gained per device-second): the floor no search can beat.
 """
@@ -68,6 +71,8 @@ from search_quality import (
 VARIANTS = (
     "default",
     "no_initial_design",
+    "design_lr=0.85",
+    "design_one_placement",
     "tpe:n_ei_candidates=64",
     "tpe:prior_weight=0.5",
     "tpe:prior_weight=2.0",
@@ -140,6 +145,32 @@ def useless(trial: Any) -> list[float]:
     if result.get("status") != "COMPLETE" or result.get("accuracy") is None:
         return [0.0]
     return [USELESS_BELOW - float(result["accuracy"])]
+
+
+@contextlib.contextmanager
+def design_changed(variant: str) -> Iterator[None]:
+    """Inside the block, the initial design as ``design_lr=<position>`` (its learning
+    rate at that position of each method's log range, 1 being the product's top) or
+    ``design_one_placement`` (each method's first placement only) has it."""
+    import peftsearch.spaces._initial_design as design
+
+    product = design.smallest_configs
+
+    def changed(method: str, options: Any, info: Any) -> list[dict[str, Any]]:
+        configs = product(method, options, info)
+        if variant == "design_one_placement":
+            return configs[:1]
+        position = float(variant.split("=", 1)[1])
+        low, high = math.log(options.lr.low), math.log(options.lr.high)
+        lr = math.exp(low + position * (high - low))
+        return [{**config, f"{method}.lr": lr} for config in configs]
+
+    if variant.startswith("design_"):
+        design.smallest_configs = changed
+    try:
+        yield
+    finally:
+        design.smallest_configs = product
 
 
 @contextlib.contextmanager
@@ -292,6 +323,7 @@ def main() -> None:
             sampler_with(arguments, gp=variant == "gp"),
             learning_rates_shared(variant in ("shared_lr", "gp")),
             split_blind_to_cost(variant == "cost_blind"),
+            design_changed(variant),
         ):
             runs = [
                 replay(

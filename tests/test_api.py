@@ -170,6 +170,19 @@ def test_builders_give_flat_arguments(
     assert settings.max_steps == 6 and settings.batch_size == 8
 
 
+def test_a_search_starts_with_the_initial_design(study: dict[str, Any]) -> None:
+    """Each method's smallest adapter at the top of its range first, one method after
+    another; the two trials of the run leave nothing queued."""
+    from peftsearch.search import read_records
+
+    result = study["result"]
+    stored = read_records(earlier_study(result))
+    assert [r.initial_design for r in stored] == ["lora targets=qv", "ia3 targets=kv+ffn"]
+    assert stored[0].params["lora.lr"] == result.config.space.lora.lr.high
+    assert stored[0].params["lora.rank"] == min(result.config.space.lora.rank)
+    assert [r.state for r in stored] == ["COMPLETE", "COMPLETE"]
+
+
 def test_warm_start_runs_the_earlier_front_first(
     study: dict[str, Any], tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:

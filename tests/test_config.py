@@ -83,6 +83,16 @@ def test_set_overrides(base: dict) -> None:
     assert "search.n_trails: unknown key" in error_of(base, ["search.n_trails=3"])
 
 
+def test_the_initial_design_is_on_with_tpe_and_off_for_the_baselines(base: dict) -> None:
+    def uses(*overrides: str) -> bool:
+        return parse_config(base, overrides=list(overrides)).search.uses_initial_design
+
+    assert uses() and uses("search.sampler=tpe")
+    assert not uses("search.sampler=random") and not uses("search.sampler=nsga2")
+    assert not uses("search.initial_design=false")
+    assert uses("search.sampler=random", "search.initial_design=true")
+
+
 def test_bad_set_syntax(base: dict) -> None:
     assert "write it as key.path=value" in error_of(base, ["search.n_trials"])
 
