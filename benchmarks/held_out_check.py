@@ -10,7 +10,8 @@ Each search is a real `peftsearch run` (MiniLM, 2 Ray workers of 1 thread, 30-st
 a budget of ``--device-hours``, everything else the product's default: space, sampler,
 early stopping, batch size), on ``../shared/data`` (the train split's first 2000 rows, 256
 eval rows fixed by seed, as benchmarks/peft_table.py reads them). Strategies: ``default``
-(TPE with early stopping) and ``random`` (random search, no early stopping).
+(the initial design, then TPE with early stopping) and ``random`` (random search, no early
+stopping).
 
 Score, as the issue's check: the hypervolume of each search's front as a fraction of the
 front of the union of every search's trials, on normalised objectives: error rate on
