@@ -83,14 +83,24 @@ def _looks_like_path(value: str) -> bool:
 
 class ModelConfig(_Section):
     name_or_path: str = Field(description="hub id or local folder (pkg://package/dir also works)")
-    task: Literal["sequence-classification", "causal-lm"] = Field(
+    task: str = Field(
         "sequence-classification",
-        description="sequence-classification: text -> label; causal-lm: prompt -> generated "
-        "response (decoders)",
+        description="what a trial trains and how it is scored, one of the registered tasks: "
+        "sequence-classification (text -> label), causal-lm (prompt -> generated response, "
+        "decoders), token-classification (words -> one BIO tag each)",
     )
     revision: str | None = None
     gguf_file: str | None = Field(None, description="GGUF file name inside name_or_path")
     trust_remote_code: bool = False
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from peftsearch.trials.tasks import task_names
+
+        if value not in task_names():
+            raise ValueError(f"unknown task {value!r}; known tasks: {', '.join(task_names())}")
+        return value
 
     @field_validator("name_or_path")
     @classmethod
@@ -116,6 +126,9 @@ class ModelConfig(_Section):
 
 
 class DataConfig(_Section):
+    """The ``data`` keys every task reads; each task adds its own (its columns), from its
+    plug-in (``data_config_class``)."""
+
     train: str = Field(description="CSV/TSV/JSON/JSONL/Parquet file, or hub dataset 'name:split'")
     eval: str | None = Field(None, description="same forms as train; default: split off train")
     test: str | None = Field(
@@ -125,23 +138,6 @@ class DataConfig(_Section):
     )
     dataset_config: str | None = Field(None, description="hub dataset config name")
     eval_fraction: float = Field(0.2, gt=0, lt=1)
-    text_column: str = "text"
-    label_column: str = "label"
-    prompt_column: str = Field("prompt", description="causal-lm: the instruction or question")
-    response_column: str = Field("response", description="causal-lm: the answer to learn")
-    prompt_template: str | None = Field(
-        None,
-        description="causal-lm: build each prompt from the row's columns, e.g. "
-        "'Review: {text}\\nFresh or rotten?' (then data.prompt_column is not read)",
-    )
-    messages_column: str | None = Field(
-        None,
-        description="causal-lm: a chat column (a list of {role, content}); the last "
-        "assistant turn is the response, the turns before it the prompt",
-    )
-    labels: list[str | int] | None = Field(
-        None, description="keep only rows with these labels, in this order"
-    )
     max_length: int = Field(128, ge=8, le=8192)
     max_train_samples: int | None = Field(None, ge=2)
     max_eval_samples: int | None = Field(None, ge=1)
@@ -152,34 +148,40 @@ class DataConfig(_Section):
         if value is None:
             return None
         value = resolve_resource(value)
-        if is_local_table(value) or _looks_like_path(value):
+        suffixes = (*TABLE_SUFFIXES, *_task_file_suffixes())
+        readable = any(value.lower().endswith(s) for s in suffixes) or is_local_table(value)
+        if readable or _looks_like_path(value):
             path = Path(value).expanduser()
             if not path.is_file():
                 raise ValueError(f"data file not found: {value}")
-            if not is_local_table(value):
-                suffixes = ", ".join(TABLE_SUFFIXES)
-                raise ValueError(f"unsupported file type {path.name!r}; use one of {suffixes}")
+            if not readable:
+                raise ValueError(
+                    f"unsupported file type {path.name!r}; use one of {', '.join(suffixes)}"
+                )
             return str(path.resolve())
         return value
 
-    @field_validator("labels")
-    @classmethod
-    def _distinct_labels(cls, value: list[str | int] | None) -> list[str | int] | None:
-        if value is not None:
-            if len(value) < 2:
-                raise ValueError("list at least two labels to classify between")
-            if len({str(v) for v in value}) != len(value):
-                raise ValueError("a label is listed twice")
-        return value
 
-    @model_validator(mode="after")
-    def _distinct_columns(self) -> DataConfig:
-        if self.text_column == self.label_column:
-            raise ValueError(
-                f"text_column and label_column are both {self.text_column!r}; "
-                "name two different columns"
-            )
-        return self
+def _task_file_suffixes() -> tuple[str, ...]:
+    """Data files a task reads beside the shared tables (CoNLL text for a tagger)."""
+    from peftsearch.trials.tasks import get_task, task_names
+
+    return tuple(s for name in task_names() for s in get_task(name).file_suffixes)
+
+
+def data_config_class() -> type[DataConfig]:
+    """``data`` schema: the shared keys plus every registered task's own."""
+    from peftsearch.trials.tasks import task_names
+
+    return _data_config_class(tuple(task_names()))
+
+
+@cache
+def _data_config_class(names: tuple[str, ...]) -> type[DataConfig]:
+    from peftsearch.trials.tasks import get_task
+
+    bases = tuple(dict.fromkeys(get_task(name).data_options for name in names))
+    return type("DataConfig", (DataConfig, *bases), {"__module__": __name__})
 
 
 class EarlyStoppingConfig(_Section):
@@ -192,13 +194,14 @@ class EarlyStoppingConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    """How a causal-lm adapter is scored (classifiers are scored by accuracy)."""
+    """How a trial is scored; the task says which metrics it has."""
 
-    metric: Literal["exact_match", "token_accuracy", "eval_loss"] = Field(
-        "exact_match",
-        description="exact_match: greedy generation equals the response (normalised); "
-        "token_accuracy: teacher-forced next-token accuracy on the response; eval_loss: "
-        "response loss, scored as 1/perplexity",
+    metric: str | None = Field(
+        None,
+        description="the metric the search maximises, one of the task's: classification "
+        "accuracy | macro_f1; causal-lm exact_match | token_accuracy | eval_loss (scored as "
+        "1/perplexity); token-classification entity_f1 | token_accuracy. Default: the "
+        "task's first",
     )
     max_new_tokens: int = Field(32, ge=1, le=4096, description="exact_match: tokens generated")
 
@@ -475,24 +478,46 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
-    def _task_columns(self) -> Config:
-        causal = self.model.task == "causal-lm"
-        if not causal and self.data.prompt_template is not None:
+    def _task_keys(self) -> Config:
+        """The chosen task reads its own ``data`` keys: another task's key set to other than
+        its default is a mistake (it would be ignored), and so is a metric the task does
+        not report."""
+        from peftsearch.trials.tasks import get_task, task_names
+
+        task = get_task(self.model.task)
+        own = set(task.data_options.model_fields)
+        for name in task_names():
+            other = get_task(name)
+            fields = other.data_options.model_fields
+            for key in sorted(set(fields) & self.data.model_fields_set - own):
+                if getattr(self.data, key) != fields[key].default:
+                    raise ValueError(
+                        f"data.{key}: read by model.task {name} only, not by {task.name} "
+                        f"(it reads {', '.join(f'data.{k}' for k in sorted(own)) or 'none'})"
+                    )
+        for key in ("train", "eval", "test"):
+            value = (getattr(self.data, key) or "").lower()
+            owners = [n for n in task_names() if value.endswith(get_task(n).file_suffixes or ())]
+            if owners and task.name not in owners:
+                raise ValueError(
+                    f"data.{key}: {Path(value).name} is a file model.task {owners[0]} reads; "
+                    f"{task.name} reads {', '.join(TABLE_SUFFIXES)} files"
+                )
+        choices = [m.name for m in task.metrics]
+        if self.evaluation.metric is not None and self.evaluation.metric not in choices:
             raise ValueError(
-                "data.prompt_template: prompts need model.task: causal-lm (a classifier "
-                "reads data.text_column and data.label_column)"
+                f"evaluation.metric: {self.evaluation.metric!r} is not a metric of "
+                f"{task.name}; choose one of {', '.join(choices)}"
             )
-        if not causal and self.data.messages_column is not None:
-            raise ValueError(
-                "data.messages_column: chat data needs model.task: causal-lm (a classifier "
-                "reads data.text_column and data.label_column)"
-            )
-        if causal and self.data.prompt_column == self.data.response_column:
-            raise ValueError(
-                f"data.prompt_column and data.response_column are both "
-                f"{self.data.prompt_column!r}; name two different columns"
-            )
+        task.check(self)
         return self
+
+    @property
+    def metric(self) -> str:
+        """The metric the search maximises: ``evaluation.metric`` or the task's first."""
+        from peftsearch.trials.tasks import get_task
+
+        return self.evaluation.metric or get_task(self.model.task).metrics[0].name
 
     @property
     def study_dir(self) -> Path:
@@ -514,17 +539,27 @@ class Config(_Section):
         return {name: getattr(self.space, name) for name in self.space.methods}
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        """The resolved config; ``data`` holds the shared keys and the task's own only."""
+        from peftsearch.trials.tasks import get_task
+
+        dumped = self.model_dump(mode="json")
+        keep = set(DataConfig.model_fields) | set(
+            get_task(self.model.task).data_options.model_fields
+        )
+        dumped["data"] = {k: v for k, v in dumped["data"].items() if k in keep}
+        return yaml.safe_dump(dumped, sort_keys=False)
 
 
 def config_class() -> type[Config]:
-    """The whole schema, for the plug-ins registered now."""
-    return _config_class(space_config_class())
+    """The whole schema, for the plug-ins (methods and tasks) registered now."""
+    return _config_class(space_config_class(), data_config_class())
 
 
 @cache
-def _config_class(space: type[_SpaceBase]) -> type[Config]:
-    return create_model("Config", __base__=Config, space=(space, Field(default_factory=space)))
+def _config_class(space: type[_SpaceBase], data: type[DataConfig]) -> type[Config]:
+    return create_model(
+        "Config", __base__=Config, space=(space, Field(default_factory=space)), data=(data, ...)
+    )
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
@@ -545,7 +580,11 @@ def _errors(error: ValidationError, source: str) -> UserError:
             message = "unknown key (check its spelling; `peftsearch init` shows every key)"
         elif item["type"] == "missing":
             message = "required key is missing"
-        lines.append(f"{_format_loc(tuple(item['loc']))}: {message}")
+        where = _format_loc(tuple(item["loc"]))
+        if not item["loc"] and re.match(r"[a-z_]+\.[\w.\[\]]+: ", message):
+            lines.append(message)  # a check across sections names its own key
+        else:
+            lines.append(f"{where}: {message}")
     return UserError("\n".join(f"{source}: {line}" for line in lines))
 
 

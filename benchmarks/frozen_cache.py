@@ -103,7 +103,7 @@ def measure(steps: int, seeds: int) -> dict[str, Any]:
             for cache in (False, True):
                 parsed = parse_config(config(Path(temp), steps, seed, cache))
                 data = build_data(parsed)
-                info, _ = build_model_info(parsed, data.num_labels)
+                info, _ = build_model_info(parsed, data.label_names)
                 rungs, _ = build_early_stopping(parsed, len(data.eval))
                 runners[cache] = TrialRunner(
                     build_model_source(parsed, data),

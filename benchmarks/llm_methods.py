@@ -61,7 +61,7 @@ def main() -> None:
         example["space"]["methods"] = list(METHODS)
         config = parse_config(example)
         data = build_data(config)
-        info, _ = build_model_info(config, data.num_labels)
+        info, _ = build_model_info(config, data.label_names)
         source = build_model_source(config, data)
         began = time.perf_counter()
         source.fresh_copy()

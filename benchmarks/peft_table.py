@@ -238,10 +238,11 @@ def to_row(params: dict[str, Any], choice: Any, result: Any, dataset: str) -> di
         "status": result.status,
         "steps": result.steps,
         "accuracy": result.accuracy,
-        "macro_f1": result.macro_f1,
+        "macro_f1": result.metrics.get("macro_f1"),
         "rung_steps": json.dumps([r[0] for r in rungs]),
         "rung_accuracy": json.dumps([r[1] for r in rungs]),
-        "rung_macro_f1": json.dumps([r[2] for r in rungs]),
+        # rungs score the searched metric only (older rows also kept macro-F1 there)
+        "rung_macro_f1": json.dumps([r[2] for r in rungs if len(r) > 2]),
         "trainable_params": result.trainable_params,
         "total_params": result.total_params,
         "step_seconds": result.train_seconds / result.steps if result.steps else None,
@@ -300,7 +301,7 @@ def measure(dataset: str, out: Path, limit: int | None, workers: int) -> None:
     with tempfile.TemporaryDirectory(prefix="peft-table-") as temp:
         config = parse_config(table_config(dataset, Path(temp)))
         data = build_data(config)
-        info, _ = build_model_info(config, data.num_labels)
+        info, _ = build_model_info(config, data.label_names)
         rungs, _ = build_early_stopping(config, len(data.eval))
         options = config.method_options()
         grid = grid_params(dataset)

@@ -403,7 +403,7 @@ def model_info_and_options(dataset: str) -> tuple[Any, dict[str, Any], Any]:
     with tempfile.TemporaryDirectory() as temp:
         config = parse_config(table_config(dataset, Path(temp)))
         labels = 6 if dataset == "trec" else 2
-        info, _ = build_model_info(config, labels)
+        info, _ = build_model_info(config, [str(label) for label in range(labels)])
         return info, config.method_options(), config
 
 
@@ -509,7 +509,7 @@ def live_runner(dataset: str, num_threads: int = 1) -> Iterator[Any]:
         warnings.filterwarnings("ignore", ".*out of the range", UserWarning)
         config = parse_config(table_config(dataset, Path(temp)))
         data = build_data(config)
-        info, _ = build_model_info(config, data.num_labels)
+        info, _ = build_model_info(config, data.label_names)
         rungs, _ = build_early_stopping(config, len(data.eval))
         runner = TrialRunner(
             build_model_source(config, data),

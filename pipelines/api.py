@@ -49,9 +49,11 @@ class StudyResult:
         """Every trial, one row each, indexed by trial number."""
         import pandas as pd
 
-        from peftsearch.results import COLUMNS
+        from peftsearch.results import columns
 
-        return pd.DataFrame(self.rows, columns=list(COLUMNS)).set_index("trial", drop=False)
+        return pd.DataFrame(self.rows, columns=list(columns(self.rows))).set_index(
+            "trial", drop=False
+        )
 
     @property
     def front(self) -> pd.DataFrame:
@@ -127,6 +129,7 @@ class StudyResult:
         from peftsearch.errors import UserError
         from peftsearch.pipelines.builders import build_checkpoint, build_tracker
         from peftsearch.results.export import adapter_digests, base_identity
+        from peftsearch.results.front import metric_columns
         from peftsearch.search.tracking import Tracker
 
         tracker = build_tracker(self.config)
@@ -138,8 +141,14 @@ class StudyResult:
             )
         metrics = {
             k: float(row[k])
-            for k in ("accuracy", "macro_f1", "trainable_params", "cost_usd", "test_accuracy")
-            if row.get(k) is not None
+            for k in (
+                "accuracy",
+                "trainable_params",
+                "cost_usd",
+                "test_accuracy",
+                *metric_columns(),
+            )
+            if isinstance(row.get(k), int | float)
         }
         checkpoint = build_checkpoint(self.config)
         tags = {

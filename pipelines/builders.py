@@ -60,7 +60,7 @@ def build_settings(config: Config) -> TrainSettings:
         seed=config.search.seed,
         precision=t.precision,
         gradient_checkpointing=t.gradient_checkpointing,
-        metric=config.evaluation.metric,
+        metric=config.metric,
         max_new_tokens=config.evaluation.max_new_tokens,
         cache_frozen_layers=t.cache_frozen_layers,
         cache_max_mb=t.cache_max_mb,
@@ -68,46 +68,26 @@ def build_settings(config: Config) -> TrainSettings:
 
 
 def build_data(config: Config) -> PreparedData:
-    from peftsearch.trials import load_tokenizer, prepare_data
-    from peftsearch.trials.lm_data import prepare_lm_data
+    """The task reads, splits and tokenizes the data (trials/tasks/)."""
+    from peftsearch.trials import load_tokenizer
     from peftsearch.trials.model import quiet_transformers
+    from peftsearch.trials.tasks import get_task
 
     tokenizer = load_tokenizer(build_checkpoint(config))
-    common = config.data.model_dump(
-        exclude={"text_column", "label_column", "labels", "prompt_column", "response_column"}
-    )
-    common.pop("messages_column")
-    common.pop("prompt_template")
-    d = config.data
     with quiet_transformers():  # datasets' progress bars and notices, for this call only
-        if config.model.task == "causal-lm":
-            return prepare_lm_data(
-                **common,
-                prompt_column=d.prompt_column,
-                response_column=d.response_column,
-                messages_column=d.messages_column,
-                prompt_template=d.prompt_template,
-                seed=config.search.seed,
-                tokenizer=tokenizer,
-            )
-        return prepare_data(
-            **common,
-            text_column=d.text_column,
-            label_column=d.label_column,
-            labels=d.labels,
-            seed=config.search.seed,
-            tokenizer=tokenizer,
+        return get_task(config.model.task).prepare(
+            config.data, seed=config.search.seed, tokenizer=tokenizer
         )
 
 
-def build_model_info(config: Config, num_labels: int) -> tuple[ModelInfo, nn.Module]:
+def build_model_info(config: Config, label_names: list[str]) -> tuple[ModelInfo, nn.Module]:
     """Model structure (and its weightless meta model), after checking every listed
     method can run on it."""
     from peftsearch.spaces import get_method
     from peftsearch.trials import inspect_base_model, meta_model
 
     task = config.model.task
-    model = meta_model(build_checkpoint(config), num_labels=num_labels, task=task)
+    model = meta_model(build_checkpoint(config), label_names=label_names, task=task)
     info = inspect_base_model(model, task)
     for name in config.space.methods:
         reason = get_method(name).supports(info)
@@ -129,7 +109,7 @@ def build_model_source(config: Config, data: PreparedData) -> BaseModelSource:
         label_names=data.label_names,
         pad_token_id=data.pad_token_id,
         seed=config.search.seed,
-        task=config.model.task,
+        task=data.task,
     )
 
 

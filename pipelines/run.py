@@ -84,32 +84,25 @@ class Inputs:
     data: PreparedData
     info: ModelInfo
     meta: nn.Module
+    metric: str  # the task's searched metric (evaluation.metric)
 
 
 def load_inputs(config: Config, console: Console) -> Inputs:
     """Phase 1: read and tokenize the data, inspect the model, write the study's files."""
     config.study_dir.mkdir(parents=True, exist_ok=True)
+    from peftsearch.trials.tasks import get_task
+
     with console.status("Loading and tokenizing data..."):
         data = build_data(config)
-        info, meta = build_model_info(config, data.num_labels)
-    if data.task == "causal-lm":
-        dropped = data.stats["too_long_rows"]
-        what = f"prompt/response pairs, scored by {config.evaluation.metric.replace('_', ' ')}"
-        if dropped or data.stats["truncated_prompts"]:
-            what += (
-                f"; {dropped} dropped (response longer than data.max_length "
-                f"{config.data.max_length}), {data.stats['truncated_prompts']} prompts "
-                "shortened from the left"
-            )
-    else:
-        what = f"labels {', '.join(data.label_names)}"
+        info, meta = build_model_info(config, data.label_names)
+    what = get_task(data.task).describe_data(data, config.metric)
     console.print(
         f"Data: {data.stats['train_rows']} train / {data.stats['eval_rows']} eval rows, "
         f"{what}. "
         f"Model: {info.model_type}, {info.num_layers} layers, {info.total_params:,} parameters."
     )
     write_study_files(config, data)
-    return Inputs(data, info, meta)
+    return Inputs(data, info, meta, config.metric)
 
 
 def reconcile(
@@ -358,38 +351,22 @@ def save_baseline(study: optuna.Study, inputs: Inputs, result: Any, console: Con
     """What the model scores with no adapter at all: ``result`` (the base model, or
     None when it did not run) and, for a classifier, always answering the most frequent
     training label."""
-    from collections import Counter
-
     from peftsearch.search.records import baseline_of
     from peftsearch.search.records import save_baseline as store
-    from peftsearch.trials.train import classification_metrics
+    from peftsearch.trials.tasks import get_task, metric_label
 
     if baseline_of(study):
         return
     data = inputs.data
-    baseline: dict[str, Any] = {}
-    if data.task != "causal-lm":
-        gold = [int(label) for label in data.eval["label"]]
-        majority = Counter(int(label) for label in data.train["label"]).most_common(1)[0][0]
-        scores = classification_metrics([majority] * len(gold), gold, data.num_labels)
-        baseline["majority_class"] = {
-            "method": f"no adapter: always '{data.label_names[majority]}'",
-            **scores,
-            "trainable_params": 0,
-            "cost_usd": 0.0,
-            "device_seconds": 0.0,
-            "eval_rows": len(gold),
-        }
+    task = get_task(data.task)
+    free = {"trainable_params": 0, "cost_usd": 0.0, "device_seconds": 0.0}
+    baseline: dict[str, Any] = {
+        key: {**entry, **free} for key, entry in task.baselines(data, inputs.metric).items()
+    }
     if result is not None and result.status == "COMPLETE":
-        key, method = (
-            ("zero_shot", "no adapter: the base model, zero-shot")
-            if data.task == "causal-lm"
-            else ("untrained_head", "no adapter: the base model, its new head untrained")
-        )
-        baseline[key] = {
-            "method": method,
+        baseline["base_model"] = {
+            "method": task.base_model_baseline,
             "accuracy": result.accuracy,
-            "macro_f1": result.macro_f1,
             **{k: v for k, v in result.metrics.items() if k != "example"},
             "trainable_params": 0,
             "cost_usd": result.cost_usd,
@@ -400,8 +377,8 @@ def save_baseline(study: optuna.Study, inputs: Inputs, result: Any, console: Con
         return
     store(study, baseline)
     best = max(baseline.values(), key=lambda b: b["accuracy"])
-    metric = str(best.get("metric", "accuracy")).replace("_", " ")
-    console.print(f"Without an adapter: {metric} {best['accuracy']:.3f} ({best['method']}).")
+    words = metric_label(inputs.metric)
+    console.print(f"Without an adapter: {words} {best['accuracy']:.3f} ({best['method']}).")
 
 
 def measure_baseline(
@@ -573,8 +550,7 @@ def finish(
     rows = trial_rows(study)
     front = pareto_numbers(study)
     summary = {**summarize(study.study_name, rows), "baseline": baseline_of(study)}
-    metric = config.evaluation.metric if config.model.task == "causal-lm" else "accuracy"
-    extra = {"metric": metric, "summary": summary, **extra}
+    extra = {"metric": config.metric, "summary": summary, **extra}
     write_tables(config.study_dir, rows, front, extra=extra)
     copied = copy_front_adapters(config.study_dir, front)
     if config.tracking.log_adapters:

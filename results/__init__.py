@@ -16,12 +16,11 @@ from peftsearch.results.files import (
     write_report,
     write_tables,
 )
-from peftsearch.results.front import COLUMNS, display_name, front_of, pareto_numbers, trial_rows
+from peftsearch.results.front import columns, display_name, front_of, pareto_numbers, trial_rows
 from peftsearch.results.recommend import Constraints, Recommendation, recommend
 
 __all__ = [
     "ADAPTERS",
-    "COLUMNS",
     "CONFIG_FILE",
     "LABELS_FILE",
     "REPORT_FILE",
@@ -29,6 +28,7 @@ __all__ = [
     "Constraints",
     "Recommendation",
     "atomic_write",
+    "columns",
     "copy_front_adapters",
     "display_name",
     "export_adapter",

@@ -13,6 +13,7 @@ from peftsearch.results.files import LABELS_FILE, TRIAL_ADAPTERS
 
 if TYPE_CHECKING:
     from peftsearch.trials import Checkpoint
+    from peftsearch.trials.tasks import Task
 
 __all__ = ["adapter_digests", "base_identity", "export_adapter", "model_card"]
 
@@ -59,96 +60,31 @@ def _load_arguments(base: Checkpoint) -> str:
     return "".join(f"\n    {key}={value!r}," for key, value in base.hub_kwargs().items() if value)
 
 
-def _test_lines(row: dict[str, Any]) -> str:
-    """The held-out test figures, measured once after the search (``data.test``)."""
-    if row.get("test_accuracy") is None:
-        return ""
-    return (
-        f"\n| accuracy on the held-out test set ({row['test_rows']} rows) | "
-        f"{row['test_accuracy']:.4f} |\n| macro-F1 on the test set | {row['test_macro_f1']:.4f} |"
-    )
+def _results(row: dict[str, Any], task: Task) -> str:
+    """The card's metric table: the searched metric, the task's others, the held-out test
+    figure, size and cost."""
+    from peftsearch.trials.tasks import metric_label
 
-
-def _lm_card(
-    *,
-    base: Checkpoint,
-    row: dict[str, Any],
-    data: dict[str, Any],
-    study_name: str,
-    peft_type: str,
-    max_new_tokens: int,
-) -> str:
-    """The card of a causal-LM adapter: its metrics, an example generation, and code
-    that loads the adapter and generates."""
-    from peftsearch.results.front import metric_name
-
-    base_model = base.name_or_path
-    revision = f" at revision `{base.revision}`" if base.revision else ""
-    extra = _load_arguments(base)
-    example = json.loads(row["example"]) if row.get("example") else {}
-    prompt = example.get("prompt", "Write your prompt here.")
-    shown = ""
-    if example:
-        shown = (
-            f"\n## An example from the evaluation set\n\n- prompt: `{prompt!r}`\n"
-            f"- generated: `{example.get('generated')!r}`\n"
-            f"- reference: `{example.get('reference')!r}`\n"
+    lines = [
+        f"| {metric_label(row.get('metric'))} on {row.get('eval_rows')} eval {task.unit} | "
+        f"{_num(row['accuracy'])} |"
+    ]
+    for column in task.columns:
+        if isinstance(row.get(column), int | float) and column != row.get("metric"):
+            lines.append(f"| {metric_label(column)} | {_num(row[column])} |")
+    if row.get("test_accuracy") is not None:
+        lines.append(
+            f"| {metric_label(row.get('metric'))} on the held-out test set "
+            f"({row['test_rows']} rows) | {row['test_accuracy']:.4f} |"
         )
-    source = (
-        f"chat column `{data.get('messages_column')}`"
-        if data.get("messages_column")
-        else f"prompt column `{data.get('prompt_column')}`, response column "
-        f"`{data.get('response_column')}`"
+    lines.append(
+        f"| trainable parameters | {row['trainable_params']:,} ({row['trainable_pct']:.3f}% of "
+        "the model) |"
     )
-    perplexity = row.get("perplexity")
-    return f"""---
-library_name: peft
-base_model: {base_model}
-pipeline_tag: text-generation
-tags: [peft, {peft_type.lower()}, peftsearch]
----
-# {row["method"]} adapter from peftsearch study `{study_name}` (trial {row["trial"]})
-
-**Base model:** `{base_model}`{revision}
-**Settings in words:** {row.get("description") or row["method"]}
-**Method:** {row["method"]} ({peft_type}); settings: {row["params"]}; learning rate {row["lr"]:.3g}
-**Task:** text generation (causal LM), scored by {metric_name(row)}
-
-## Results on the evaluation set
-
-| metric | value |
-|---|---|
-| {metric_name(row)} on {row.get("eval_rows")} eval prompts | {row["accuracy"]:.4f} |
-| token accuracy on the responses | {_num(row.get("token_accuracy"))} |
-| perplexity on the responses | {_num(perplexity)} |{_test_lines(row)}
-| trainable parameters | {row["trainable_params"]:,} ({row["trainable_pct"]:.3f}% of the model) |
-| training cost | ${row["cost_usd"]:.4f} ({row["device_seconds"]:.0f} device-seconds) |
-{shown}
-## Data
-
-- train: `{data.get("train")}`
-- eval: `{data.get("eval") or f"{data.get('eval_fraction')} of train, held out"}`
-- {source}; at most {data.get("max_length")} tokens per prompt and response
-
-## Load it and generate
-
-```python
-{_plugin_import(peft_type)}from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-base = AutoModelForCausalLM.from_pretrained(
-    "{base_model}",{extra}
-)
-model = PeftModel.from_pretrained(base, "path/to/this/folder").eval()
-tokenizer = AutoTokenizer.from_pretrained("{base_model}",{extra}
-)
-# the prompt as the search rendered it (chat template and special tokens included)
-prompt = {prompt!r}
-inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-output = model.generate(**inputs, max_new_tokens={max_new_tokens}, do_sample=False)
-print(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
-```
-"""
+    lines.append(
+        f"| training cost | ${row['cost_usd']:.4f} ({row['device_seconds']:.0f} device-seconds) |"
+    )
+    return "\n".join(lines)
 
 
 def _plugin_import(peft_type: str) -> str:
@@ -173,70 +109,38 @@ def model_card(
     labels: list[str],
     study_name: str,
     peft_type: str,
-    task: str = "sequence-classification",
+    task: str,
     max_new_tokens: int = 32,
 ) -> str:
-    if task == "causal-lm":
-        return _lm_card(
-            base=base,
-            row=row,
-            data=data,
-            study_name=study_name,
-            peft_type=peft_type,
-            max_new_tokens=max_new_tokens,
-        )
-    acc = row.get("accuracy")
-    f1 = row.get("macro_f1")
-    base_model = base.name_or_path
+    """The export's README: what every card says, then the task's own part (its
+    results, data and the code that loads the adapter)."""
+    from peftsearch.trials.tasks import CardFacts, get_task
+
+    plugin = get_task(task)
     revision = f" at revision `{base.revision}`" if base.revision else ""
-    extra = _load_arguments(base)
+    facts = CardFacts(
+        base_model=base.name_or_path,
+        load_arguments=_load_arguments(base),
+        plugin_import=_plugin_import(peft_type),
+        row=row,
+        data=data,
+        labels=labels,
+        max_new_tokens=max_new_tokens,
+        results=_results(row, plugin),
+        labels_file=LABELS_FILE,
+    )
     return f"""---
 library_name: peft
-base_model: {base_model}
+base_model: {base.name_or_path}
+pipeline_tag: {plugin.pipeline_tag}
 tags: [peft, {peft_type.lower()}, peftsearch]
 ---
 # {row["method"]} adapter from peftsearch study `{study_name}` (trial {row["trial"]})
 
-**Base model:** `{base_model}`{revision}
+**Base model:** `{base.name_or_path}`{revision}
 **Settings in words:** {row.get("description") or row["method"]}
 **Method:** {row["method"]} ({peft_type}); settings: {row["params"]}; learning rate {row["lr"]:.3g}
-**Task:** sequence classification into {len(labels)} labels: {", ".join(labels)}
-
-## Results on the evaluation set
-
-| metric | value |
-|---|---|
-| accuracy | {acc:.4f} |
-| macro-F1 | {f1:.4f} |{_test_lines(row)}
-| trainable parameters | {row["trainable_params"]:,} ({row["trainable_pct"]:.3f}% of the model) |
-| training cost | ${row["cost_usd"]:.4f} ({row["device_seconds"]:.0f} device-seconds) |
-
-## Data
-
-- train: `{data.get("train")}`
-- eval: `{data.get("eval") or f"{data.get('eval_fraction')} of train, held out"}`
-- text column `{data.get("text_column")}`, label column `{data.get("label_column")}`
-- at most {data.get("max_length")} tokens per text
-
-## Load it
-
-```python
-import json
-{_plugin_import(peft_type)}from peft import PeftModel
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-labels = json.load(open("{LABELS_FILE}"))
-base = AutoModelForSequenceClassification.from_pretrained(
-    "{base_model}",{extra}
-    num_labels=len(labels["id2label"]),
-    id2label={{int(i): name for i, name in labels["id2label"].items()}},
-    label2id=labels["label2id"],
-)
-base.config.pad_token_id = labels["pad_token_id"]
-model = PeftModel.from_pretrained(base, "path/to/this/folder").eval()
-tokenizer = AutoTokenizer.from_pretrained("{base_model}",{extra})
-```
-"""
+{plugin.model_card(facts)}"""
 
 
 def export_adapter(
@@ -294,7 +198,7 @@ def export_adapter(
             labels=list(meta["id2label"].values()),
             study_name=study_name,
             peft_type=peft_type,
-            task=meta.get("task", "sequence-classification"),
+            task=meta["task"],
             max_new_tokens=max_new_tokens,
         )
         (staging / "README.md").write_text(card + _files_section(adapter_digests(staging)))
@@ -330,7 +234,7 @@ def _merge(folder: Path, base: Checkpoint, meta: dict[str, Any]) -> None:
         num_labels=len(labels),
         label_names=labels,
         pad_token_id=meta["pad_token_id"],
-        task=meta.get("task", "sequence-classification"),
+        task=meta["task"],
     )
     merged = PeftModel.from_pretrained(source.fresh_copy(), str(folder)).merge_and_unload()
     merged.save_pretrained(folder / "merged")

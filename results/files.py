@@ -7,11 +7,10 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from peftsearch.results.front import COLUMNS
+from peftsearch.results.front import columns
 
 __all__ = [
     "ADAPTERS",
@@ -45,11 +44,11 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _csv(rows: Iterable[dict[str, Any]]) -> str:
+def _csv(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> str:
     import io
 
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -79,8 +78,9 @@ def write_tables(
     extra: dict[str, Any] | None = None,
 ) -> None:
     front_rows = [r for r in rows if r["trial"] in front]
-    atomic_write(study_dir / "trials.csv", _csv(rows))
-    atomic_write(study_dir / "pareto.csv", _csv(front_rows))
+    fields = columns(rows)
+    atomic_write(study_dir / "trials.csv", _csv(rows, fields))
+    atomic_write(study_dir / "pareto.csv", _csv(front_rows, fields))
     payload = {**(extra or {}), "pareto": front_rows}
     atomic_write(study_dir / "pareto.json", json.dumps(payload, indent=2, default=str) + "\n")
 

@@ -11,17 +11,29 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = [
-    "COLUMNS",
+    "columns",
     "describe_params",
     "display_name",
     "front_of",
+    "metric_columns",
     "metric_name",
     "pareto_numbers",
     "plain_settings",
     "trial_rows",
+    "unit_of",
 ]
 
-COLUMNS = (
+
+def metric_columns() -> tuple[str, ...]:
+    """The metrics trial rows show beside the searched one: every registered task's."""
+    from peftsearch.trials.tasks import get_task, task_names
+
+    columns = (c for name in task_names() for c in get_task(name).columns)
+    return tuple(dict.fromkeys(columns))
+
+
+# The study's rows: what every task shares, then each task's own metrics.
+BASE_COLUMNS = (
     "trial",
     "method",
     "params",
@@ -30,14 +42,13 @@ COLUMNS = (
     "estimated_seconds",
     "steps",
     "eval_rows",
+    "task",
+    "metric",  # what ``accuracy`` measures: the task's searched metric
+    "accuracy_se",  # its standard error, where the task measures one (else binomial)
     "test_accuracy",
-    "test_macro_f1",
     "test_rows",
-    "metric",
-    "token_accuracy",
-    "eval_loss",
-    "perplexity",
-    "example",
+)
+TAIL_COLUMNS = (
     "precision",
     "gradient_checkpointing",
     "cached_layers",
@@ -45,6 +56,13 @@ COLUMNS = (
     "error",
     "description",
 )
+
+
+def columns(rows: list[dict[str, Any]] | None = None) -> tuple[str, ...]:
+    """The columns of ``rows`` (trials.csv, the API's tables): the shared ones and the
+    metrics some row has, so a classifier's table carries no generation columns."""
+    shown = [c for c in metric_columns() if rows is None or any(r.get(c) is not None for r in rows)]
+    return (*BASE_COLUMNS, *shown, *TAIL_COLUMNS)
 
 
 def describe_params(summary: dict[str, Any]) -> str:
@@ -80,25 +98,31 @@ def plain_settings(method: str, summary: dict[str, Any]) -> str:
     return text
 
 
-METRIC_NAMES = {
-    "accuracy": "accuracy",
-    "exact_match": "exact match",
-    "token_accuracy": "token accuracy",
-    "eval_loss": "1/perplexity",
-}
+def unit_of(row: dict[str, Any]) -> str:
+    """What the row's evaluation counted, in its task's words (``prompts``)."""
+    from peftsearch.trials.tasks import get_task
+
+    try:
+        return get_task(str(row.get("task"))).unit
+    except KeyError:  # a study from before tasks were recorded, or a task not installed
+        return "rows"
 
 
 def metric_name(row: dict[str, Any]) -> str:
     """What a row's ``accuracy`` column measures, in words (``exact match``)."""
-    metric = row.get("metric") or "accuracy"
-    return METRIC_NAMES.get(metric, metric.replace("_", " "))
+    from peftsearch.trials.tasks import metric_label
+
+    return metric_label(row.get("metric"))
+
+
+def _cell(value: Any) -> Any:
+    import json
+
+    return json.dumps(value) if isinstance(value, dict | list) else value
 
 
 def _row(record: TrialRecord) -> dict[str, Any]:
-    import json
-
-    lm = record.result.get("metrics") or {}
-    example = lm.get("example")
+    metrics = record.result.get("metrics") or {}
     return {
         "trial": record.number,
         "method": record.method,
@@ -108,14 +132,12 @@ def _row(record: TrialRecord) -> dict[str, Any]:
             c: record.measurement(c)
             for c in (*MEASUREMENTS, "estimated_seconds", "steps", "eval_rows")
         },
+        "task": record.result.get("task"),
+        "metric": metrics.get("metric"),
+        "accuracy_se": metrics.get("score_error"),
         "test_accuracy": record.test.get("accuracy"),
-        "test_macro_f1": record.test.get("macro_f1"),
         "test_rows": record.test.get("rows"),
-        "metric": lm.get("metric", "accuracy" if record.method else None),
-        "token_accuracy": lm.get("token_accuracy"),
-        "eval_loss": lm.get("eval_loss"),
-        "perplexity": lm.get("perplexity"),
-        "example": json.dumps(example) if example else None,
+        **{c: _cell(metrics.get(c)) for c in metric_columns()},
         "precision": record.result.get("precision"),
         "gradient_checkpointing": record.result.get("gradient_checkpointing"),
         # blocks served from the frozen-layer cache (they ran without dropout)

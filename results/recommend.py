@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from peftsearch.errors import UserError
-from peftsearch.results.front import display_name, metric_name, plain_settings
+from peftsearch.results.front import display_name, metric_name, plain_settings, unit_of
 from peftsearch.results.noise import Tolerances, accuracy_error, tied
 
 __all__ = ["Constraints", "Recommendation", "parse_cost", "parse_params", "recommend"]
@@ -108,9 +108,7 @@ def _facts(row: dict[str, Any]) -> str:
     if row.get("test_accuracy") is not None:
         spread += f" (on the held-out test set {row['test_accuracy']:.3f})"
     rows = row.get("eval_rows")
-    scope = ""
-    if rows and row.get("metric") not in (None, "accuracy"):
-        scope = f" on {rows} eval prompts"
+    scope = f" on {rows} eval {unit_of(row)}" if rows else ""
     return (
         f"{metric_name(row)} {row['accuracy']:.3f}{spread}{scope}, "
         f"{row['trainable_pct']:.2f}% of parameters "

@@ -150,11 +150,7 @@ def add_overhead(study: optuna.Study, device_seconds: float) -> None:
 def save_test_score(study: optuna.Study, number: int, result: TrialResult) -> None:
     """A Pareto trial's score on ``data.test``, measured once after the search."""
     scores = dict(study.user_attrs.get(_TEST_SCORES, {}))
-    scores[str(number)] = {
-        "accuracy": result.accuracy,
-        "macro_f1": result.macro_f1,
-        "rows": result.eval_rows,
-    }
+    scores[str(number)] = {"accuracy": result.accuracy, "rows": result.eval_rows}
     study.set_user_attr(_TEST_SCORES, scores)
 
 

@@ -13,12 +13,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def save_tiny_bert(folder: Path, initializer_range: float) -> Path:
     """A 2-layer BERT with hidden size 32 and a word-level vocab, saved like a hub model."""
+    import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *FILLER, *POSITIVE, *NEGATIVE]
     # transformers 5 ignores vocab_file here; the vocab dict is what it reads.
     BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)}).save_pretrained(folder)
@@ -29,14 +28,25 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=64,
-        # A wide init makes token identity reach [CLS], so LoRA can learn within a few steps.
-        initializer_range=0.3,
+        initializer_range=initializer_range,
     )
-    import torch
-
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT; a wide init makes token identity reach [CLS], so LoRA can learn to
+    classify within a few steps."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), initializer_range=0.3)
+
+
+@pytest.fixture(scope="session")
+def tiny_tagger_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT with BERT's own init: the wide one drowns each position's own word,
+    which a tagger reads."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-tagger"), initializer_range=0.02)
 
 
 @pytest.fixture(scope="session")

@@ -98,25 +98,27 @@ def ray_test_cluster(**head_args: Any) -> Any:
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def prepare(
+    model_dir: Path, task: str, *, seed: int = 0, tokenizer: Any = None, **data: Any
+) -> Any:
+    """The task's tokenized splits of a ``data`` section (its keys as keyword arguments;
+    paths may be Path objects), as a run prepares them."""
+    from peftsearch.config import data_config_class
+    from peftsearch.trials.model import Checkpoint, load_tokenizer
+    from peftsearch.trials.tasks import get_task
+
+    # unvalidated, so a test may go below the config's bounds (a 6-token max_length)
+    section = data_config_class().model_construct(
+        **{k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
+    )
+    tokenizer = tokenizer or load_tokenizer(Checkpoint(str(model_dir)))
+    return get_task(task).prepare(section, seed=seed, tokenizer=tokenizer)
+
+
 def prepare_lm(model_dir: Path, train: Path, eval: Path | None, **kwargs: Any) -> Any:
     """Prompt/response CSVs tokenized for the tiny causal LM (``kwargs`` override)."""
-    from peftsearch.trials.lm_data import prepare_lm_data
-    from peftsearch.trials.model import Checkpoint, load_tokenizer
-
-    options: dict[str, Any] = {
-        "test": None,
-        "prompt_column": "prompt",
-        "response_column": "response",
-        "messages_column": None,
-        "max_length": 16,
-        "max_train_samples": None,
-        "max_eval_samples": None,
-        "eval_fraction": 0.2,
-        "seed": 0,
-        "tokenizer": load_tokenizer(Checkpoint(str(model_dir))),
-    }
-    options.update(kwargs)
-    return prepare_lm_data(train=str(train), eval=str(eval) if eval else None, **options)
+    options: dict[str, Any] = {"max_length": 16, **kwargs}
+    return prepare(model_dir, "causal-lm", train=train, eval=eval, **options)
 
 
 def lm_runner(model_dir: Path, data: Any, **settings: Any) -> Any:

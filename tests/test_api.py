@@ -270,11 +270,12 @@ def test_the_model_without_an_adapter_is_the_baseline(study: dict[str, Any]) -> 
     result = study["result"]
     saved = json.loads((result.study_dir / "pareto.json").read_text())
     baseline = saved["summary"]["baseline"]
-    assert set(baseline) == {"majority_class", "untrained_head"}
+    assert set(baseline) == {"majority_class", "base_model"}
     for plain in baseline.values():
         assert {"accuracy", "macro_f1", "trainable_params", "cost_usd"} <= set(plain)
         assert plain["trainable_params"] == 0
     assert baseline["majority_class"]["accuracy"] == pytest.approx(0.5)  # balanced tiny data
-    assert baseline["untrained_head"]["device_seconds"] > 0
+    assert baseline["base_model"]["device_seconds"] > 0
+    assert baseline["base_model"]["method"] == "no adapter: the base model, its new head untrained"
     text = peftsearch.load(result.study_dir).recommend().text
     assert "Fine-tuning adds " in text and "over the model as it is" in text

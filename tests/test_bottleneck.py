@@ -111,27 +111,21 @@ def test_import_peftsearch_is_enough_to_load_one(tmp_path: Path) -> None:
 def test_a_classifier_trial_with_a_bottleneck_adapter(
     tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
-    from peftsearch.trials import load_tokenizer, prepare_data
+    from helpers import prepare
 
-    tokenizer = load_tokenizer(Checkpoint(str(tiny_model_dir)))
-    data = prepare_data(
-        train=str(tiny_data["train"]),
-        eval=str(tiny_data["eval"]),
-        text_column="text",
-        label_column="label",
-        labels=None,
+    data = prepare(
+        tiny_model_dir,
+        "sequence-classification",
+        train=tiny_data["train"],
+        eval=tiny_data["eval"],
         max_length=16,
-        max_train_samples=None,
-        max_eval_samples=None,
-        eval_fraction=0.2,
-        seed=0,
-        tokenizer=tokenizer,
     )
     source = BaseModelSource(
         Checkpoint(str(tiny_model_dir)),
         num_labels=2,
         label_names=data.label_names,
         pad_token_id=data.pad_token_id,
+        task=data.task,
     )
     from peftsearch.spaces import ModelInfo
 

@@ -133,7 +133,9 @@ def test_continue_and_export(searched: dict, tmp_path: Path) -> None:
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "labels.json"} <= {
         p.name for p in out.iterdir()
     }
-    assert f"accuracy | {float(row['accuracy']):.4f}" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert f"| accuracy on {row['eval_rows']} eval texts | {float(row['accuracy']):.4f} |" in card
+    assert f"| macro-F1 | {float(row['macro_f1']):.4f} |" in card
     accuracy, macro_f1 = reproduce_metrics(study_dir, out)
     assert accuracy == float(row["accuracy"]) and macro_f1 == float(row["macro_f1"])
 
@@ -172,17 +174,17 @@ def test_merge_into_the_searched_checkpoint(searched: dict, tmp_path: Path) -> N
 def score(model: Any, study_dir: Path) -> tuple[float, float]:
     """Accuracy and macro-F1 of a model on the study's own evaluation set."""
     from peftsearch.pipelines.builders import build_data, load_study_config
-    from peftsearch.trials.train import evaluate
+    from peftsearch.trials.tasks import EvalContext, get_task
 
     data = build_data(load_study_config(study_dir))
-    metrics = evaluate(
-        model,
-        data.eval,
+    context = EvalContext(
         batch_size=32,
         pad_token_id=data.pad_token_id,
         device="cpu",
-        num_labels=data.num_labels,
+        precision="fp32",
+        label_names=data.label_names,
     )
+    metrics = get_task(data.task).evaluate(model, data.eval, context, metric="accuracy")
     return metrics["accuracy"], metrics["macro_f1"]
 
 

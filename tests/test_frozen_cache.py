@@ -90,7 +90,7 @@ def setup(
         )
     )
     prepared = build_data(config)
-    info, _ = build_model_info(config, prepared.num_labels)
+    info, _ = build_model_info(config, prepared.label_names)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     picked = sample_choice(study.ask(), config.method_options(), info)
     runner = TrialRunner(

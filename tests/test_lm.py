@@ -285,8 +285,9 @@ def test_a_causal_lm_search_names_its_metric_and_its_zero_shot_baseline(
     study = tmp_path / "out" / "tiny"
     pareto = json.loads((study / "pareto.json").read_text())
     assert pareto["metric"] == "exact_match"
-    zero_shot = pareto["summary"]["baseline"]["zero_shot"]
+    zero_shot = pareto["summary"]["baseline"]["base_model"]
     assert zero_shot["eval_rows"] == 24 and "perplexity" in zero_shot
+    assert zero_shot["method"] == "no adapter: the base model, zero-shot"
     assert {r["metric"] for r in pareto["pareto"]} == {"exact_match"}
     advice = runner.invoke(app, ["recommend", str(study)])
     assert advice.exit_code == 0, advice.output

@@ -80,7 +80,7 @@ class FakeExecutor:
                 request.method,
                 "PRUNED" if stopped else "COMPLETE",
                 accuracy=0.5 + rank / 100,
-                macro_f1=0.5,
+                metrics={"metric": "accuracy", "accuracy": 0.5 + rank / 100},
                 trainable_params=rank * PARAMS_PER_RANK,
                 total_params=TOTAL_PARAMS,
                 trainable_pct=100 * rank * PARAMS_PER_RANK / TOTAL_PARAMS,

@@ -25,7 +25,7 @@ def study() -> optuna.Study:
 def result(number: int, status: str = "COMPLETE", **values: object) -> TrialResult:
     base: dict = {
         "accuracy": 0.8,
-        "macro_f1": 0.75,
+        "metrics": {"metric": "accuracy", "accuracy": 0.8, "macro_f1": 0.75},
         "trainable_params": 8000,
         "total_params": 100000,
         "trainable_pct": 8.0,

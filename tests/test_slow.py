@@ -64,7 +64,7 @@ def test_minilm_lora_learns_sst2(tmp_path: Path) -> None:
     )
     data = build_data(config)
     assert data.label_names == ["0", "1"]
-    info, _ = build_model_info(config, data.num_labels)
+    info, _ = build_model_info(config, data.label_names)
     assert info.model_type == "bert" and info.num_layers == 6
     runner = TrialRunner(
         build_model_source(config, data),
@@ -116,7 +116,7 @@ def test_smollm2_gguf_decoder(tmp_path: Path) -> None:
     )
     data = build_data(config)
     assert data.label_names == ["ham", "spam"]
-    info, _ = build_model_info(config, data.num_labels)
+    info, _ = build_model_info(config, data.label_names)
     assert info.model_type == "llama" and info.layers_pattern == "layers"
     assert info.query_value == ("self_attn.q_proj", "self_attn.v_proj")
     runner = TrialRunner(
@@ -163,7 +163,7 @@ def test_smollm2_causal_lm_methods_train_generate_and_reload(tmp_path: Path) -> 
     config = parse_config(example)
     data = build_data(config)
     assert data.task == "causal-lm" and data.stats["too_long_rows"] == 0
-    info, _ = build_model_info(config, data.num_labels)
+    info, _ = build_model_info(config, data.label_names)
     assert info.task_type == "CAUSAL_LM" and info.attention_out == ("self_attn.o_proj",)
     source = build_model_source(config, data)
     runner = TrialRunner(source, data, build_settings(config), device="cpu", device_name="cpu")

@@ -36,7 +36,8 @@ def runner(
 def test_complete_trial_measures_everything(runner: TrialRunner, tmp_path: Path) -> None:
     result = runner.run(TrialRequest(0, "lora", LORA, 1e-3, str(tmp_path / "adapter")))
     assert result.status == "COMPLETE", result.error
-    assert 0 <= result.accuracy <= 1 and 0 <= result.macro_f1 <= 1
+    assert 0 <= result.accuracy <= 1 and 0 <= result.metrics["macro_f1"] <= 1
+    assert result.metrics["metric"] == "accuracy" and result.metrics["accuracy"] == result.accuracy
     assert result.steps == 6 and len(result.losses) == 6
     assert result.trainable_params and result.total_params
     assert result.trainable_pct == pytest.approx(

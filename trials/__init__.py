@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from peftsearch.trials._run import TrialRequest, TrialRunner
 from peftsearch.trials.cost import detect_device, price_per_hour
-from peftsearch.trials.data import PreparedData, prepare_data
+from peftsearch.trials.data import PreparedData
 from peftsearch.trials.model import (
     BaseModelSource,
     Checkpoint,
@@ -30,6 +30,5 @@ __all__ = [
     "inspect_base_model",
     "load_tokenizer",
     "meta_model",
-    "prepare_data",
     "price_per_hour",
 ]

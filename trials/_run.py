@@ -22,14 +22,12 @@ from peftsearch.trials.frozen_cache import (
     frozen_boundary,
     hidden_size,
 )
-from peftsearch.trials.model import CAUSAL_LM
 from peftsearch.trials.result import TrialResult
 from peftsearch.trials.train import (
     TrainSettings,
     TrialDiverged,
     autocast,
     collate,
-    evaluate,
     evaluation_mode,
     resolve_precision,
     rows_of,
@@ -151,6 +149,7 @@ class TrialRunner:
             number=request.number,
             method=request.method,
             status="FAIL",
+            task=self.data.task,
             device=self.device_name,
             started_at=time.time(),
             worker=self.worker_name,
@@ -258,7 +257,7 @@ class TrialRunner:
                 # rows cached during the rung count once, as filling the cache
                 filled = (server.seconds if server else 0.0) - filling
                 result.rung_seconds += time.perf_counter() - began - filled
-                result.rungs.append([step, result.accuracy, result.macro_f1])
+                result.rungs.append([step, result.accuracy])
                 rate = sum(deadline.step_times) / len(deadline.step_times)
                 assert result.accuracy is not None and result.trainable_params is not None
                 if judge is not None and not judge(
@@ -346,52 +345,32 @@ class TrialRunner:
         rung: bool = False,
         server: PrefixServer | None = None,
     ) -> None:
+        """The task scores the adapter: ``result.accuracy`` is the searched metric (at a
+        rung, the task's cheaper signal for it); after the last evaluation
+        ``result.metrics`` holds every metric the task reports."""
+        from peftsearch.trials.tasks import EvalContext, get_task
+
         began = time.perf_counter()
-        if self.data.task == CAUSAL_LM:
-            self._evaluate_lm(model, table, result, rung, server)
-        else:
-            metrics = evaluate(
-                model,
-                table,
-                batch_size=self.settings.eval_batch_size,
-                pad_token_id=self.data.pad_token_id,
-                device=self.device,
-                num_labels=self.data.num_labels,
-                precision=self.settings.precision,
-                feed=server.feed("eval") if server else None,
-            )
-            result.accuracy, result.macro_f1 = metrics["accuracy"], metrics["macro_f1"]
-        result.eval_seconds += time.perf_counter() - began
-        result.evaluations += 1
-        result.eval_rows = len(table)
-
-    def _evaluate_lm(
-        self, model: Any, table: Any, result: TrialResult, rung: bool, server: PrefixServer | None
-    ) -> None:
-        """Rungs score teacher-forced token accuracy instead of generating: a rung only
-        ranks trials against others at the same rung, on the same metric, and token
-        accuracy on the response tracks exact match at a fraction of its cost (one forward
-        pass, not one per generated token). The final evaluation uses ``metric``."""
-        from peftsearch.trials.lm_eval import evaluate_lm
-
-        metric = self.settings.metric
-        cheap = rung and metric == "exact_match"
-        metrics = evaluate_lm(
-            model,
-            table,
-            metric="token_accuracy" if cheap else metric,
-            tokenizer=self.source.tokenizer(),
+        context = EvalContext(
             batch_size=self.settings.eval_batch_size,
             pad_token_id=self.data.pad_token_id,
             device=self.device,
             precision=self.settings.precision,
+            label_names=self.data.label_names,
             max_new_tokens=self.settings.max_new_tokens,
+            tokenizer=self.source.tokenizer,
             feed=server.feed("eval") if server else None,
-            full_model=server.full_model if server else contextlib.nullcontext,
+            full_model=server.full_model if server else None,
         )
-        result.accuracy = float(metrics["accuracy"])
+        metrics = get_task(self.data.task).evaluate(
+            model, table, context, metric=self.settings.metric, rung=rung
+        )
+        result.accuracy = float(metrics.pop("score"))
         if not rung:
             result.metrics = metrics
+        result.eval_seconds += time.perf_counter() - began
+        result.evaluations += 1
+        result.eval_rows = len(table)
 
     @staticmethod
     def _time_save(model: Any) -> float:

@@ -1,4 +1,9 @@
-"""Labelled text in, tokenized train/eval sets out. Tokenized once per study."""
+"""What every task's data preparation shares: reading a table, holding out an evaluation
+split, subsampling, and the tokenized splits a task hands to the trials.
+
+Each task (trials/tasks/) turns the rows into its own columns and tokens; the split and
+the subsample are the same for all, so a seed means the same rows in every task.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +17,32 @@ if TYPE_CHECKING:
     import datasets
     import pandas as pd
 
-__all__ = ["PreparedData", "load_table", "prepare_data"]
-
-TOKEN_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+__all__ = [
+    "PreparedData",
+    "hold_out",
+    "load_table",
+    "missing_column",
+    "read_table",
+    "subsample",
+]
 
 
 @dataclass
 class PreparedData:
-    """Tokenized splits plus the label mapping; pickles cleanly for Ray's object store."""
+    """Tokenized splits plus the label names; pickles cleanly for Ray's object store.
+
+    ``task`` is the name of the task plug-in that prepared them. ``label_names`` are a
+    classifier's classes, a tagger's tags, and empty for a causal LM. ``stats`` counts
+    rows (``train_rows``, ``eval_rows``, ``test_rows``) and what the task dropped.
+    """
 
     train: datasets.Dataset
     eval: datasets.Dataset
     label_names: list[str]
     pad_token_id: int
+    task: str
     stats: dict[str, Any] = field(default_factory=dict)
     test: datasets.Dataset | None = None  # never used for selection (data.test)
-    task: str = "sequence-classification"  # or "causal-lm" (trials/lm_data.py)
 
     @property
     def num_labels(self) -> int:
@@ -81,142 +96,42 @@ def load_table(spec: str, *, key: str, dataset_config: str | None = None) -> pd.
     return table.to_pandas()
 
 
-def _clean(
-    frame: pd.DataFrame, text_column: str, label_column: str, key: str
-) -> tuple[pd.DataFrame, int]:
-    for column, name in ((text_column, "data.text_column"), (label_column, "data.label_column")):
-        if column not in frame.columns:
-            found = ", ".join(map(str, frame.columns))
-            raise UserError(f"column {column!r} is not in {key} (its columns: {found})", where=name)
-    before = len(frame)
-    frame = frame[[text_column, label_column]].dropna()
-    frame = frame[frame[text_column].astype(str).str.strip() != ""]
-    return frame.reset_index(drop=True), before - len(frame)
+def read_table(data: Any, split: str) -> pd.DataFrame:
+    """``data.<split>`` (train, eval or test) of a data section, read."""
+    return load_table(getattr(data, split), key=f"data.{split}", dataset_config=data.dataset_config)
 
 
-def _label_names(
-    frames: list[pd.DataFrame], label_column: str, wanted: list[Any] | None
-) -> list[str]:
-    if wanted is not None:
-        return [str(v) for v in wanted]
-    values = {v for f in frames for v in f[label_column].tolist()}
-    try:
-        ordered = sorted(values)
-    except TypeError:
-        ordered = sorted(values, key=str)
-    return [str(v) for v in ordered]
+def missing_column(frame: pd.DataFrame, column: str, key: str, where: str) -> UserError | None:
+    """The error for a column the file lacks, naming the key that asked for it."""
+    if column in frame.columns:
+        return None
+    found = ", ".join(map(str, frame.columns))
+    return UserError(f"column {column!r} is not in {key} (its columns: {found})", where=where)
 
 
-def prepare_data(
+def hold_out(
+    train: datasets.Dataset,
+    eval: datasets.Dataset | None,
     *,
-    train: str,
-    eval: str | None,
-    test: str | None = None,
-    text_column: str,
-    label_column: str,
-    labels: list[Any] | None,
-    max_length: int,
-    max_train_samples: int | None,
-    max_eval_samples: int | None,
-    eval_fraction: float,
+    fraction: float,
     seed: int,
-    tokenizer: Any,
-    dataset_config: str | None = None,
-) -> PreparedData:
-    """Load, clean, map labels, split, subsample and tokenize."""
-    import datasets
-
-    train_frame, dropped = _clean(
-        load_table(train, key="data.train", dataset_config=dataset_config),
-        text_column,
-        label_column,
-        "data.train",
-    )
-    frames = [train_frame]
-    if eval is not None:
-        eval_frame, dropped_eval = _clean(
-            load_table(eval, key="data.eval", dataset_config=dataset_config),
-            text_column,
-            label_column,
-            "data.eval",
-        )
-        dropped += dropped_eval
-        frames.append(eval_frame)
-
-    names = _label_names(frames, label_column, labels)
-    label_ids = {name: i for i, name in enumerate(names)}
-    kept = []
-    for frame in frames:
-        keys = frame[label_column].map(str)
-        kept.append(frame.assign(label=keys.map(label_ids))[keys.isin(label_ids)])
-    if len(names) < 2:
-        raise UserError(
-            f"found {len(names)} label value(s); classification needs at least 2",
-            where="data.label_column",
-        )
-
-    def to_dataset(frame: pd.DataFrame) -> datasets.Dataset:
-        table = datasets.Dataset.from_dict(
-            {
-                "text": frame[text_column].astype(str).tolist(),
-                "label": frame["label"].astype(int).tolist(),
-            }
-        )
-        return table.cast_column("label", datasets.ClassLabel(names=names))
-
-    train_set = to_dataset(kept[0])
-    if len(train_set) < 2:
-        raise UserError("fewer than 2 usable rows after dropping empty ones", where="data.train")
+    max_train: int | None,
+    max_eval: int | None,
+    stratify: str | None = None,
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """The train and eval rows: ``eval`` as given, or ``fraction`` of ``train`` held out
+    (stratified by the ``stratify`` column when every class has two rows), then each
+    subsampled to its limit. The same seed gives the same rows in every task."""
     if eval is None:
-        counts = train_set.to_pandas()["label"].value_counts()
-        stratify = "label" if counts.min() >= 2 else None
-        split = train_set.train_test_split(
-            test_size=eval_fraction, seed=seed, stratify_by_column=stratify
-        )
-        train_set, eval_set = split["train"], split["test"]
-    else:
-        eval_set = to_dataset(kept[1])
-    train_set = _subsample(train_set, max_train_samples, seed)
-    eval_set = _subsample(eval_set, max_eval_samples, seed)
-    if len(eval_set) == 0:
-        raise UserError(
-            "no usable evaluation rows", where="data.eval" if eval else "data.eval_fraction"
-        )
-
-    def tokenize(batch: dict[str, list[Any]]) -> dict[str, Any]:
-        return tokenizer(batch["text"], truncation=True, max_length=max_length)
-
-    columns = ["text"]
-    train_tok = train_set.map(tokenize, batched=True, remove_columns=columns)
-    eval_tok = eval_set.map(tokenize, batched=True, remove_columns=columns)
-    keep = [c for c in (*TOKEN_COLUMNS, "label") if c in train_tok.column_names]
-    stats = {"train_rows": len(train_tok), "eval_rows": len(eval_tok), "dropped_rows": dropped}
-    test_tok = None
-    if test is not None:
-        test_frame, _ = _clean(
-            load_table(test, key="data.test", dataset_config=dataset_config),
-            text_column,
-            label_column,
-            "data.test",
-        )
-        keys = test_frame[label_column].map(str)
-        known = test_frame.assign(label=keys.map(label_ids))[keys.isin(label_ids)]
-        if known.empty:
-            raise UserError("no test row has a label seen in training", where="data.test")
-        test_tok = to_dataset(known).map(tokenize, batched=True, remove_columns=columns)
-        test_tok = test_tok.select_columns(keep)
-        stats["test_rows"] = len(test_tok)
-    return PreparedData(
-        train=train_tok.select_columns(keep),
-        eval=eval_tok.select_columns(keep),
-        label_names=names,
-        pad_token_id=int(tokenizer.pad_token_id),
-        stats=stats,
-        test=test_tok,
-    )
+        if stratify is not None:
+            counts = train.to_pandas()[stratify].value_counts()
+            stratify = stratify if counts.min() >= 2 else None
+        split = train.train_test_split(test_size=fraction, seed=seed, stratify_by_column=stratify)
+        train, eval = split["train"], split["test"]
+    return subsample(train, max_train, seed), subsample(eval, max_eval, seed)
 
 
-def _subsample(table: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
+def subsample(table: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
     if limit is None or len(table) <= limit:
         return table
     return table.shuffle(seed=seed).select(range(limit))

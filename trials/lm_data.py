@@ -1,4 +1,5 @@
-"""Prompt/response pairs in, tokenized causal-LM sets out: the loss counts response
+"""The causal-LM task's data (trials/tasks/causal_lm.py): prompt/response pairs in,
+tokenized sets out: the loss counts response
 tokens only, and evaluation keeps the prompt and the reference answer apart."""
 
 from __future__ import annotations
@@ -6,13 +7,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from peftsearch.errors import UserError
-from peftsearch.trials.data import PreparedData, load_table
 
 if TYPE_CHECKING:
     import datasets
     import pandas as pd
 
-__all__ = ["IGNORE_INDEX", "LM_COLUMNS", "encode_pair", "prepare_lm_data", "render_prompt"]
+__all__ = ["IGNORE_INDEX", "LM_COLUMNS", "encode_pair", "encode_pairs", "pairs_of", "render_prompt"]
 
 IGNORE_INDEX = -100  # labels torch's cross-entropy skips: the prompt's tokens
 # input_ids/attention_mask/labels train; prompt_ids and answer drive generation
@@ -45,7 +45,7 @@ def encode_pair(
     return prompt_ids[-room:], response_ids, truncated  # prompts lose their start
 
 
-def _pairs(
+def pairs_of(
     frame: pd.DataFrame,
     *,
     key: str,
@@ -119,7 +119,7 @@ def _fill(frame: pd.DataFrame, template: str, key: str) -> list[str]:
     return [template.format(**row) for row in rows]
 
 
-def _encode(
+def encode_pairs(
     pairs: list[tuple[str, str]], tokenizer: Any, max_length: int, stats: dict[str, int]
 ) -> datasets.Dataset:
     import datasets
@@ -138,86 +138,3 @@ def _encode(
         rows["prompt_ids"].append(prompt_ids)
         rows["answer"].append(response)
     return datasets.Dataset.from_dict(rows)
-
-
-def prepare_lm_data(
-    *,
-    train: str,
-    eval: str | None,
-    test: str | None = None,
-    prompt_column: str,
-    response_column: str,
-    messages_column: str | None,
-    max_length: int,
-    prompt_template: str | None = None,
-    max_train_samples: int | None,
-    max_eval_samples: int | None,
-    eval_fraction: float,
-    seed: int,
-    tokenizer: Any,
-    dataset_config: str | None = None,
-) -> PreparedData:
-    """Load, render (chat template where there is one), split, subsample and tokenize.
-
-    ``stats`` counts ``too_long_rows`` (a response that cannot fit ``max_length``:
-    dropped, never cut) and ``truncated_prompts`` (prompts shortened from the left).
-    """
-    import random
-
-    columns = {
-        "tokenizer": tokenizer,
-        "prompt_column": prompt_column,
-        "response_column": response_column,
-        "messages_column": messages_column,
-        "prompt_template": prompt_template,
-    }
-
-    def read(spec: str, key: str) -> list[tuple[str, str]]:
-        return _pairs(load_table(spec, key=key, dataset_config=dataset_config), key=key, **columns)
-
-    train_pairs = read(train, "data.train")
-    if eval is None:
-        order = list(range(len(train_pairs)))
-        random.Random(seed).shuffle(order)
-        cut = max(1, round(eval_fraction * len(order)))
-        eval_pairs = [train_pairs[i] for i in order[:cut]]
-        train_pairs = [train_pairs[i] for i in sorted(order[cut:])]
-    else:
-        eval_pairs = read(eval, "data.eval")
-    train_pairs = _subsample(train_pairs, max_train_samples, seed)
-    eval_pairs = _subsample(eval_pairs, max_eval_samples, seed)
-    stats = {"too_long_rows": 0, "truncated_prompts": 0}
-    train_set = _encode(train_pairs, tokenizer, max_length, stats)
-    eval_set = _encode(eval_pairs, tokenizer, max_length, stats)
-    if len(train_set) < 2:
-        raise UserError(
-            f"fewer than 2 usable training rows ({stats['too_long_rows']} responses longer "
-            f"than data.max_length {max_length})",
-            where="data.train",
-            hint="raise data.max_length",
-        )
-    if len(eval_set) == 0:
-        raise UserError("no usable evaluation rows", where="data.eval" if eval else "data.train")
-    test_set = _encode(read(test, "data.test"), tokenizer, max_length, stats) if test else None
-    return PreparedData(
-        train=train_set.select_columns(["input_ids", "attention_mask", "labels"]),
-        eval=eval_set,
-        label_names=[],
-        pad_token_id=int(tokenizer.pad_token_id),
-        stats={
-            "train_rows": len(train_set),
-            "eval_rows": len(eval_set),
-            **({"test_rows": len(test_set)} if test_set is not None else {}),
-            **stats,
-        },
-        test=test_set,
-        task="causal-lm",
-    )
-
-
-def _subsample(pairs: list[tuple[str, str]], limit: int | None, seed: int) -> list[tuple[str, str]]:
-    import random
-
-    if limit is None or len(pairs) <= limit:
-        return pairs
-    return random.Random(seed).sample(pairs, limit)

@@ -1,4 +1,5 @@
-"""Scoring a causal-LM adapter: exact match of greedy generations, and teacher-forced
+"""Scoring a causal-LM adapter (trials/tasks/causal_lm.py): exact match of greedy
+generations, and teacher-forced
 token accuracy and response loss."""
 
 from __future__ import annotations
@@ -25,9 +26,7 @@ if TYPE_CHECKING:
     import datasets
     from torch import nn
 
-__all__ = ["LM_METRICS", "evaluate_lm", "normalise_answer"]
-
-LM_METRICS = ("exact_match", "token_accuracy", "eval_loss")
+__all__ = ["evaluate_lm", "normalise_answer"]
 
 
 def normalise_answer(text: str) -> str:

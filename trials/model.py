@@ -101,22 +101,13 @@ def load_tokenizer(checkpoint: Checkpoint) -> Any:
     return tokenizer
 
 
-CAUSAL_LM = "causal-lm"
-
-
-def _auto_class(task: str) -> Any:
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    return AutoModelForCausalLM if task == CAUSAL_LM else AutoModelForSequenceClassification
-
-
 class BaseModelSource:
     """Loads the pretrained model once and hands out fresh deep copies.
 
-    A classifier (``task`` sequence-classification) gets a new head, and a causal LM
-    (``causal-lm``) keeps its LM head.
+    ``task`` (a task plug-in's name) says which head: a classifier or a tagger gets a new
+    one over ``label_names``, a causal LM keeps its LM head.
 
-    The new classification head is initialised under a fixed seed, so every trial, in
+    A new head is initialised under a fixed seed, so every trial, in
     every worker process, starts from the same weights. Weights the checkpoint lacks
     (beyond the head, which peft saves itself) are reported in ``extra_modules`` so the
     adapter saves them too and an exported adapter reproduces its scores.
@@ -130,7 +121,7 @@ class BaseModelSource:
         label_names: list[str],
         pad_token_id: int,
         seed: int = 0,
-        task: str = "sequence-classification",
+        task: str,
     ) -> None:
         self.checkpoint = checkpoint
         self.task = task
@@ -145,17 +136,14 @@ class BaseModelSource:
     def _load(self) -> nn.Module:
         import torch
 
+        from peftsearch.trials.tasks import get_task
+
         torch.manual_seed(self.seed)
-        head: dict[str, Any] = {}
-        if self.task != CAUSAL_LM:
-            head = {
-                "num_labels": self.num_labels,
-                "id2label": dict(enumerate(self.label_names)),
-                "label2id": {name: i for i, name in enumerate(self.label_names)},
-            }
+        task = get_task(self.task)
+        head = task.head_kwargs(self.label_names)
         try:
             with quiet_transformers():
-                model, info = _auto_class(self.task).from_pretrained(
+                model, info = task.model_class().from_pretrained(
                     self.checkpoint.name_or_path,
                     **head,
                     output_loading_info=True,
@@ -202,14 +190,15 @@ class BaseModelSource:
         return {**self.__dict__, "_model": None, "_tokenizer": None}
 
 
-def meta_model(
-    checkpoint: Checkpoint, *, num_labels: int, task: str = "sequence-classification"
-) -> nn.Module:
+def meta_model(checkpoint: Checkpoint, *, label_names: list[str], task: str) -> nn.Module:
     """The model built from its config on the meta device: structure, no weights."""
     import torch
     from transformers import AutoConfig
 
-    head = {} if task == CAUSAL_LM else {"num_labels": num_labels}
+    from peftsearch.trials.tasks import get_task
+
+    plugin = get_task(task)
+    head = plugin.head_kwargs(label_names)
     try:
         with quiet_transformers():
             config = AutoConfig.from_pretrained(
@@ -222,13 +211,16 @@ def meta_model(
             hint="offline? use a local model folder",
         ) from None
     with torch.device("meta"), quiet_transformers():
-        return _auto_class(task).from_config(config, trust_remote_code=checkpoint.trust_remote_code)
+        return plugin.model_class().from_config(
+            config, trust_remote_code=checkpoint.trust_remote_code
+        )
 
 
-def inspect_base_model(model: nn.Module, task: str = "sequence-classification") -> ModelInfo:
+def inspect_base_model(model: nn.Module, task: str) -> ModelInfo:
     from peftsearch.spaces import inspect_model
+    from peftsearch.trials.tasks import get_task
 
-    return inspect_model(model, task_type="CAUSAL_LM" if task == CAUSAL_LM else "SEQ_CLS")
+    return inspect_model(model, task_type=get_task(task).peft_task_type)
 
 
 def count_trainable(model: nn.Module, peft_config: dict[str, Any]) -> tuple[int, int]:

@@ -12,7 +12,6 @@ TrialStatus = Literal["COMPLETE", "FAIL", "PRUNED"]
 # The numbers a trial reports, in the order tables show them.
 MEASUREMENTS = (
     "accuracy",
-    "macro_f1",
     "trainable_params",
     "trainable_pct",
     "cost_usd",
@@ -30,8 +29,9 @@ class TrialResult:
     number: int
     method: str
     status: TrialStatus
+    task: str | None = None  # the task plug-in that scored it (trials/tasks/)
+    # the searched metric of the task (evaluation.metric): the accuracy objective
     accuracy: float | None = None
-    macro_f1: float | None = None
     trainable_params: int | None = None
     total_params: int | None = None
     trainable_pct: float | None = None
@@ -64,8 +64,9 @@ class TrialResult:
     # the saved adapter's files, on their way from the worker to the driver (never stored)
     adapter_files: dict[str, bytes] = field(default_factory=dict)
     error: str | None = None
-    # causal LMs: every metric of the last evaluation (exact_match, token_accuracy,
-    # eval_loss, perplexity, an example generation); ``accuracy`` holds the searched one
+    # every metric of the last evaluation, as the task reports them (trials/tasks/):
+    # ``metric`` names the searched one, ``score_error`` its standard error where the
+    # task measures it; a causal LM adds an example generation
     metrics: dict[str, Any] = field(default_factory=dict)
     precision: str | None = None  # fp32, bf16 or fp16, as resolved on the worker
     gradient_checkpointing: bool = False

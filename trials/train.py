@@ -1,4 +1,4 @@
-"""The training loop and evaluation of one adapter."""
+"""The training loop of one adapter (each task scores it: trials/tasks/)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,12 @@ __all__ = [
     "TrainSettings",
     "TrialDiverged",
     "autocast",
-    "evaluate",
+    "collate",
     "evaluation_mode",
+    "labelled_logits",
     "resolve_precision",
+    "rows_of",
+    "take_rows",
     "train",
 ]
 
@@ -42,7 +45,7 @@ class TrainSettings:
     seed: int = 0
     precision: str = "auto"  # auto, fp32, bf16, fp16 (see resolve_precision)
     gradient_checkpointing: bool = False
-    metric: str = "exact_match"  # causal LMs (trials/lm_eval.py); classifiers: accuracy
+    metric: str = "accuracy"  # the task's searched metric (evaluation.metric)
     max_new_tokens: int = 32
     cache_frozen_layers: bool = True  # trials/frozen_cache.py
     cache_max_mb: int = 2048  # per worker
@@ -89,8 +92,8 @@ def autocast(device: str, precision: str) -> AbstractContextManager[Any]:
 def collate(rows: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch to its longest row (dynamic padding keeps short texts cheap).
 
-    Classification rows carry one ``label``; causal-LM rows carry per-token ``labels``,
-    padded with ``IGNORE_INDEX`` so padding never counts in the loss.
+    Classification rows carry one ``label``; causal-LM and tagging rows carry per-token
+    ``labels``, padded with ``IGNORE_INDEX`` so padding never counts in the loss.
     """
     import torch
 
@@ -195,22 +198,20 @@ def train(
     return losses
 
 
-def evaluate(
+def labelled_logits(
     model: nn.Module,
     table: datasets.Dataset,
     *,
     batch_size: int,
     pad_token_id: int,
     device: str,
-    num_labels: int,
-    precision: str = "fp32",
+    precision: str,
     feed: Feed | None = None,
-) -> dict[str, float]:
-    """Accuracy and macro-F1 (the mean of per-class F1, so rare classes count)."""
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(gold labels, logits) per evaluation batch, the model in eval mode and no grads:
+    the loop a classifier's and a tagger's scoring share (trials/tasks/)."""
     import torch
 
-    predictions: list[int] = []
-    labels: list[int] = []
     with (
         evaluation_mode(model),
         torch.inference_mode(),
@@ -221,19 +222,4 @@ def evaluate(
             gold = batch.pop("labels")
             take_rows(batch, feed)
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            predictions += logits.argmax(-1).tolist()
-            labels += gold.tolist()
-    return classification_metrics(predictions, labels, num_labels)
-
-
-def classification_metrics(
-    predictions: list[int], labels: list[int], num_labels: int
-) -> dict[str, float]:
-    correct = sum(p == g for p, g in zip(predictions, labels, strict=True))
-    f1s = []
-    for c in range(num_labels):
-        tp = sum(p == c and g == c for p, g in zip(predictions, labels, strict=True))
-        fp = sum(p == c and g != c for p, g in zip(predictions, labels, strict=True))
-        fn = sum(p != c and g == c for p, g in zip(predictions, labels, strict=True))
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return {"accuracy": correct / len(labels), "macro_f1": sum(f1s) / num_labels}
+            yield gold, logits.float().cpu()

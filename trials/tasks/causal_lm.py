@@ -1,0 +1,245 @@
+"""Instruction tuning of a causal LM: a prompt in, a generated response out; scored by
+exact match of greedy generations (or token accuracy, or 1/perplexity)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from peftsearch.errors import UserError
+from peftsearch.trials.data import PreparedData, hold_out, read_table
+from peftsearch.trials.tasks._registry import (
+    CardFacts,
+    DataOptions,
+    EvalContext,
+    Metric,
+    TaskBase,
+    register_task,
+)
+
+if TYPE_CHECKING:
+    import datasets
+    from torch import nn
+
+TRAIN_COLUMNS = ["input_ids", "attention_mask", "labels"]
+
+
+class CausalLMData(DataOptions):
+    """The ``data.*`` keys a causal LM reads."""
+
+    prompt_column: str = Field("prompt", description="causal-lm: the instruction or question")
+    response_column: str = Field("response", description="causal-lm: the answer to learn")
+    prompt_template: str | None = Field(
+        None,
+        description="causal-lm: build each prompt from the row's columns, e.g. "
+        "'Review: {text}\\nFresh or rotten?' (then data.prompt_column is not read)",
+    )
+    messages_column: str | None = Field(
+        None,
+        description="causal-lm: a chat column (a list of {role, content}); the last "
+        "assistant turn is the response, the turns before it the prompt",
+    )
+
+
+class CausalLMTask(TaskBase):
+    name = "causal-lm"
+    display_name = "text generation (causal LM)"
+    pipeline_tag = "text-generation"
+    unit = "prompts"
+    peft_task_type = "CAUSAL_LM"
+    metrics = (
+        Metric("exact_match", "exact match", "greedy generation equals the response (normalised)"),
+        Metric(
+            "token_accuracy",
+            "token accuracy",
+            "teacher-forced next-token accuracy on the response",
+        ),
+        Metric("eval_loss", "1/perplexity", "response loss, scored as 1/perplexity", share=False),
+    )
+    columns = ("token_accuracy", "eval_loss", "perplexity", "example")
+    data_options = CausalLMData
+    base_model_baseline = "no adapter: the base model, zero-shot"
+
+    def check(self, config: Any) -> None:
+        data = config.data
+        if data.prompt_column == data.response_column:
+            raise ValueError(
+                f"data.prompt_column and data.response_column are both "
+                f"{data.prompt_column!r}; name two different columns"
+            )
+
+    def model_class(self) -> Any:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
+
+    def head_kwargs(self, label_names: list[str]) -> dict[str, Any]:
+        return {}  # the LM head is the checkpoint's own
+
+    def prepare(self, data: Any, *, seed: int, tokenizer: Any) -> PreparedData:
+        """Load, render (chat template where there is one), split, subsample, tokenize.
+
+        ``stats`` counts ``too_long_rows`` (a response that cannot fit ``max_length``:
+        dropped, never cut) and ``truncated_prompts`` (prompts shortened from the left).
+        """
+        import datasets
+
+        from peftsearch.trials.lm_data import encode_pairs, pairs_of
+
+        def read(split: str) -> datasets.Dataset:
+            pairs = pairs_of(
+                read_table(data, split),
+                key=f"data.{split}",
+                tokenizer=tokenizer,
+                prompt_column=data.prompt_column,
+                response_column=data.response_column,
+                messages_column=data.messages_column,
+                prompt_template=data.prompt_template,
+            )
+            return datasets.Dataset.from_dict(
+                {"prompt": [p for p, _ in pairs], "response": [r for _, r in pairs]}
+            )
+
+        def encode(table: datasets.Dataset) -> datasets.Dataset:
+            return encode_pairs(
+                list(zip(table["prompt"], table["response"], strict=True)),
+                tokenizer,
+                data.max_length,
+                stats,
+            )
+
+        train, eval = hold_out(
+            read("train"),
+            read("eval") if data.eval is not None else None,
+            fraction=data.eval_fraction,
+            seed=seed,
+            max_train=data.max_train_samples,
+            max_eval=data.max_eval_samples,
+        )
+        stats = {"too_long_rows": 0, "truncated_prompts": 0}
+        train_set, eval_set = encode(train), encode(eval)
+        if len(train_set) < 2:
+            raise UserError(
+                f"fewer than 2 usable training rows ({stats['too_long_rows']} responses "
+                f"longer than data.max_length {data.max_length})",
+                where="data.train",
+                hint="raise data.max_length",
+            )
+        if len(eval_set) == 0:
+            where = "data.eval" if data.eval else "data.train"
+            raise UserError("no usable evaluation rows", where=where)
+        test_set = encode(read("test")) if data.test is not None else None
+        return PreparedData(
+            train=train_set.select_columns(TRAIN_COLUMNS),
+            eval=eval_set,
+            label_names=[],
+            pad_token_id=int(tokenizer.pad_token_id),
+            task=self.name,
+            stats={
+                "train_rows": len(train_set),
+                "eval_rows": len(eval_set),
+                **({"test_rows": len(test_set)} if test_set is not None else {}),
+                **stats,
+            },
+            test=test_set,
+        )
+
+    def evaluate(
+        self,
+        model: nn.Module,
+        table: datasets.Dataset,
+        context: EvalContext,
+        *,
+        metric: str,
+        rung: bool = False,
+    ) -> dict[str, Any]:
+        """Rungs score teacher-forced token accuracy instead of generating: a rung only
+        ranks trials against others at the same rung, on the same metric, and token
+        accuracy on the response tracks exact match at a fraction of its cost (one
+        forward pass, not one per generated token)."""
+        from peftsearch.trials.lm_eval import evaluate_lm
+
+        assert context.tokenizer is not None, "causal-LM evaluation decodes"
+        metrics = evaluate_lm(
+            model,
+            table,
+            metric="token_accuracy" if rung and metric == "exact_match" else metric,
+            tokenizer=context.tokenizer(),
+            batch_size=context.batch_size,
+            pad_token_id=context.pad_token_id,
+            device=context.device,
+            precision=context.precision,
+            max_new_tokens=context.max_new_tokens,
+            feed=context.feed,
+            full_model=context.full_model or contextlib.nullcontext,
+        )
+        return {**metrics, "score": float(metrics.pop("accuracy"))}
+
+    def describe_data(self, data: PreparedData, metric: str) -> str:
+        words = f"prompt/response pairs, scored by {self.metric(metric).label}"
+        dropped, cut = data.stats.get("too_long_rows", 0), data.stats.get("truncated_prompts", 0)
+        if dropped or cut:
+            words += (
+                f"; {dropped} dropped (response longer than data.max_length), {cut} prompts "
+                "shortened from the left"
+            )
+        return words
+
+    def model_card(self, facts: CardFacts) -> str:
+        row, data = facts.row, facts.data
+        example = json.loads(row["example"]) if row.get("example") else {}
+        prompt = example.get("prompt", "Write your prompt here.")
+        shown = ""
+        if example:
+            shown = (
+                f"\n## An example from the evaluation set\n\n- prompt: `{prompt!r}`\n"
+                f"- generated: `{example.get('generated')!r}`\n"
+                f"- reference: `{example.get('reference')!r}`\n"
+            )
+        source = (
+            f"chat column `{data.get('messages_column')}`"
+            if data.get("messages_column")
+            else f"prompt column `{data.get('prompt_column')}`, response column "
+            f"`{data.get('response_column')}`"
+        )
+        extra = facts.load_arguments
+        scored = self.metric(row.get("metric") or "exact_match").label
+        return f"""**Task:** text generation (causal LM), scored by {scored}
+
+## Results on the evaluation set
+
+| metric | value |
+|---|---|
+{facts.results}
+{shown}
+## Data
+
+- train: `{data.get("train")}`
+- eval: `{data.get("eval") or f"{data.get('eval_fraction')} of train, held out"}`
+- {source}; at most {data.get("max_length")} tokens per prompt and response
+
+## Load it and generate
+
+```python
+{facts.plugin_import}from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+base = AutoModelForCausalLM.from_pretrained(
+    "{facts.base_model}",{extra}
+)
+model = PeftModel.from_pretrained(base, "path/to/this/folder").eval()
+tokenizer = AutoTokenizer.from_pretrained("{facts.base_model}",{extra}
+)
+# the prompt as the search rendered it (chat template and special tokens included)
+prompt = {prompt!r}
+inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+output = model.generate(**inputs, max_new_tokens={facts.max_new_tokens}, do_sample=False)
+print(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
+```
+"""
+
+
+register_task(CausalLMTask())
