@@ -226,6 +226,32 @@ class SearchConfig(_Section):
         default_factory=list,
         description="study folders whose Pareto configs are tried first, re-measured here",
     )
+    objectives: list[str] = Field(
+        default=["accuracy", "trainable_params", "cost"],
+        description="what the Pareto front trades off: accuracy (the task's metric, "
+        "evaluation.metric), trainable_params, cost; a study keeps the objectives it was "
+        "created with",
+    )
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, value: list[str]) -> list[str]:
+        from peftsearch.search.objectives import objective_names
+
+        unknown = [name for name in value if name not in objective_names()]
+        if unknown:
+            known = ", ".join(objective_names())
+            raise ValueError(f"unknown objective {unknown[0]!r}; known objectives: {known}")
+        if len(set(value)) != len(value):
+            raise ValueError("an objective is listed twice")
+        if "accuracy" not in value:
+            raise ValueError(
+                "list accuracy (the task's metric): without it the front would favour "
+                "adapters that learn nothing"
+            )
+        if len(value) < 2:
+            raise ValueError("list at least two objectives to trade off (a front needs two)")
+        return value
 
     @property
     def uses_initial_design(self) -> bool:

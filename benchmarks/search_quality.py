@@ -280,7 +280,7 @@ def replay(
     from peftsearch.search.budget import Budget, BudgetLimits
     from peftsearch.search.cost_model import CostModel
     from peftsearch.search.early_stopping import pays_off
-    from peftsearch.search.records import DIRECTIONS
+    from peftsearch.search.objectives import DEFAULT_OBJECTIVES, objectives_of
     from peftsearch.search.warm_start import enqueue_warm_start
     from peftsearch.spaces import sample_choice
     from peftsearch.trials import TrialResult
@@ -327,7 +327,8 @@ def replay(
     executor = TableExecutor(table, clock, board, free_repeats)
     with optuna_quiet():
         study = optuna.create_study(
-            directions=list(DIRECTIONS), sampler=make_sampler(sampler_name, seed, 10_000)
+            directions=[o.direction for o in objectives_of(DEFAULT_OBJECTIVES)],
+            sampler=make_sampler(sampler_name, seed, 10_000),
         )
     if warm:
         with optuna_quiet():

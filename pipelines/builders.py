@@ -132,7 +132,7 @@ def build_study(config: Config) -> optuna.Study:
     the same seed again would replay the first run's random start-up samples, and a
     second driver would train configs the first one already did.
     """
-    from peftsearch.search import make_sampler, open_study
+    from peftsearch.search import make_sampler, objectives_of, open_study
 
     s = config.search
     constrained = config.space.max_trainable_pct is not None
@@ -140,6 +140,7 @@ def build_study(config: Config) -> optuna.Study:
         s.study_name,
         config.storage_url,
         make_sampler(s.sampler, s.seed, s.n_trials, constrained=constrained),
+        objectives_of(s.objectives),
     )
     if study.trials:
         study.sampler = make_sampler(

@@ -430,7 +430,7 @@ def make_loop(
 ) -> SearchLoop:
     """Phase 6: the ask/tell loop over the space, the executor and the budget."""
     from peftsearch.results import TRIAL_ADAPTERS
-    from peftsearch.search import SearchLoop
+    from peftsearch.search import SearchLoop, objectives_of
     from peftsearch.spaces import sample_choice
     from peftsearch.trials import count_trainable
 
@@ -453,6 +453,7 @@ def make_loop(
         rungs=rungs,
         cache_frozen_layers=config.training.cache_frozen_layers,
         before_ask=build_initial_design(config, info),
+        objectives=objectives_of(config.search.objectives),
     )
 
 
@@ -550,7 +551,12 @@ def finish(
     rows = trial_rows(study)
     front = pareto_numbers(study)
     summary = {**summarize(study.study_name, rows), "baseline": baseline_of(study)}
-    extra = {"metric": config.metric, "summary": summary, **extra}
+    extra = {
+        "metric": config.metric,
+        "objectives": list(config.search.objectives),
+        "summary": summary,
+        **extra,
+    }
     write_tables(config.study_dir, rows, front, extra=extra)
     copied = copy_front_adapters(config.study_dir, front)
     if config.tracking.log_adapters:

@@ -114,6 +114,7 @@ def write_report(
     """``report.html`` with the default recommendation (most accurate on the front)."""
     from peftsearch.results.recommend import Constraints, recommend
     from peftsearch.results.report import render_report
+    from peftsearch.search.objectives import DEFAULT_OBJECTIVES, objectives_of
 
     target = out or study_dir / REPORT_FILE
     page = render_report(
@@ -126,6 +127,7 @@ def write_report(
         summary=extra.get("summary", {}),
         budget=extra.get("budget"),
         stop_reason=extra.get("stop_reason"),
+        objectives=objectives_of(extra.get("objectives") or DEFAULT_OBJECTIVES),
     )
     atomic_write(target, page)
     return target

@@ -10,6 +10,8 @@ from peftsearch.trials.result import MEASUREMENTS
 if TYPE_CHECKING:
     import optuna
 
+    from peftsearch.search.objectives import Objective
+
 __all__ = [
     "columns",
     "describe_params",
@@ -58,11 +60,24 @@ TAIL_COLUMNS = (
 )
 
 
+def objective_columns() -> tuple[str, ...]:
+    """Columns of registered objectives that are not among the shared ones."""
+    from peftsearch.search.objectives import get_objective, objective_names
+
+    wanted = (get_objective(name).column for name in objective_names())
+    return tuple(c for c in dict.fromkeys(wanted) if c not in BASE_COLUMNS)
+
+
 def columns(rows: list[dict[str, Any]] | None = None) -> tuple[str, ...]:
     """The columns of ``rows`` (trials.csv, the API's tables): the shared ones and the
-    metrics some row has, so a classifier's table carries no generation columns."""
-    shown = [c for c in metric_columns() if rows is None or any(r.get(c) is not None for r in rows)]
-    return (*BASE_COLUMNS, *shown, *TAIL_COLUMNS)
+    metrics and objectives some row has, so a classifier's table carries no generation
+    columns."""
+    shown = [
+        c
+        for c in (*objective_columns(), *metric_columns())
+        if rows is None or any(r.get(c) is not None for r in rows)
+    ]
+    return (*BASE_COLUMNS, *dict.fromkeys(shown), *TAIL_COLUMNS)
 
 
 def describe_params(summary: dict[str, Any]) -> str:
@@ -138,6 +153,7 @@ def _row(record: TrialRecord) -> dict[str, Any]:
         "test_accuracy": record.test.get("accuracy"),
         "test_rows": record.test.get("rows"),
         **{c: _cell(metrics.get(c)) for c in metric_columns()},
+        **{c: record.measurement(c) for c in objective_columns()},
         "precision": record.result.get("precision"),
         "gradient_checkpointing": record.result.get("gradient_checkpointing"),
         # blocks served from the frozen-layer cache (they ran without dropout)
@@ -153,11 +169,16 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
 
 
 def pareto_numbers(study: optuna.Study) -> list[int]:
-    """Trial numbers on the front of the study's trained trials (``front_of``)."""
-    return front_of(trial_rows(study))
+    """Trial numbers on the front of the study's trained trials (``front_of``), over the
+    objectives the study was created with."""
+    from peftsearch.search.objectives import study_objectives
+
+    return front_of(trial_rows(study), study_objectives(study))
 
 
-def front_of(rows: list[dict[str, Any]]) -> list[int]:
+def front_of(
+    rows: list[dict[str, Any]], objectives: tuple[Objective, ...] | None = None
+) -> list[int]:
     """Trained, COMPLETE trials that no trial *on the front* dominates once evaluation and
     timing noise are allowed for (the rule is in ``results/noise.py``). Failed, pruned
     and infeasible trials never enter it.
@@ -168,20 +189,22 @@ def front_of(rows: list[dict[str, Any]]) -> list[int]:
     trial of a demo went missing that way). So trials are decided once every trial that
     dominates them is: a trial joins the front unless a front member dominates it."""
     from peftsearch.results.noise import Tolerances, dominates
+    from peftsearch.search.objectives import DEFAULT_OBJECTIVES, objectives_of
 
+    objectives = objectives or objectives_of(DEFAULT_OBJECTIVES)
     trained = sorted(
         (
             r
             for r in rows
-            if r["status"] == "COMPLETE"
-            and r["accuracy"] is not None
-            and r["trainable_params"] is not None
+            if r["status"] == "COMPLETE" and all(r.get(o.column) is not None for o in objectives)
         ),
         key=lambda r: r["trial"],
     )
     tolerances = Tolerances.from_rows(rows)
     beaten_by = {
-        r["trial"]: [o["trial"] for o in trained if o is not r and dominates(o, r, tolerances)]
+        r["trial"]: [
+            o["trial"] for o in trained if o is not r and dominates(o, r, tolerances, objectives)
+        ]
         for r in trained
     }
     front: set[int] = set()

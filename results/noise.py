@@ -7,14 +7,18 @@ value keeps trials that are beaten by 4 points at equal size because they happen
 run 3 seconds faster, and a recommendation that picks 0.792 over 0.782 at 15x the
 parameters is picking noise.
 
-The rule (deterministic, from the data alone):
+The rule (deterministic, from the data alone), per objective (search/objectives.py says
+which noise each has):
 
-- Two accuracies differ **clearly** when the gap exceeds one standard error of the
-  difference, sqrt(p_a(1-p_a)/n_a + p_b(1-p_b)/n_b); otherwise they are **tied**.
+- Two accuracies (the task's metric) differ **clearly** when the gap exceeds one standard
+  error of the difference, sqrt(e_a^2 + e_b^2); otherwise they are **tied**. A score's
+  error e is what the task measured (``accuracy_se``: a bootstrap over sentences for
+  entity F1), else binomial, sqrt(p(1-p)/n).
 - Two costs differ clearly when they differ by more than ``cost_tolerance`` (relative):
   the median relative error of the cost model on this study's finished trials (which
   includes run-to-run timing noise), clamped to [5%, 25%]; 5% when nothing was estimated.
-- Trainable parameters are exact counts: any difference is clear.
+- Trainable parameters are exact counts: any difference is clear. Other objectives
+  differ clearly beyond a fixed 5% (``relative``) or at all (``exact``).
 - Trial A **dominates** B when A is nowhere worse than B beyond the noise and clearly
   better on at least one objective. This relation has no cycles but is not transitive,
   so the front is built in its order: a trained trial is on the front unless a trial on
@@ -27,18 +31,26 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["Tolerances", "accuracy_error", "dominates", "tied"]
+
+if TYPE_CHECKING:
+    from peftsearch.search.objectives import Objective
 
 MIN_COST_TOLERANCE = 0.05
 MAX_COST_TOLERANCE = 0.25
 
 
 def accuracy_error(row: dict[str, Any]) -> float | None:
-    """The standard error of a row's accuracy, from the rows it was measured on."""
+    """The standard error of a row's accuracy: the task's own measure of it where it has
+    one, else binomial over the rows it was measured on."""
     accuracy, rows = row.get("accuracy"), row.get("eval_rows")
-    if accuracy is None or not rows:
+    if accuracy is None:
+        return None
+    if row.get("accuracy_se") is not None:
+        return float(row["accuracy_se"])
+    if not rows:
         return None
     return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / rows)
 
@@ -72,18 +84,34 @@ def tied(a: dict[str, Any], b: dict[str, Any], tolerances: Tolerances) -> bool:
     return abs(a["accuracy"] - b["accuracy"]) <= tolerances.accuracy_gap(a, b)
 
 
-def dominates(a: dict[str, Any], b: dict[str, Any], tolerances: Tolerances) -> bool:
-    """``a`` is nowhere worse than ``b`` beyond the noise and clearly better somewhere."""
-    gap = tolerances.accuracy_gap(a, b)
-    slack = tolerances.cost
-    not_worse = (
-        a["accuracy"] >= b["accuracy"] - gap
-        and a["trainable_params"] <= b["trainable_params"]
-        and a["cost_usd"] <= b["cost_usd"] * (1 + slack)
-    )
-    clearly_better = (
-        a["accuracy"] > b["accuracy"] + gap
-        or a["trainable_params"] < b["trainable_params"]
-        or a["cost_usd"] * (1 + slack) < b["cost_usd"]
-    )
-    return not_worse and clearly_better
+def _beyond(
+    objective: Objective, a: dict[str, Any], b: dict[str, Any], tolerances: Tolerances
+) -> tuple[bool, bool]:
+    """(``a`` worse than ``b`` beyond the noise, ``a`` better beyond it) on one objective."""
+    x, y = float(a[objective.column]), float(b[objective.column])
+    if not objective.maximize:
+        x, y = y, x  # "a better" is now "x above y", as for a maximised objective
+    if objective.noise == "score":
+        gap = tolerances.accuracy_gap(a, b)
+        return x < y - gap, x > y + gap
+    relative = {"timing": tolerances.cost, "relative": MIN_COST_TOLERANCE}.get(objective.noise)
+    if relative is None:  # exact
+        return x < y, x > y
+    return x * (1 + relative) < y, x > y * (1 + relative)
+
+
+def dominates(
+    a: dict[str, Any],
+    b: dict[str, Any],
+    tolerances: Tolerances,
+    objectives: tuple[Objective, ...] | None = None,
+) -> bool:
+    """``a`` is nowhere worse than ``b`` beyond the noise and clearly better somewhere,
+    over ``objectives`` (default: accuracy, trainable params, cost)."""
+    from peftsearch.search.objectives import DEFAULT_OBJECTIVES, objectives_of
+
+    verdicts = [
+        _beyond(objective, a, b, tolerances)
+        for objective in objectives or objectives_of(DEFAULT_OBJECTIVES)
+    ]
+    return not any(worse for worse, _ in verdicts) and any(better for _, better in verdicts)

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from plotly.graph_objects import Figure
 
     from peftsearch.results.recommend import Recommendation
+    from peftsearch.search.objectives import Objective
 
 __all__ = ["plotted_rows", "render_report"]
 
@@ -265,32 +266,33 @@ def render_report(
     summary: dict[str, Any],
     budget: dict[str, Any] | None,
     stop_reason: str | None,
+    objectives: tuple[Objective, ...] | None = None,
 ) -> str:
+    """The page; one chart of the task's metric against each other objective."""
     import plotly.io as pio
+
+    from peftsearch.search.objectives import DEFAULT_OBJECTIVES, objectives_of
 
     front_set = set(front)
     shown = plotted_rows(rows)
     metric = metric_name(next((r for r in rows if r.get("metric")), {}))
     title_word = metric.capitalize()
     figures = [
-        _projection(
-            shown,
-            front_set,
-            "trainable_params",
-            f"{title_word} vs trainable parameters",
-            True,
-            metric,
-        ),
-        _projection(shown, front_set, "cost_usd", f"{title_word} vs cost per trial", False, metric),
-        _by_method(shown, metric),
-        _convergence(rows, metric),
+        _projection(shown, front_set, o.column, f"{title_word} vs {o.label}", o.log_scale, metric)
+        for o in objectives or objectives_of(DEFAULT_OBJECTIVES)
+        if o.column != "accuracy"
     ]
+    figures += [_by_method(shown, metric), _convergence(rows, metric)]
     example = _example(rows, recommendation)
     divs = [
         pio.to_html(f, full_html=False, include_plotlyjs=(i == 0), div_id=f"plot-{i}")
         for i, f in enumerate(figures)
     ]
     alternatives = "".join(f"<li>{html.escape(a)}</li>" for a in recommendation.alternatives)
+    pairs = [divs[i : i + 2] for i in range(0, len(divs), 2)]  # two charts a row
+    charts = "\n".join(
+        '<div class="grid">' + "".join(f"<div>{d}</div>" for d in pair) + "</div>" for pair in pairs
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{STYLE}</style></head><body>
@@ -304,8 +306,7 @@ def render_report(
 and cheaper by more than the measurement noise. Grey points are beaten; crosses were stopped
 early. Bars show one standard error of each accuracy (from the number of evaluation rows):
 trials whose bars overlap are tied. Hover for details.</p>
-<div class="grid"><div>{divs[0]}</div><div>{divs[1]}</div></div>
-<div class="grid"><div>{divs[2]}</div><div>{divs[3]}</div></div>
+{charts}
 <h2>Budget</h2>
 {_budget(summary, budget, stop_reason, metric)}
 <h2>All trials</h2>

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from peftsearch.search._loop import SearchLoop, SideJob, finished_count
 from peftsearch.search.executor import InProcessExecutor, TrialExecutor
-from peftsearch.search.records import DIRECTIONS, OBJECTIVES, TrialRecord, read_records
+from peftsearch.search.objectives import (
+    DEFAULT_OBJECTIVES,
+    Objective,
+    get_objective,
+    objectives_of,
+    register_objective,
+    study_objectives,
+    unregister_objective,
+)
+from peftsearch.search.records import TrialRecord, read_records
 from peftsearch.search.study import (
     load_existing_study,
     make_sampler,
@@ -14,10 +23,10 @@ from peftsearch.search.study import (
 from peftsearch.search.tracking import NullTracker, Tracker, TrialTracker, flatten
 
 __all__ = [
-    "DIRECTIONS",
-    "OBJECTIVES",
+    "DEFAULT_OBJECTIVES",
     "InProcessExecutor",
     "NullTracker",
+    "Objective",
     "SearchLoop",
     "SideJob",
     "Tracker",
@@ -26,9 +35,14 @@ __all__ = [
     "TrialTracker",
     "finished_count",
     "flatten",
+    "get_objective",
     "load_existing_study",
     "make_sampler",
+    "objectives_of",
     "open_study",
     "quiet_optuna",
     "read_records",
+    "register_objective",
+    "study_objectives",
+    "unregister_objective",
 ]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from peftsearch.search import records
 from peftsearch.search.cost_model import features_of
+from peftsearch.search.objectives import DEFAULT_OBJECTIVES, Objective, objectives_of, values_of
 from peftsearch.search.study import quiet_optuna
 from peftsearch.search.tracking import NullTracker, TrialTracker
 from peftsearch.trials import TrialRequest, TrialResult
@@ -90,6 +91,8 @@ class SearchLoop:
     side_jobs: list[SideJob] = field(default_factory=list)
     on_side_result: Callable[[TrialResult], None] | None = None
     before_ask: Callable[[optuna.Study], object] | None = None
+    # what the study optimises, in its values' order (search/objectives.py)
+    objectives: tuple[Objective, ...] = objectives_of(DEFAULT_OBJECTIVES)
     stop_reason: str | None = None
     _inflight: dict[int, tuple[optuna.Trial, str, _Candidate | None]] = field(default_factory=dict)
     _side: set[int] = field(default_factory=set)
@@ -226,7 +229,9 @@ class SearchLoop:
         self.tracker.close_child(run_id, "INFEASIBLE", "FINISHED")
         # Told as complete with the worst accuracy so the sampler's constraint handling
         # sees it; results and the front leave infeasible trials out.
-        self.study.tell(trial, [0.0, float(trainable), 0.0])
+        self.study.tell(
+            trial, [float(getattr(record, o.column, None) or 0.0) for o in self.objectives]
+        )
 
     def _launch(self, candidate: _Candidate) -> bool:
         trial, choice = candidate.trial, candidate.choice
@@ -298,7 +303,7 @@ class SearchLoop:
 
         records.save_result(trial, result)
         if result.status == "COMPLETE":
-            self.study.tell(trial, result.objectives())
+            self.study.tell(trial, values_of(result, self.objectives))
         else:
             state = optuna.trial.TrialState[result.status]
             self.study.tell(trial, state=state)

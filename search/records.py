@@ -1,15 +1,18 @@
 """The stored trial record: what a search keeps in Optuna for each trial, and how it reads back.
 
 Optuna stores a trial's params, values and state. peftsearch adds user attrs (the sampled
-choice, the measured result, why a trial never trained...). This module is their one
-owner: the search loop writes through the ``save_*`` functions, and results, progress,
-recovery and the budget read through ``read_records``. No other module names a key.
+choice, the measured result, why a trial never trained...) and study attrs (the baseline,
+test scores, overhead). This module is their one owner: the search loop and the run's
+phases (pipelines/) write through the ``save_*`` functions, and results, progress,
+recovery and the budget read through ``read_records`` and the ``*_of`` functions. No
+other module names a key. The values' order is the study's objectives
+(search/objectives.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
@@ -18,8 +21,6 @@ if TYPE_CHECKING:
     from peftsearch.trials import TrialResult
 
 __all__ = [
-    "DIRECTIONS",
-    "OBJECTIVES",
     "TrialRecord",
     "add_overhead",
     "baseline_of",
@@ -39,10 +40,6 @@ __all__ = [
     "save_test_score",
     "warm_start_attrs",
 ]
-
-# The study's objectives and their directions, in the order Optuna stores values.
-OBJECTIVES = ("accuracy", "trainable_params", "cost_usd")
-DIRECTIONS: tuple[Literal["maximize", "minimize"], ...] = ("maximize", "minimize", "minimize")
 
 # Trial user attrs.
 _METHOD = "method"

@@ -1,4 +1,4 @@
-"""The Optuna study: three objectives, persistent storage, a sampler fit for the space."""
+"""The Optuna study: its objectives, persistent storage, a sampler fit for the space."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from peftsearch.errors import UserError
-from peftsearch.search.records import DIRECTIONS, OBJECTIVES, constraint_of
+from peftsearch.search.objectives import DEFAULT_OBJECTIVES, Objective, objectives_of
+from peftsearch.search.records import constraint_of
 
 if TYPE_CHECKING:
     import optuna
 
 __all__ = [
-    "DIRECTIONS",
-    "OBJECTIVES",
     "load_existing_study",
     "make_sampler",
     "open_study",
@@ -76,9 +75,17 @@ def make_sampler(
     raise UserError(f"unknown sampler {name!r}", where="search.sampler")
 
 
-def open_study(name: str, storage_url: str, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
-    """Create the study, or continue it when the name exists in storage."""
+def open_study(
+    name: str,
+    storage_url: str,
+    sampler: optuna.samplers.BaseSampler,
+    objectives: tuple[Objective, ...] = objectives_of(DEFAULT_OBJECTIVES),
+) -> optuna.Study:
+    """Create the study, or continue it when the name exists in storage; its metric
+    names are the objectives' (what optuna-dashboard shows)."""
     import optuna
+
+    from peftsearch.search.objectives import study_objectives
 
     try:
         with quiet_optuna():
@@ -86,7 +93,7 @@ def open_study(name: str, storage_url: str, sampler: optuna.samplers.BaseSampler
                 study_name=name,
                 storage=storage_url,
                 sampler=sampler,
-                directions=list(DIRECTIONS),
+                directions=[o.direction for o in objectives],
                 load_if_exists=True,
             )
     except (ImportError, ValueError) as error:
@@ -95,14 +102,18 @@ def open_study(name: str, storage_url: str, sampler: optuna.samplers.BaseSampler
         raise UserError(
             f"cannot open study storage {storage_url!r}: {error}", where="storage"
         ) from None
-    if [d.name.lower() for d in study.directions] != list(DIRECTIONS):
+    stored = study_objectives(study) if study.metric_names else None
+    if [d.name.lower() for d in study.directions] != [o.direction for o in objectives] or (
+        stored is not None and stored != objectives
+    ):
+        had = ", ".join(o.name for o in stored) if stored else "other directions"
         raise UserError(
-            f"study {name!r} exists in storage with other objectives",
-            where="search.study_name",
-            hint="choose a new study name",
+            f"study {name!r} exists in storage with other objectives ({had})",
+            where="search.objectives",
+            hint="keep the study's objectives, or choose a new search.study_name",
         )
     with quiet_optuna():
-        study.set_metric_names(list(OBJECTIVES))
+        study.set_metric_names([o.name for o in objectives])
     return study
 
 

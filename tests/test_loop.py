@@ -17,7 +17,7 @@ from peftsearch.results.progress import progress_from_study
 from peftsearch.search import SearchLoop, SideJob, finished_count, read_records
 from peftsearch.search.budget import Budget, BudgetLimits, retry_allowance
 from peftsearch.search.cost_model import CostModel
-from peftsearch.search.records import DIRECTIONS
+from peftsearch.search.objectives import DEFAULT_OBJECTIVES, objectives_of
 from peftsearch.spaces import PeftChoice
 from peftsearch.trials import TrialRequest, TrialResult
 
@@ -111,7 +111,8 @@ def count(choice: PeftChoice) -> tuple[int, int]:
 
 def new_study() -> optuna.Study:
     return optuna.create_study(
-        directions=list(DIRECTIONS), sampler=optuna.samplers.RandomSampler(seed=0)
+        directions=[o.direction for o in objectives_of(DEFAULT_OBJECTIVES)],
+        sampler=optuna.samplers.RandomSampler(seed=0),
     )
 
 

@@ -7,6 +7,7 @@ from optuna.trial import TrialState
 
 from peftsearch.search import records
 from peftsearch.search.budget import spent_device_seconds
+from peftsearch.search.objectives import DEFAULT_OBJECTIVES, objectives_of, values_of
 from peftsearch.spaces import PeftChoice
 from peftsearch.trials import TrialResult
 
@@ -17,9 +18,11 @@ CHOICE = PeftChoice(
     summary={"rank": 8, "targets": "qv"},
 )
 
+DEFAULT = objectives_of(DEFAULT_OBJECTIVES)
+
 
 def study() -> optuna.Study:
-    return optuna.create_study(directions=list(records.DIRECTIONS))
+    return optuna.create_study(directions=[o.direction for o in DEFAULT])
 
 
 def result(number: int, status: str = "COMPLETE", **values: object) -> TrialResult:
@@ -45,7 +48,7 @@ def test_a_trained_trial_round_trips() -> None:
     records.save_constraint(trial, -2.5)
     measured = result(trial.number)
     records.save_result(trial, measured)
-    s.tell(trial, measured.objectives())
+    s.tell(trial, values_of(measured, DEFAULT))
 
     (record,) = records.read_records(s)
     assert record.method == "lora" and record.status == "COMPLETE"
@@ -59,7 +62,7 @@ def test_a_trained_trial_round_trips() -> None:
     back = record.to_result()
     assert back.losses == []  # the loss curve lives in MLflow, not in the study
     assert {**back.to_dict(), "losses": measured.losses} == measured.to_dict()
-    assert dict(zip(records.OBJECTIVES, record.values, strict=True))["accuracy"] == 0.8
+    assert dict(zip(DEFAULT_OBJECTIVES, record.values, strict=True))["accuracy"] == 0.8
 
 
 def test_never_trained_and_interrupted_trials_do_not_count() -> None:

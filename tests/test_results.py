@@ -15,11 +15,11 @@ from peftsearch.results import (
     trial_rows,
     write_tables,
 )
-from peftsearch.search import DIRECTIONS
+from peftsearch.search import DEFAULT_OBJECTIVES, objectives_of
 
 
 def study_with(values: list[tuple[float, float, float] | str]) -> optuna.Study:
-    study = optuna.create_study(directions=list(DIRECTIONS))
+    study = optuna.create_study(directions=[o.direction for o in objectives_of(DEFAULT_OBJECTIVES)])
     for value in values:
         trial = study.ask()
         trial.set_user_attr("method", "lora")

@@ -81,8 +81,3 @@ class TrialResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialResult:
         return cls(**data)
-
-    def objectives(self) -> list[float]:
-        """(accuracy, trainable params, cost in $), the study's three directions."""
-        assert self.accuracy is not None and self.trainable_params is not None
-        return [self.accuracy, float(self.trainable_params), self.cost_usd]
