@@ -264,8 +264,10 @@ class SearchConfig(_Section):
     def _study_folders(cls, value: list[Path]) -> list[Path]:
         folders = []
         for folder in value:
+            from peftsearch.results.study_folder import StudyFolder
+
             folder = folder.expanduser().resolve()
-            if not (folder / "config.yaml").is_file():
+            if not StudyFolder(folder).is_study():
                 raise ValueError(
                     f"{folder} is not a study folder (no config.yaml); name the "
                     "<output_dir>/<study_name> folder of an earlier `peftsearch run`"

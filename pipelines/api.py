@@ -193,15 +193,11 @@ class StudyResult:
 
     def report(self, out: str | Path | None = None) -> Path:
         """(Re)write the self-contained HTML report; returns its path."""
-        from peftsearch.results import write_report
+        from peftsearch.results import StudyFolder, report_page
 
-        return write_report(
-            self.study_dir,
-            self.config.search.study_name,
-            self.rows,
-            self.front_numbers,
-            self.extra,
-            out=Path(out) if out is not None else None,
+        page = report_page(self.config.search.study_name, self.rows, self.front_numbers, self.extra)
+        return StudyFolder(self.study_dir).write_report(
+            page, out=Path(out) if out is not None else None
         )
 
 
@@ -252,9 +248,7 @@ def run(
     a study name again continues it. ``overrides`` are ``key.path=value`` strings."""
     from peftsearch.pipelines.run import run_search
 
-    resolved = _config(config, overrides)
-    outcome = run_search(resolved, console or _console(quiet), resume=False)
-    return StudyResult(outcome.study_dir, resolved, outcome.rows, outcome.front, outcome.extra)
+    return run_search(_config(config, overrides), console or _console(quiet), resume=False)
 
 
 def resume(
@@ -269,8 +263,7 @@ def resume(
     from peftsearch.pipelines.run import run_search
 
     resolved = load_study_config(Path(study_dir), overrides)
-    outcome = run_search(resolved, console or _console(quiet), resume=True)
-    return StudyResult(outcome.study_dir, resolved, outcome.rows, outcome.front, outcome.extra)
+    return run_search(resolved, console or _console(quiet), resume=True)
 
 
 def load(study_dir: str | Path) -> StudyResult:

@@ -6,14 +6,12 @@ sections it needs and calls one constructor.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftsearch.config import Config, load_config
 from peftsearch.errors import UserError
-from peftsearch.results import CONFIG_FILE, LABELS_FILE
 
 if TYPE_CHECKING:
     import optuna
@@ -234,31 +232,21 @@ def build_warm_start(config: Config) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def write_study_files(config: Config, data: PreparedData) -> None:
-    from peftsearch.results import atomic_write
+    from peftsearch.results import StudyFolder
 
-    study_dir = config.study_dir
-    atomic_write(study_dir / CONFIG_FILE, config.to_yaml())
-    labels = {
-        "id2label": dict(enumerate(data.label_names)),
-        "label2id": {name: i for i, name in enumerate(data.label_names)},
-        "pad_token_id": data.pad_token_id,
-        "task": data.task,
-        "data": data.stats,
-    }
-    atomic_write(study_dir / LABELS_FILE, json.dumps(labels, indent=2) + "\n")
+    folder = StudyFolder(config.study_dir)
+    folder.write_config(config.to_yaml())
+    folder.write_labels(data)
 
 
 def load_study_config(study_dir: Path, overrides: list[str] | None = None) -> Config:
     """The resolved config a run left in its study folder; the folder may have moved."""
-    path = study_dir / CONFIG_FILE
-    if not path.is_file():
-        raise UserError(
-            f"not a study folder (no {CONFIG_FILE})",
-            where=str(study_dir),
-            hint="pass <output_dir>/<study_name> of a `peftsearch run`",
-        )
+    from peftsearch.results import StudyFolder
+
+    folder = StudyFolder(study_dir).require()
     return load_config(
-        path, overrides=[f"output_dir={study_dir.resolve().parent}", *(overrides or [])]
+        folder.config_file,
+        overrides=[f"output_dir={study_dir.resolve().parent}", *(overrides or [])],
     )
 
 
@@ -309,12 +297,10 @@ def describe_budget(budget: Budget, cost_model: CostModel) -> str:
 def load_results(study_dir: Path) -> tuple[Config, list[dict[str, Any]], list[int], dict[str, Any]]:
     """Config, trial rows and front from storage, plus the last run's summary, budget and
     stop reason from ``pareto.json``."""
-    from peftsearch.results import pareto_numbers, trial_rows
+    from peftsearch.results import StudyFolder, pareto_numbers, trial_rows
     from peftsearch.search import load_existing_study
 
     config = load_study_config(study_dir)
     study = load_existing_study(config.search.study_name, config.storage_url)
-    saved = study_dir / "pareto.json"
-    extra = json.loads(saved.read_text()) if saved.is_file() else {}
-    extra.pop("pareto", None)
+    extra = StudyFolder(study_dir).read_summary()
     return config, trial_rows(study), pareto_numbers(study), extra

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from peftsearch.config import Config
+    from peftsearch.pipelines.api import StudyResult
     from peftsearch.results.progress import SearchProgress
     from peftsearch.search import SearchLoop, SideJob, TrialExecutor, TrialTracker
     from peftsearch.search.budget import Budget
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Inputs",
-    "SearchOutcome",
     "baseline_request",
     "describe_executor",
     "drive",
@@ -65,16 +65,6 @@ __all__ = [
     "start_progress",
     "start_ray",
 ]
-
-
-@dataclass
-class SearchOutcome:
-    study_dir: Path
-    rows: list[dict[str, Any]]
-    front: list[int]
-    wall_seconds: float
-    stop_reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -429,7 +419,7 @@ def make_loop(
     rungs: tuple[int, ...],
 ) -> SearchLoop:
     """Phase 6: the ask/tell loop over the space, the executor and the budget."""
-    from peftsearch.results import TRIAL_ADAPTERS
+    from peftsearch.results import StudyFolder
     from peftsearch.search import SearchLoop, objectives_of
     from peftsearch.spaces import sample_choice
     from peftsearch.trials import count_trainable
@@ -441,7 +431,7 @@ def make_loop(
         executor=executor,
         sample=lambda trial: sample_choice(trial, methods, info),
         n_trials=config.search.n_trials,
-        adapter_root=config.study_dir / TRIAL_ADAPTERS,
+        adapter_root=StudyFolder(config.study_dir).trial_adapters,
         count_params=lambda choice: count_trainable(meta, choice.peft_config),
         num_layers=info.num_layers,
         max_steps=config.training.max_steps,
@@ -494,7 +484,7 @@ def score_on_test(
     It runs after the search, so the test set never guides a choice. Each scoring is
     device time: it is charged, and skipped when the budget has no room left for it.
     """
-    from peftsearch.results import TRIAL_ADAPTERS, pareto_numbers
+    from peftsearch.results import StudyFolder, pareto_numbers
     from peftsearch.search import read_records
     from peftsearch.search.records import save_test_score
     from peftsearch.trials import TrialRequest
@@ -507,8 +497,8 @@ def score_on_test(
     todo = [n for n in pareto_numbers(study) if n not in scored]
     skipped = 0
     for number in todo:
-        folder = config.study_dir / TRIAL_ADAPTERS / str(number)
-        if not (folder / "adapter_config.json").is_file():
+        folder = StudyFolder(config.study_dir)
+        if not folder.has_adapter(number):
             continue
         estimate = 0.0
         if cost_model is not None:
@@ -517,7 +507,9 @@ def score_on_test(
             skipped += 1
             continue
         # the adapter travels to the worker: its disk need not hold the study folder
-        request = TrialRequest(number, "test", {}, 0.0, None, score_adapter=read_folder(folder))
+        request = TrialRequest(
+            number, "test", {}, 0.0, None, score_adapter=read_folder(folder.trial_adapter(number))
+        )
         result = run_charged(study, executor, request, budget)
         if result.status == "COMPLETE":
             save_test_score(study, number, result)
@@ -534,20 +526,14 @@ def finish(
     parent_run_id: str,
     wall: float,
     extra: dict[str, Any],
-) -> SearchOutcome:
+) -> StudyResult:
     """Phase 8: tables, front adapters, report; all of it logged to the parent run."""
-    from peftsearch.results import (
-        REPORT_FILE,
-        copy_front_adapters,
-        pareto_numbers,
-        summarize,
-        trial_rows,
-        write_report,
-        write_tables,
-    )
+    from peftsearch.pipelines.api import StudyResult
+    from peftsearch.results import StudyFolder, pareto_numbers, report_page, summarize, trial_rows
     from peftsearch.search import read_records
     from peftsearch.search.records import baseline_of
 
+    folder = StudyFolder(config.study_dir)
     rows = trial_rows(study)
     front = pareto_numbers(study)
     summary = {**summarize(study.study_name, rows), "baseline": baseline_of(study)}
@@ -555,28 +541,22 @@ def finish(
         "metric": config.metric,
         "objectives": list(config.search.objectives),
         "summary": summary,
+        "wall_seconds": wall,
         **extra,
     }
-    write_tables(config.study_dir, rows, front, extra=extra)
-    copied = copy_front_adapters(config.study_dir, front)
+    folder.write_tables(rows, front, extra)
+    copied = folder.copy_front_adapters(front)
     if config.tracking.log_adapters:
         run_ids = {r.number: r.run_id for r in read_records(study)}
-        for number, folder in copied.items():
+        for number, adapter in copied.items():
             if run_ids.get(number):
-                tracker.log_artifacts(str(run_ids[number]), folder, "adapter")
-    write_report(config.study_dir, study.study_name, rows, front, extra)
+                tracker.log_artifacts(str(run_ids[number]), adapter, "adapter")
+    folder.write_report(report_page(study.study_name, rows, front, extra))
     budget = {f"budget_{k}": v for k, v in (extra.get("budget") or {}).items()}
     metrics = {k: v for k, v in {**summary, **budget}.items() if isinstance(v, int | float)}
-    files = [config.study_dir / n for n in ("pareto.json", "pareto.csv", "trials.csv", REPORT_FILE)]
-    tracker.finish_parent(parent_run_id, metrics, {"stop_reason": extra["stop_reason"]}, files)
-    return SearchOutcome(
-        study_dir=config.study_dir,
-        rows=rows,
-        front=front,
-        wall_seconds=wall,
-        stop_reason=extra["stop_reason"],
-        extra=extra,
-    )
+    tags = {"stop_reason": extra["stop_reason"]}
+    tracker.finish_parent(parent_run_id, metrics, tags, folder.result_files)
+    return StudyResult(config.study_dir, config, rows, front, extra)
 
 
 def start_ray(config: Config) -> RaySession | None:
@@ -589,7 +569,7 @@ def start_ray(config: Config) -> RaySession | None:
     return RaySession(config.resources.ray_address).start()
 
 
-def run_search(config: Config, console: Console, *, resume: bool = False) -> SearchOutcome:
+def run_search(config: Config, console: Console, *, resume: bool = False) -> StudyResult:
     """Run (or continue, or resume) the search a config describes."""
     started = time.perf_counter()
     session = start_ray(config)
@@ -606,7 +586,7 @@ def _search(
     resume: bool,
     started: float,
     session: RaySession | None,
-) -> SearchOutcome:
+) -> StudyResult:
     inputs = load_inputs(config, console)
     study = build_study(config)
     tracker = build_tracker(config)

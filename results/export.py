@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftsearch.errors import UserError
-from peftsearch.results.files import LABELS_FILE, TRIAL_ADAPTERS
+from peftsearch.results.study_folder import LABELS_FILE, StudyFolder
 
 if TYPE_CHECKING:
     from peftsearch.trials import Checkpoint
@@ -164,8 +164,9 @@ def export_adapter(
     """
 
     number = row["trial"]
-    source = study_dir / TRIAL_ADAPTERS / str(number)
-    if row["status"] != "COMPLETE" or not (source / "adapter_config.json").is_file():
+    folder = StudyFolder(study_dir)
+    source = folder.trial_adapter(number)
+    if row["status"] != "COMPLETE" or not folder.has_adapter(number):
         raise UserError(
             f"trial {number} has no saved adapter (status {row['status']})", where="--trial"
         )
@@ -173,8 +174,7 @@ def export_adapter(
         raise UserError(
             "the folder is not empty", where=str(out), hint="pass --force to replace it"
         )
-    labels_path = study_dir / LABELS_FILE
-    meta = json.loads(labels_path.read_text())
+    meta = folder.read_labels()
     adapter_config = json.loads((source / "adapter_config.json").read_text())
     peft_type = str(adapter_config.get("peft_type", "")).upper()
     if merge and not _mergeable(row["method"]):

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from peftsearch.results.recommend import Recommendation
     from peftsearch.search.objectives import Objective
 
-__all__ = ["plotted_rows", "render_report"]
+__all__ = ["plotted_rows", "render_report", "report_page"]
 
 GREY = "#b0b0b0"
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
@@ -313,3 +313,25 @@ trials whose bars overlap are tied. Hover for details.</p>
 {_table(rows, front_set)}
 </body></html>
 """
+
+
+def report_page(
+    study_name: str, rows: list[dict[str, Any]], front: list[int], extra: dict[str, Any]
+) -> str:
+    """``report.html`` with the default recommendation (most accurate on the front);
+    ``extra`` is what ``pareto.json`` holds beside the front."""
+    from peftsearch.results.recommend import Constraints, recommend
+    from peftsearch.search.objectives import DEFAULT_OBJECTIVES, objectives_of
+
+    return render_report(
+        title=f"peftsearch study '{study_name}'",
+        rows=rows,
+        front=front,
+        recommendation=recommend(
+            rows, front, Constraints(), baseline=extra.get("summary", {}).get("baseline")
+        ),
+        summary=extra.get("summary", {}),
+        budget=extra.get("budget"),
+        stop_reason=extra.get("stop_reason"),
+        objectives=objectives_of(extra.get("objectives") or DEFAULT_OBJECTIVES),
+    )

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import optuna
 import pytest
 
-from peftsearch.results import (
-    copy_front_adapters,
-    front_title,
-    pareto_numbers,
-    trial_rows,
-    write_tables,
-)
+from peftsearch.results import StudyFolder, front_title, pareto_numbers, trial_rows
 from peftsearch.search import DEFAULT_OBJECTIVES, objectives_of
 
 
@@ -70,17 +63,54 @@ def test_front_is_counted_against_the_complete_trials() -> None:
     assert front_title(rows[:2], 2) == "Pareto front: 2 of 2 complete trials"
 
 
-def test_rows_and_files(tmp_path: Path) -> None:
+def test_the_study_folder_round_trips(tmp_path: Path) -> None:
+    """What StudyFolder writes it reads back; every write is whole (no temp files), and
+    the files have the names the README promises."""
+    from types import SimpleNamespace
+
+    from peftsearch.errors import UserError
+
     study = study_with([(0.9, 10, 0.1), (0.8, 20, 0.2), "FAIL"])
     rows = trial_rows(study)
     assert [r["status"] for r in rows] == ["COMPLETE", "COMPLETE", "FAIL"]
     assert rows[0]["params"] == "rank=8" and rows[0]["lr"] == pytest.approx(1e-3)
     assert rows[2]["error"] == "boom"
     front = pareto_numbers(study)
-    write_tables(tmp_path, rows, front, extra={"summary": {"trials": 3}})
-    payload = json.loads((tmp_path / "pareto.json").read_text())
-    assert [r["trial"] for r in payload["pareto"]] == [0] and payload["summary"] == {"trials": 3}
-    assert (tmp_path / "trials.csv").read_text().count("\n") == 4
+    folder = StudyFolder(tmp_path)
+    with pytest.raises(UserError, match="not a study folder"):
+        folder.require()
+    assert folder.read_summary() == {} and folder.read_front_rows() == []
+
+    folder.write_config("model: {}\n")
+    data = SimpleNamespace(
+        label_names=["neg", "pos"], pad_token_id=0, task="sequence-classification", stats={"a": 1}
+    )
+    folder.write_labels(data)  # type: ignore[arg-type]
+    extra = {"summary": {"trials": 3}, "metric": "accuracy", "stop_reason": "trials: done"}
+    folder.write_tables(rows, front, extra)
+    page = folder.write_report("<html></html>")
+
+    assert folder.require() is folder and folder.config_file.read_text() == "model: {}\n"
+    assert folder.read_labels() == {
+        "id2label": {"0": "neg", "1": "pos"},
+        "label2id": {"neg": 0, "pos": 1},
+        "pad_token_id": 0,
+        "task": "sequence-classification",
+        "data": {"a": 1},
+    }
+    assert folder.read_summary() == extra
+    assert [r["trial"] for r in folder.read_front_rows()] == [0]
+    table = folder.read_trials()
+    assert [int(r["trial"]) for r in table] == [0, 1, 2] and table[0]["accuracy"] == "0.9"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.yaml",
+        "labels.json",
+        "pareto.csv",
+        "pareto.json",
+        "report.html",
+        "trials.csv",
+    ]
+    assert page == folder.report_file and set(folder.result_files) <= set(tmp_path.iterdir())
     assert not list(tmp_path.glob(".*"))  # no temp files left behind
 
 
@@ -88,6 +118,8 @@ def test_front_adapters_replace_the_old_set(tmp_path: Path) -> None:
     for n in (0, 1, 2):
         (tmp_path / "trial_adapters" / str(n)).mkdir(parents=True)
         (tmp_path / "trial_adapters" / str(n) / "adapter_config.json").write_text("{}")
-    copy_front_adapters(tmp_path, [0, 2])
-    copy_front_adapters(tmp_path, [1])
+    folder = StudyFolder(tmp_path)
+    folder.copy_front_adapters([0, 2])
+    folder.copy_front_adapters([1])
+    assert folder.has_adapter(2) and not folder.has_adapter(3)
     assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == ["1"]
