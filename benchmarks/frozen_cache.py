@@ -92,7 +92,7 @@ def measure(steps: int, seeds: int) -> dict[str, Any]:
         build_model_source,
         build_settings,
     )
-    from peftsearch.trials import TrialRequest, TrialRunner
+    from peftsearch.trials import TrialJob, TrialRunner
 
     torch.set_num_threads(1)
     runs: dict[str, dict[str, list[Any]]] = {s: {} for s in SUBSETS}
@@ -114,7 +114,7 @@ def measure(steps: int, seeds: int) -> dict[str, Any]:
                     num_threads=1,
                 )
             for subset in SUBSETS:
-                request = TrialRequest(0, "lora", lora(info, subset), 3e-3, None, rungs=rungs)
+                request = TrialJob(0, "lora", lora(info, subset), 3e-3, None, rungs=rungs)
                 for arm, cache in (("full", False), ("cold", True), ("warm", True)):
                     result = runners[cache].run(request)
                     assert result.status == "COMPLETE", result.error

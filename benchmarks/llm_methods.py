@@ -49,7 +49,7 @@ def main() -> None:
         build_settings,
     )
     from peftsearch.spaces import get_method
-    from peftsearch.trials import TrialRequest, TrialRunner
+    from peftsearch.trials import TrialJob, TrialRunner
     from peftsearch.trials.lm_eval import evaluate_lm
 
     torch.set_num_threads(args.threads)
@@ -77,7 +77,7 @@ def main() -> None:
         steps: dict[str, float] = {}
         for method in METHODS:
             peft_config = get_method(method).calibration_config(info)
-            result = runner.run(TrialRequest(0, method, peft_config, 1e-3, None))
+            result = runner.run(TrialJob(0, method, peft_config, 1e-3, None))
             if result.status != "COMPLETE":
                 print(f"{method}: {result.status} {result.error}")
                 continue

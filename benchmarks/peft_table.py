@@ -293,10 +293,10 @@ def measure(dataset: str, out: Path, limit: int | None, workers: int) -> None:
         build_model_source,
         build_settings,
     )
-    from peftsearch.search.ray_executor import RayExecutor, WorkerSetup
+    from peftsearch.search.ray_executor import RayExecutor
     from peftsearch.search.ray_session import ray_session
     from peftsearch.spaces import sample_choice
-    from peftsearch.trials import TrialRequest
+    from peftsearch.trials import TrialJob, WorkerSetup
 
     with tempfile.TemporaryDirectory(prefix="peft-table-") as temp:
         config = parse_config(table_config(dataset, Path(temp)))
@@ -335,7 +335,7 @@ def measure(dataset: str, out: Path, limit: int | None, workers: int) -> None:
             try:
                 for number, (_, choice) in choices.items():
                     executor.submit(
-                        TrialRequest(
+                        TrialJob(
                             number,
                             choice.method,
                             choice.peft_config,

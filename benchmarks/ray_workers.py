@@ -16,9 +16,9 @@ import time
 
 from peftsearch.config import parse_config
 from peftsearch.pipelines.builders import build_data, build_model_source, build_settings
-from peftsearch.search.ray_executor import RayExecutor, WorkerSetup
+from peftsearch.search.ray_executor import RayExecutor
 from peftsearch.search.ray_session import ray_session
-from peftsearch.trials import TrialRequest
+from peftsearch.trials import TrialJob, WorkerSetup
 
 LORA = {
     "peft_type": "LORA",
@@ -32,7 +32,7 @@ LORA = {
 def run_all(executor: RayExecutor, n: int, first: int = 0) -> tuple[float, list]:
     start = time.perf_counter()
     for number in range(first, first + n):
-        executor.submit(TrialRequest(number, "lora", LORA, 5e-3, None))
+        executor.submit(TrialJob(number, "lora", LORA, 5e-3, None))
     results = []
     while batch := executor.wait():
         results += batch

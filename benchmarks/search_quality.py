@@ -161,13 +161,14 @@ class TableExecutor:
             request.number,
             request.method,
             "COMPLETE",
+            job=request.key,
             trainable_params=row.trainable_params,
             total_params=row.total_params,
             trainable_pct=100 * row.trainable_params / row.total_params,
             setup_seconds=row.setup_seconds,
         )
         self.clock.now += row.setup_seconds
-        total = request.max_steps or STEPS
+        total = STEPS
         for step in range(1, total + 1):
             self.clock.now += row.step_seconds
             deadline.record_step(row.step_seconds)
@@ -273,15 +274,15 @@ def replay(
     from peftsearch.pipelines.builders import (
         build_early_stopping,
         build_initial_design,
+        build_rungs,
         build_space_fits,
     )
     from peftsearch.results import front_of, trial_rows
     from peftsearch.search import SearchLoop, make_sampler
     from peftsearch.search.budget import Budget, BudgetLimits
     from peftsearch.search.cost_model import CostModel
-    from peftsearch.search.early_stopping import pays_off
+    from peftsearch.search.first_configs import enqueue_warm_start
     from peftsearch.search.objectives import DEFAULT_OBJECTIVES, objectives_of
-    from peftsearch.search.warm_start import enqueue_warm_start
     from peftsearch.spaces import sample_choice
     from peftsearch.trials import TrialResult
 
@@ -314,22 +315,20 @@ def replay(
         EVAL_ROWS,
         EVAL_ROWS,
     )
-    # the product's early-stopping defaults, as a search of this table would build them,
-    # off (as the product has it) when the budget affords too few trials for them to pay
-    rungs, board = build_early_stopping(config, EVAL_ROWS) if early else ((), None)
-    stopping = config.search.early_stopping
-    if not pays_off(
-        budget.trials_in_reach(cost_model.typical(STEPS), slots=1),
-        stopping.eta,
-        stopping.min_trials,
-    ):
-        rungs, board = (), None
-    executor = TableExecutor(table, clock, board, free_repeats)
     with optuna_quiet():
         study = optuna.create_study(
             directions=[o.direction for o in objectives_of(DEFAULT_OBJECTIVES)],
             sampler=make_sampler(sampler_name, seed, 10_000),
         )
+    # the product's early-stopping defaults and rung policy, as a search of this table
+    # builds them: off when the budget affords too few trials for them to pay
+    rungs, board = build_early_stopping(config, EVAL_ROWS) if early else ((), None)
+    replay = config.model_copy(
+        update={"search": config.search.model_copy(update={"n_trials": max_trials})}
+    )
+    rungs, _ = build_rungs(replay, study, rungs, budget, cost_model, slots=1)
+    board = board if rungs else None
+    executor = TableExecutor(table, clock, board, free_repeats)
     if warm:
         with optuna_quiet():
             enqueue_warm_start(study, warm, list(options), build_space_fits(config, info))
@@ -502,7 +501,7 @@ def live_runner(dataset: str, num_threads: int = 1) -> Iterator[Any]:
         build_settings,
     )
     from peftsearch.spaces import sample_choice
-    from peftsearch.trials import TrialRequest, TrialRunner
+    from peftsearch.trials import TrialJob, TrialRunner
 
     with tempfile.TemporaryDirectory() as temp, warnings.catch_warnings():
         # the grid spans the wider learning-rate ranges the table was measured with, so
@@ -524,7 +523,7 @@ def live_runner(dataset: str, num_threads: int = 1) -> Iterator[Any]:
 
         def measure(params: dict[str, Any]) -> float:
             choice = sample_choice(optuna.trial.FixedTrial(params), options, info)
-            request = TrialRequest(
+            request = TrialJob(
                 0, choice.method, choice.peft_config, choice.learning_rate, None, rungs=rungs
             )
             return runner.run(request).accuracy or 0.0

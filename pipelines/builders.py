@@ -6,7 +6,8 @@ sections it needs and calls one constructor.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,26 +18,37 @@ if TYPE_CHECKING:
     import optuna
     from torch import nn
 
-    from peftsearch.search import TrialExecutor, TrialTracker
+    from peftsearch.search import SearchLoop, TrialExecutor, TrialTracker
     from peftsearch.search.budget import Budget
     from peftsearch.search.cost_model import CostModel
     from peftsearch.search.early_stopping import RungBoard
+    from peftsearch.search.ray_session import RaySession
     from peftsearch.spaces import ModelInfo
-    from peftsearch.trials import BaseModelSource, Checkpoint, PreparedData, TrainSettings
+    from peftsearch.trials import (
+        BaseModelSource,
+        Checkpoint,
+        PreparedData,
+        TrainSettings,
+        WorkerSetup,
+    )
 
 __all__ = [
     "build_budget",
     "build_checkpoint",
     "build_data",
     "build_early_stopping",
+    "build_executor",
     "build_initial_design",
+    "build_loop",
     "build_model_info",
     "build_model_source",
+    "build_rungs",
     "build_settings",
     "build_space_fits",
     "build_study",
     "build_tracker",
     "build_warm_start",
+    "build_worker_setup",
     "describe_budget",
     "load_results",
     "load_study_config",
@@ -111,6 +123,123 @@ def build_model_source(config: Config, data: PreparedData) -> BaseModelSource:
     )
 
 
+def build_worker_setup(config: Config, data: PreparedData) -> tuple[WorkerSetup, float]:
+    """What every worker builds its runner from, and the GPUs each trial takes: with
+    Ray, ``resources.cpus_per_trial`` threads and share of a priced device; in process,
+    every core (``training.num_threads``) and the whole device."""
+    import os
+
+    import torch
+
+    from peftsearch.trials import WorkerSetup
+    from peftsearch.trials.cost import device_share
+
+    resources = config.resources
+    cuda = torch.cuda.is_available() and config.training.device != "cpu"
+    gpus = resources.gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 if cuda else 0.0
+    if resources.use_ray:
+        threads = config.training.num_threads or max(1, int(resources.cpus_per_trial))
+        kind, cpus, share_of_gpu = ("cuda" if gpus > 0 else "cpu"), resources.cpus_per_trial, gpus
+    else:
+        threads = config.training.num_threads
+        kind, cpus, share_of_gpu = ("cuda" if cuda else "cpu"), threads or os.cpu_count() or 1, 1.0
+    share = device_share(
+        kind, cpus=cpus, gpus=share_of_gpu, vcpus_per_cpu_price=config.cost.vcpus_per_cpu_price
+    )
+    setup = WorkerSetup(
+        source=build_model_source(config, data),
+        settings=build_settings(config),
+        device=config.training.device,
+        usd_per_device_hour=config.cost.usd_per_device_hour,
+        num_threads=threads,
+        device_share=share,
+    )
+    return setup, gpus
+
+
+@contextlib.contextmanager
+def build_executor(
+    config: Config,
+    data: PreparedData,
+    board: RungBoard | None,
+    session: RaySession | None = None,
+) -> Iterator[TrialExecutor]:
+    """Ray workers by default; in-process when ``resources.use_ray`` is false.
+    ``session``: Ray, started early (pipelines/run.py ``start_ray``); closed here."""
+    from peftsearch.search import InProcessExecutor
+
+    setup, gpus = build_worker_setup(config, data)
+    if not config.resources.use_ray:
+        executor = InProcessExecutor(setup.runner(data), board)
+        try:
+            yield executor
+        finally:
+            executor.close()
+        return
+
+    from peftsearch.search.ray_executor import RayExecutor
+    from peftsearch.search.ray_session import ray_session
+
+    resources = config.resources
+    with ray_session(resources.ray_address, session):
+        ray_executor = RayExecutor(
+            setup,
+            data,
+            cpus_per_trial=resources.cpus_per_trial,
+            gpus_per_trial=gpus,
+            max_concurrent=resources.max_concurrent_trials,
+            board=board,
+        )
+        try:
+            yield ray_executor
+        finally:
+            ray_executor.close()
+
+
+def build_loop(
+    config: Config,
+    study: optuna.Study,
+    executor: TrialExecutor,
+    info: ModelInfo,
+    meta: nn.Module,
+    tracker: TrialTracker,
+    parent_run_id: str,
+    *,
+    budget: Budget | None,
+    cost_model: CostModel | None,
+    rungs: tuple[int, ...],
+) -> SearchLoop:
+    """The ask/tell loop over the space, the executor and the budget; ``meta`` (the
+    weightless model) counts each config's trainable parameters before it trains."""
+    from peftsearch.results import StudyFolder
+    from peftsearch.search import SearchLoop, objectives_of
+    from peftsearch.spaces import sample_choice
+    from peftsearch.trials import count_trainable
+
+    methods = config.method_options()
+    return SearchLoop(
+        study=study,
+        executor=executor,
+        sample=lambda trial: sample_choice(trial, methods, info),
+        n_trials=config.search.n_trials,
+        adapter_root=StudyFolder(config.study_dir).trial_adapters,
+        count_params=lambda choice: count_trainable(meta, choice.peft_config),
+        num_layers=info.num_layers,
+        max_steps=config.training.max_steps,
+        tracker=tracker,
+        parent_run_id=parent_run_id,
+        budget=budget,
+        cost_model=cost_model,
+        max_trainable_pct=config.space.max_trainable_pct,
+        rungs=rungs,
+        cache_frozen_layers=config.training.cache_frozen_layers,
+        before_ask=build_initial_design(config, info),
+        objectives=objectives_of(config.search.objectives),
+    )
+
+
 def build_checkpoint(config: Config) -> Checkpoint:
     from peftsearch.trials import Checkpoint
 
@@ -178,6 +307,29 @@ def build_early_stopping(
     return rungs, RungBoard(early.eta, early.min_trials, accuracy_noise(eval_rows))
 
 
+def build_rungs(
+    config: Config,
+    study: Any,
+    rungs: tuple[int, ...],
+    budget: Budget | None,
+    cost_model: CostModel | None,
+    slots: int,
+) -> tuple[tuple[int, ...], str | None]:
+    """The rungs for this run, or none when it has too few trials for early stopping to
+    pay for its rung evaluations (``search.early_stopping.rungs_that_pay``), with the line
+    that says so. The benchmarks' replay calls this too."""
+    from peftsearch.search import finished_count
+    from peftsearch.search.early_stopping import rungs_that_pay
+
+    trials, limit = float(config.search.n_trials - finished_count(study)), "search.n_trials"
+    if budget is not None and cost_model is not None:
+        reach = budget.trials_in_reach(cost_model.typical(config.training.max_steps), slots)
+        if reach < trials:
+            trials, limit = reach, "the budget"
+    early = config.search.early_stopping
+    return rungs_that_pay(rungs, trials, limit, early.eta, early.min_trials)
+
+
 def build_space_fits(config: Config, info: ModelInfo) -> Callable[[dict[str, Any]], bool]:
     """Whether Optuna params are a config this space can express for the model."""
     import warnings
@@ -203,7 +355,7 @@ def build_space_fits(config: Config, info: ModelInfo) -> Callable[[dict[str, Any
 def build_initial_design(config: Config, info: ModelInfo) -> Callable[[optuna.Study], bool] | None:
     """The loop's ``before_ask``: queues the initial design one config at a time; None
     when ``search.initial_design`` is off (by default for the random and nsga2 samplers)."""
-    from peftsearch.search.warm_start import enqueue_initial_design
+    from peftsearch.search.first_configs import enqueue_initial_design
     from peftsearch.spaces import initial_design
 
     if not config.search.uses_initial_design:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peftsearch.results.console import front_table, front_title, trial_line
+from peftsearch.results.console import baseline_line, front_table, front_title, trial_line
 from peftsearch.results.export import export_adapter
 from peftsearch.results.front import columns, display_name, front_of, pareto_numbers, trial_rows
 from peftsearch.results.recommend import Constraints, Recommendation, recommend
@@ -14,6 +14,7 @@ __all__ = [
     "Recommendation",
     "StudyFolder",
     "atomic_write",
+    "baseline_line",
     "columns",
     "display_name",
     "export_adapter",

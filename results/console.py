@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-__all__ = ["front_table", "front_title", "trial_line"]
+__all__ = ["baseline_line", "front_table", "front_title", "trial_line"]
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -74,3 +74,14 @@ def trial_line(result: Any, done: int, total: int) -> str:
         f"{result.trainable_params:,} trainable ({result.trainable_pct:.2f}%), "
         f"${result.cost_usd:.4f}, {result.wall_seconds:.0f} s"
     )
+
+
+def baseline_line(baseline: dict[str, Any], metric: str) -> str:
+    """``Without an adapter: accuracy 0.532 (no adapter: always 'pos').``: the best of
+    the study's no-adapter baselines."""
+    from peftsearch.trials.tasks import metric_label
+
+    if not baseline:
+        return "Without an adapter: not measured."
+    best = max(baseline.values(), key=lambda b: b["accuracy"])
+    return f"Without an adapter: {metric_label(metric)} {best['accuracy']:.3f} ({best['method']})."

@@ -157,6 +157,18 @@ class StudyFolder:
         payload = {**extra, "pareto": front_rows}
         atomic_write(self.path / PARETO_JSON, json.dumps(payload, indent=2, default=str) + "\n")
 
+    def write_results(
+        self, study_name: str, rows: list[dict[str, Any]], front: list[int], extra: dict[str, Any]
+    ) -> dict[int, Path]:
+        """What a finished run leaves: the tables, the front's adapters and the report;
+        returns the front's adapter folders by trial."""
+        from peftsearch.results.report import report_page
+
+        self.write_tables(rows, front, extra)
+        copied = self.copy_front_adapters(front)
+        self.write_report(report_page(study_name, rows, front, extra))
+        return copied
+
     def write_report(self, page: str, out: Path | None = None) -> Path:
         target = out or self.report_file
         atomic_write(target, page)

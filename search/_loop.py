@@ -14,7 +14,7 @@ from peftsearch.search.cost_model import features_of
 from peftsearch.search.objectives import DEFAULT_OBJECTIVES, Objective, objectives_of, values_of
 from peftsearch.search.study import quiet_optuna
 from peftsearch.search.tracking import NullTracker, TrialTracker
-from peftsearch.trials import TrialRequest, TrialResult
+from peftsearch.trials import Job, TrialJob, TrialResult
 
 if TYPE_CHECKING:
     import optuna
@@ -37,12 +37,14 @@ def finished_count(study: optuna.Study) -> int:
 @dataclass(frozen=True)
 class SideJob:
     """Work outside the trials (the baseline) that runs on a trial slot; its result goes
-    to ``SearchLoop.on_side_result``, not to the study. With a budget it starts beside
-    the first trials and holds ``estimate`` device-seconds (``Budget.hold``) until it
-    ends, so the trials never spend what it needs. Without one it waits for a slot the
-    last trials leave idle, so it never holds a trial back."""
+    to ``on_result``, not to the study. With a budget it starts beside the first trials
+    and holds ``estimate`` device-seconds (``Budget.hold``) until it ends, so the trials
+    never spend what it needs; the loop charges what it used. Without one it waits for
+    a slot the last trials leave idle, so it never holds a trial back. One that does not
+    fit the budget is dropped: ``on_result`` gets None."""
 
-    request: TrialRequest
+    job: Job
+    on_result: Callable[[TrialResult | None], None]
     estimate: float = 0.0
 
 
@@ -89,13 +91,12 @@ class SearchLoop:
     rungs: tuple[int, ...] = ()
     cache_frozen_layers: bool = False  # the workers' frozen-layer cache (cost estimates)
     side_jobs: list[SideJob] = field(default_factory=list)
-    on_side_result: Callable[[TrialResult], None] | None = None
     before_ask: Callable[[optuna.Study], object] | None = None
     # what the study optimises, in its values' order (search/objectives.py)
     objectives: tuple[Objective, ...] = objectives_of(DEFAULT_OBJECTIVES)
     stop_reason: str | None = None
     _inflight: dict[int, tuple[optuna.Trial, str, _Candidate | None]] = field(default_factory=dict)
-    _side: set[int] = field(default_factory=set)
+    _side: dict[str, SideJob] = field(default_factory=dict)
 
     @property
     def running(self) -> int:
@@ -134,27 +135,27 @@ class SearchLoop:
             if not self.running:
                 break
             for result in self.executor.wait():
-                if result.number in self._side:
-                    self._side.discard(result.number)
-                    if self.budget is not None:
-                        self.budget.release(result.number, result.device_seconds)
-                    if self.on_side_result is not None:
-                        self.on_side_result(result)
+                side = self._side.pop(result.job, None)
+                if side is None:
+                    self._finish(result)
                     continue
-                self._finish(result)
+                if self.budget is not None:
+                    self.budget.release(result.job, result.device_seconds)
+                side.on_result(result)
         if pending is not None:
             self._not_launched(pending)
         return self.stop_reason or "trials: nothing left to run"
 
     def _start_side_jobs(self) -> None:
         """Side jobs take the free slots (see ``SideJob``); with a budget each holds its
-        estimate, and one that does not fit is dropped (it never reaches on_side_result,
-        so the caller can tell it did not run)."""
+        estimate, and one that does not fit is dropped."""
         while self.side_jobs and self.running < self.executor.slots:
-            job = self.side_jobs.pop(0)
-            if self.budget is None or self.budget.hold(job.request.number, job.estimate):
-                self._side.add(job.request.number)
-                self.executor.submit(job.request)
+            side = self.side_jobs.pop(0)
+            if self.budget is None or self.budget.hold(side.job.key, side.estimate):
+                self._side[side.job.key] = side
+                self.executor.submit(side.job)
+            else:
+                side.on_result(None)
 
     def _retry_not_launched(self) -> None:
         """A trial an earlier run could not afford: stop now if it still does not fit,
@@ -248,7 +249,7 @@ class SearchLoop:
         run_id = self._child_run(trial, choice)
         self._inflight[trial.number] = (trial, run_id, candidate)
         self.executor.submit(
-            TrialRequest(
+            TrialJob(
                 number=trial.number,
                 method=choice.method,
                 peft_config=choice.peft_config,
@@ -290,6 +291,7 @@ class SearchLoop:
         return run_id
 
     def _finish(self, result: TrialResult) -> None:
+        assert result.number is not None, "a trial's result"
         trial, run_id, candidate = self._inflight.pop(result.number)
         result.estimated_seconds = records.estimate_of(trial)
         if self.budget is not None:

@@ -69,7 +69,7 @@ class Budget:
     reserved: dict[int, float] = field(default_factory=dict)
     # work outside the trials running beside them (the baseline): held like a trial's
     # reservation, but it is not a trial (budget.max_trials does not count it)
-    held: dict[int, float] = field(default_factory=dict)
+    held: dict[str, float] = field(default_factory=dict)  # by job key (trials/jobs.py)
     started: float | None = None
     # device-seconds a trial accrues per wall second (its share of a device): a trial
     # that must end within the wall time left may use that many device-seconds
@@ -137,7 +137,7 @@ class Budget:
             counts.append(self.limits.trials - self.trials - len(self.reserved))
         return max(0.0, min(counts))
 
-    def hold(self, job: int, estimate: float) -> bool:
+    def hold(self, job: str, estimate: float) -> bool:
         """Set device time aside for work outside the trials that runs beside them
         (up to ``SLACK`` times ``estimate``); False when ``estimate`` does not fit."""
         if not self.fits(estimate):
@@ -145,7 +145,7 @@ class Budget:
         self.held[job] = min(self.device_left(), estimate * SLACK)
         return True
 
-    def release(self, job: int, device_seconds: float) -> None:
+    def release(self, job: str, device_seconds: float) -> None:
         """Held work finished after ``device_seconds``: spend that, free the rest."""
         self.held.pop(job, None)
         self.spent += device_seconds

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from peftsearch.search.executor import TrialExecutor
     from peftsearch.spaces import ModelInfo
-    from peftsearch.trials import TrialRequest, TrialResult
+    from peftsearch.trials import CalibrationJob, TrialResult
 
-__all__ = ["CostModel", "TrialFeatures", "calibrate", "calibration_request", "features_of"]
+__all__ = ["CostModel", "TrialFeatures", "calibrate", "calibration_job", "features_of"]
 
 CALIBRATION_STEPS = 3
 
@@ -77,18 +77,15 @@ def features_of(
     return TrialFeatures(method, max(1, trainable_params), min(1.0, fraction), cached)
 
 
-def calibration_request(method: str, info: ModelInfo, eval_rows: int) -> TrialRequest:
+def calibration_job(method: str, info: ModelInfo, eval_rows: int) -> CalibrationJob:
     """A few steps of ``method``'s typical config and one small evaluation, to time this
     model, data and device. The method's plug-in says what a typical config is."""
     from peftsearch.spaces import get_method
-    from peftsearch.trials import TrialRequest
+    from peftsearch.trials import CalibrationJob
 
-    return TrialRequest(
-        number=-1,
+    return CalibrationJob(
         method=method,
         peft_config=get_method(method).calibration_config(info),
-        learning_rate=1e-4,
-        adapter_dir=None,
         max_steps=CALIBRATION_STEPS,
         eval_rows=eval_rows,
     )
@@ -198,7 +195,7 @@ def calibrate(
 ) -> tuple[CostModel, TrialResult]:
     """Run the calibration on a worker; its device time is real spend, charge it."""
     sample = min(eval_rows, eval_batch)
-    executor.submit(calibration_request(method, info, sample))
+    executor.submit(calibration_job(method, info, sample))
     results: list[TrialResult] = []
     while not results:
         results = executor.wait()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["RungBoard", "accuracy_noise", "pays_off", "rung_steps"]
+__all__ = ["RungBoard", "accuracy_noise", "pays_off", "rung_steps", "rungs_that_pay"]
 
 
 def rung_steps(max_steps: int, eta: int, rungs: int = 2) -> tuple[int, ...]:
@@ -41,6 +41,21 @@ def pays_off(trials: float, eta: int, min_trials: int) -> bool:
     hypervolume in searches of 4 to 7 trials and broke even at about 10.
     """
     return trials >= eta * min_trials
+
+
+def rungs_that_pay(
+    rungs: tuple[int, ...], trials: float, limit: str, eta: int, min_trials: int
+) -> tuple[tuple[int, ...], str | None]:
+    """``rungs``, or none when a run of about ``trials`` trials (as ``limit`` allows) is
+    too short for them to pay (``pays_off``), with a line that says so."""
+    # under one trial: nothing will run, and the loop's stop line says why
+    if not rungs or trials < 1 or pays_off(trials, eta, min_trials):
+        return rungs, None
+    return (), (
+        f"Early stopping is off for this run: {limit} allows about {trials:.0f} trials, and "
+        f"judging trials at a rung pays off from {eta * min_trials} "
+        "(search.early_stopping.eta x min_trials)."
+    )
 
 
 def accuracy_noise(eval_rows: int) -> float:

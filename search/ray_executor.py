@@ -16,26 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from peftsearch.search.budget import retry_allowance
 from peftsearch.search.early_stopping import RungBoard
-from peftsearch.trials import TrialResult
+from peftsearch.trials import TrialJob, TrialResult
 from peftsearch.trials.file_transfer import ShippedModel, deliver_adapter, ship_model
 
 if TYPE_CHECKING:
-    from peftsearch.trials import BaseModelSource, PreparedData, TrainSettings, TrialRequest
+    from peftsearch.trials import Job, PreparedData, WorkerSetup
 
-__all__ = ["RayExecutor", "TrialWorker", "WorkerSetup"]
-
-
-@dataclass(frozen=True)
-class WorkerSetup:
-    """What each worker builds its ``TrialRunner`` from; ``data`` travels through the
-    object store once per study, not once per trial."""
-
-    source: BaseModelSource
-    settings: TrainSettings
-    device: str = "auto"
-    usd_per_device_hour: dict[str, float] = field(default_factory=dict)
-    num_threads: int = 1
-    device_share: float = 1.0  # of one priced device, per trial (trials/cost.py)
+__all__ = ["RayExecutor", "TrialWorker"]
 
 
 class TrialWorker:
@@ -46,44 +33,33 @@ class TrialWorker:
     ) -> None:
         import torch
 
-        from peftsearch.trials import TrialRunner, detect_device
         from peftsearch.trials.file_transfer import local_checkpoint
 
         # a base model in a folder only the driver has arrives as bytes (``model``)
         setup.source.checkpoint = local_checkpoint(setup.source.checkpoint, model)
         # Ray starts workers with 1 torch thread; give the trial what it reserved.
         torch.set_num_threads(setup.num_threads)
-        device, device_name = detect_device(setup.device)
-        self.runner = TrialRunner(
-            setup.source,
-            data,
-            setup.settings,
-            device=device,
-            device_name=device_name,
-            usd_per_device_hour=setup.usd_per_device_hour,
-            num_threads=setup.num_threads,
-            device_share=setup.device_share,
-        )
+        self.runner = setup.runner(data)
 
     def identity(self) -> tuple[int, str]:
         import ray
 
         return os.getpid(), ray.get_runtime_context().get_node_id()
 
-    def run(self, request: TrialRequest, board: Any = None) -> TrialResult:
+    def run(self, job: Job, board: Any = None) -> TrialResult:
         import ray
 
         def judge(*report: Any) -> bool:
             return bool(ray.get(board.report.remote(*report)))
 
-        return self.runner.run(request, judge if board is not None else None)
+        return self.runner.run(job, judge if board is not None else None)
 
 
 @dataclass
 class _Attempt:
-    request: TrialRequest
+    job: Job
     worker: Any
-    number: int
+    tries: int  # this attempt's number: 1, then 2 for the retry
     lost_seconds: float = 0.0
     started: float = field(default_factory=time.time)
 
@@ -91,7 +67,7 @@ class _Attempt:
 def _charge(result: TrialResult, attempt: _Attempt) -> None:
     """A retried trial also pays for the device time its dead attempts held (search
     overhead: charged to the budget and ``spent_usd``, not to the config's cost)."""
-    result.attempts = attempt.number
+    result.attempts = attempt.tries
     if attempt.lost_seconds:
         rate = result.spent_usd / result.device_seconds if result.device_seconds else 0.0
         result.device_seconds += attempt.lost_seconds
@@ -143,7 +119,7 @@ class RayExecutor:
         ):
             self.identities[worker] = identity
         self._idle: deque[Any] = deque(self._workers)
-        self._queue: deque[tuple[TrialRequest, int, float]] = deque()
+        self._queue: deque[tuple[Job, int, float]] = deque()
         self._inflight: dict[Any, _Attempt] = {}
         # replacements for dead workers, by their pending identity() call: a lost node
         # shrinks the cluster, and the driver must not block until one can be placed
@@ -173,16 +149,16 @@ class RayExecutor:
         """How many cluster nodes the workers landed on (the start-up line says it)."""
         return len({node for _, node in self.identities.values()})
 
-    def submit(self, request: TrialRequest) -> None:
-        self._queue.append((request, 1, 0.0))
+    def submit(self, job: Job) -> None:
+        self._queue.append((job, 1, 0.0))
         self._dispatch()
 
     def _dispatch(self) -> None:
         while self._queue and self._idle:
-            request, number, lost = self._queue.popleft()
+            job, tries, lost = self._queue.popleft()
             worker = self._idle.popleft()
-            ref = worker.run.remote(request, self._board)
-            self._inflight[ref] = _Attempt(request, worker, number, lost)
+            ref = worker.run.remote(job, self._board)
+            self._inflight[ref] = _Attempt(job, worker, tries, lost)
 
     def _started(self, ref: Any) -> None:
         """A replacement worker is up: it joins the idle pool (or is dropped if it died)."""
@@ -216,7 +192,7 @@ class RayExecutor:
                     results.extend(self._worker_died(attempt, error))
                     continue
                 _charge(result, attempt)
-                deliver_adapter(result, attempt.request.adapter_dir)  # written by the driver
+                deliver_adapter(result, attempt.job.adapter_dir)  # written by the driver
                 self._idle.append(attempt.worker)
                 results.append(result)
             self._dispatch()
@@ -232,32 +208,36 @@ class RayExecutor:
         # idle survivors take the retry first, so it lands on another worker.
         self._starting[replacement.identity.remote()] = replacement
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        request = attempt.request
+        job = attempt.job
         this_attempt = (time.time() - attempt.started) * self._setup.device_share
-        if request.max_seconds is not None:
+        if job.max_seconds is not None:
             # A live worker stops itself at its allowance; the rest is the time the
             # driver took to notice the death, not device time the trial used.
-            this_attempt = min(this_attempt, request.max_seconds)
+            this_attempt = min(this_attempt, job.max_seconds)
         lost = attempt.lost_seconds + this_attempt
-        left = retry_allowance(request.max_seconds, this_attempt)
-        if attempt.number < self.MAX_ATTEMPTS and (left is None or left >= request.min_seconds):
+        left = retry_allowance(job.max_seconds, this_attempt)
+        if attempt.tries < self.MAX_ATTEMPTS and (left is None or left >= job.min_seconds):
             # The retry gets what is left of the trial's allowance, not a fresh one.
-            retry = dataclasses.replace(request, max_seconds=left)
-            self._queue.appendleft((retry, attempt.number + 1, lost))
+            retry = dataclasses.replace(job, max_seconds=left) if isinstance(job, TrialJob) else job
+            self._queue.appendleft((retry, attempt.tries + 1, lost))
             return []
-        why = "" if left is None or left >= request.min_seconds else "; its allowance is used up"
+        why = "" if left is None or left >= job.min_seconds else "; its allowance is used up"
         return [
             TrialResult(
-                number=request.number,
-                method=request.method,
+                number=job.number,
+                method=job.method,
                 status="FAIL",
-                attempts=attempt.number,
+                job=job.key,
+                attempts=attempt.tries,
                 started_at=attempt.started,
                 finished_at=time.time(),
                 device_seconds=lost,
-                error=f"worker process died in {attempt.number} attempts ({reason}){why}",
+                error=f"worker process died in {attempt.tries} attempts ({reason}){why}",
             )
         ]
+
+    def describe(self) -> str:
+        return f"Ray: {self.slots} worker(s) on {self.nodes} node(s) running trials in parallel."
 
     def close(self) -> None:
         for worker in self._workers:

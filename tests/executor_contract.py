@@ -12,7 +12,7 @@ from typing import Any
 
 from helpers import LORA
 
-from peftsearch.trials import TrialRequest, TrialResult
+from peftsearch.trials import TrialJob, TrialResult
 
 
 def drain(executor: Any) -> list[TrialResult]:
@@ -32,7 +32,7 @@ class ExecutorContract:
     def test_every_submitted_trial_comes_back_once(self, executor: Any, tmp_path: Path) -> None:
         numbers = list(range(executor.slots + 1))
         for number in numbers:
-            executor.submit(TrialRequest(number, "lora", LORA, 1e-3, str(tmp_path / str(number))))
+            executor.submit(TrialJob(number, "lora", LORA, 1e-3, str(tmp_path / str(number))))
         results = drain(executor)
         assert sorted(r.number for r in results) == numbers
         assert all(r.status == "COMPLETE" for r in results), [r.error for r in results]
@@ -40,12 +40,12 @@ class ExecutorContract:
 
     def test_a_failing_trial_is_a_result_not_an_exception(self, executor: Any) -> None:
         bad = {**LORA, "target_modules": ["no_such_module"]}
-        executor.submit(TrialRequest(7, "lora", bad, 1e-3, None))
+        executor.submit(TrialJob(7, "lora", bad, 1e-3, None))
         (result,) = drain(executor)
         assert result.number == 7 and result.status == "FAIL" and result.error
 
     def test_the_allowance_is_honoured(self, executor: Any) -> None:
-        executor.submit(TrialRequest(3, "lora", LORA, 1e-3, None, max_seconds=1e-6))
+        executor.submit(TrialJob(3, "lora", LORA, 1e-3, None, max_seconds=1e-6))
         (result,) = drain(executor)
         assert result.status == "PRUNED"
         assert (result.error or "").startswith("stopped by the budget")

@@ -16,7 +16,8 @@ from rich.console import Console
 import peftsearch
 from peftsearch.config import parse_config
 from peftsearch.pipelines import builders
-from peftsearch.pipelines.run import reconcile, rungs_for_run, start_progress
+from peftsearch.pipelines.builders import build_rungs
+from peftsearch.pipelines.run import reconcile, start_progress
 
 
 def global_state() -> dict[str, Any]:
@@ -133,26 +134,24 @@ def test_early_stopping_is_off_for_a_run_of_few_trials(
     data["search"]["n_trials"] = 9
     config = parse_config(data)
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
-    console = Console(record=True, width=200)
-    assert rungs_for_run(config, study, (2,), None, None, 2, console) == (2,)
+    assert build_rungs(config, study, (2,), None, None, 2) == ((2,), None)
     model = CostModel(step_seconds=1.0, eval_seconds=3.0, setup_seconds=1.0, reference_params=1)
     trial_seconds = model.typical(config.training.max_steps)  # 1 + 6 steps + 3
     assert trial_seconds == 10.0
     eight = Budget(BudgetLimits(device_seconds=8 * trial_seconds))
-    assert rungs_for_run(config, study, (2,), eight, model, 2, console) == ()
-    assert (
+    rungs, note = build_rungs(config, study, (2,), eight, model, 2)
+    assert rungs == () and note == (
         "Early stopping is off for this run: the budget allows about 8 trials, and judging "
-        "trials at a rung pays off from 9" in console.export_text()
+        "trials at a rung pays off from 9 (search.early_stopping.eta x min_trials)."
     )
     nine = Budget(BudgetLimits(device_seconds=9 * trial_seconds))
-    assert rungs_for_run(config, study, (2,), nine, model, 2, console) == (2,)
+    assert build_rungs(config, study, (2,), nine, model, 2) == ((2,), None)
     spent = Budget(BudgetLimits(device_seconds=0.5 * trial_seconds))
-    console.export_text()  # (clears the record)
-    assert rungs_for_run(config, study, (2,), spent, model, 2, console) == (2,)
-    assert console.export_text() == ""  # no trial will run: nothing to say
+    # no trial will run: nothing to say (the loop's stop line says why)
+    assert build_rungs(config, study, (2,), spent, model, 2) == ((2,), None)
     few = parse_config(data, overrides=["search.n_trials=5"])
-    assert rungs_for_run(few, study, (2,), None, None, 2, console) == ()
-    assert "search.n_trials allows about 5 trials" in console.export_text()
+    rungs, note = build_rungs(few, study, (2,), None, None, 2)
+    assert rungs == () and note is not None and "search.n_trials allows about 5 trials" in note
 
 
 def test_builders_give_flat_arguments(

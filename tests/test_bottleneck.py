@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from peftsearch.spaces import get_method, inspect_model
-from peftsearch.trials import TrainSettings, TrialRequest, TrialRunner
+from peftsearch.trials import TrainSettings, TrialJob, TrialRunner
 from peftsearch.trials.model import BaseModelSource, Checkpoint
 
 
@@ -134,7 +134,7 @@ def test_a_classifier_trial_with_a_bottleneck_adapter(
     runner = TrialRunner(
         source, data, TrainSettings(max_steps=6, batch_size=8), device="cpu", device_name="cpu"
     )
-    result = runner.run(TrialRequest(0, "bottleneck_adapter", config, 1e-2, str(tmp_path)))
+    result = runner.run(TrialJob(0, "bottleneck_adapter", config, 1e-2, str(tmp_path)))
     assert result.status == "COMPLETE", result.error
     assert 0 < result.trainable_params < result.total_params  # type: ignore[operator]
     assert "adapter_config.json" in result.adapter_files

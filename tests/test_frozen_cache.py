@@ -19,7 +19,7 @@ from peftsearch.pipelines.builders import (
     build_model_source,
     build_settings,
 )
-from peftsearch.trials import TrialRequest, TrialRunner
+from peftsearch.trials import TrialJob, TrialRunner
 from peftsearch.trials.file_transfer import write_folder
 from peftsearch.trials.frozen_cache import PrefixServer
 from peftsearch.trials.model import Checkpoint
@@ -73,7 +73,7 @@ def no_dropout_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
 
 def setup(
     model_dir: Path, data: dict[str, Path], out: Path, method: str, **training: Any
-) -> tuple[TrialRunner, TrialRequest]:
+) -> tuple[TrialRunner, TrialJob]:
     """A runner and a request for ``method`` placed on the top half of the blocks."""
     import optuna
 
@@ -100,7 +100,7 @@ def setup(
         device="cpu",
         device_name="cpu",
     )
-    request = TrialRequest(0, method, picked.peft_config, 1e-2, str(out / "adapter"))
+    request = TrialJob(0, method, picked.peft_config, 1e-2, str(out / "adapter"))
     return runner, request
 
 
@@ -135,7 +135,7 @@ def test_an_adapter_trained_through_the_cache_predicts_the_same_on_the_full_mode
     # a normal peft adapter: on a fresh full model, no cache, it scores the same
     write_folder(result.adapter_files, tmp_path / "saved")
     reloaded = PeftModel.from_pretrained(runner.source.fresh_copy(), tmp_path / "saved")
-    table, pad = runner._split("eval"), runner.data.pad_token_id
+    table, pad = runner.split("eval"), runner.data.pad_token_id
     full = logits_of(reloaded, table, pad)
     accuracy = float((full.argmax(-1) == torch.tensor(table["label"])).float().mean())
     assert accuracy == pytest.approx(result.accuracy)
@@ -200,7 +200,7 @@ def test_trials_that_touch_the_inputs_or_the_lowest_block_run_the_full_model(
         if peft_config == "prompt"
         else {"peft_type": "LORA", "task_type": "SEQ_CLS", "r": 2, "target_modules": ["query"]}
     )
-    result = runner.run(TrialRequest(0, "x", config, 1e-2, None))
+    result = runner.run(TrialJob(0, "x", config, 1e-2, None))
     assert result.status == "COMPLETE", result.error
     assert result.cached_layers == 0 and result.cache_seconds == 0
     assert runner.cache is not None and runner.cache.nbytes == 0
@@ -237,7 +237,7 @@ def test_a_causal_lm_trains_through_the_cache_and_generates_on_the_full_model(
         "layers_to_transform": [1],
         "layers_pattern": "layers",
     }
-    result = runner.run(TrialRequest(0, "lora", config, 5e-2, str(tmp_path), rungs=(4,)))
+    result = runner.run(TrialJob(0, "lora", config, 5e-2, str(tmp_path), rungs=(4,)))
     assert result.status == "COMPLETE", result.error
     assert result.cached_layers == 1 and result.rungs
     write_folder(result.adapter_files, tmp_path / "saved")

@@ -16,7 +16,7 @@ from helpers import lm_runner, prepare_lm, run_card_code, tiny_config
 from typer.testing import CliRunner
 
 from peftsearch.pipelines.cli import app
-from peftsearch.trials import TrialRequest
+from peftsearch.trials import TrialJob
 from peftsearch.trials.file_transfer import write_folder
 from peftsearch.trials.lm_data import IGNORE_INDEX
 from peftsearch.trials.lm_eval import evaluate_lm, normalise_answer
@@ -214,7 +214,7 @@ def test_each_method_trains_and_its_adapter_reloads_to_the_same_score(
         device="cpu",
     )
     runner = lm_runner(tiny_llama_dir, data, metric="exact_match")
-    request = TrialRequest(0, method, METHOD_CONFIGS[method], 5e-2, str(tmp_path), rungs=(4,))
+    request = TrialJob(0, method, METHOD_CONFIGS[method], 5e-2, str(tmp_path), rungs=(4,))
     result = runner.run(request)
     assert result.status == "COMPLETE", result.error
     assert result.steps == 8
@@ -245,7 +245,7 @@ def test_gradient_checkpointing_gives_the_same_training(
     lm: tuple[Any, Any, Any], tiny_llama_dir: Path
 ) -> None:
     _, data, _ = lm
-    request = TrialRequest(0, "lora", LM_LORA, 1e-2, None)
+    request = TrialJob(0, "lora", LM_LORA, 1e-2, None)
     plain = lm_runner(tiny_llama_dir, data, metric="token_accuracy").run(request)
     checkpointed = lm_runner(
         tiny_llama_dir, data, metric="token_accuracy", gradient_checkpointing=True
@@ -260,7 +260,7 @@ def test_bf16_autocast_is_recorded_and_trains(
     lm: tuple[Any, Any, Any], tiny_llama_dir: Path
 ) -> None:
     _, data, _ = lm
-    request = TrialRequest(0, "lora", LM_LORA, 1e-2, None)
+    request = TrialJob(0, "lora", LM_LORA, 1e-2, None)
     result = lm_runner(tiny_llama_dir, data, metric="token_accuracy", precision="bf16").run(request)
     assert result.status == "COMPLETE", result.error
     assert result.precision == "bf16" and result.accuracy is not None

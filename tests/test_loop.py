@@ -19,7 +19,7 @@ from peftsearch.search.budget import Budget, BudgetLimits, retry_allowance
 from peftsearch.search.cost_model import CostModel
 from peftsearch.search.objectives import DEFAULT_OBJECTIVES, objectives_of
 from peftsearch.spaces import PeftChoice
-from peftsearch.trials import TrialRequest, TrialResult
+from peftsearch.trials import BaselineJob, Job, TrialJob, TrialResult
 
 PARAMS_PER_RANK = 1_000
 TOTAL_PARAMS = 100_000
@@ -51,14 +51,14 @@ class FakeExecutor:
         self._slots = slots
         self.deaths = set(deaths)
         self.death_after = death_after
-        self.pending: deque[TrialRequest] = deque()
-        self.requests: list[TrialRequest] = []
+        self.pending: deque[Job] = deque()
+        self.requests: list[Job] = []
 
     @property
     def slots(self) -> int:
         return self._slots
 
-    def submit(self, request: TrialRequest) -> None:
+    def submit(self, request: Job) -> None:
         self.pending.append(request)
         self.requests.append(request)
 
@@ -73,12 +73,13 @@ class FakeExecutor:
         used = self.seconds if allowance is None else min(self.seconds, allowance)
         self.clock.now += lost + used
         stopped = allowance is not None and self.seconds > allowance
-        rank = int(request.peft_config["r"])
+        rank = int(request.peft_config["r"]) if isinstance(request, TrialJob) else 2
         return [
             TrialResult(
                 request.number,
                 request.method,
                 "PRUNED" if stopped else "COMPLETE",
+                job=request.key,
                 accuracy=0.5 + rank / 100,
                 metrics={"metric": "accuracy", "accuracy": 0.5 + rank / 100},
                 trainable_params=rank * PARAMS_PER_RANK,
@@ -256,17 +257,17 @@ def test_side_jobs_take_the_slots_the_last_trials_leave_and_stay_out_of_the_stud
     study, clock = new_study(), FakeClock()
     executor = FakeExecutor(clock, slots=2)
     seen: list[TrialResult] = []
-    side = SideJob(baseline_request())
-    loop = make_loop(study, executor, n_trials=3, side_jobs=[side], on_side_result=seen.append)
+    side = SideJob(baseline_request(), seen.append)
+    loop = make_loop(study, executor, n_trials=3, side_jobs=[side])
     assert loop.run() == "trials: 3 trials done (search.n_trials)"
     # the baseline starts only once no trial will: it never holds a trial back
-    assert [r.number for r in executor.requests] == [0, 1, 2, -2]
-    assert [r.number for r in seen] == [-2] and loop.running == 0
+    assert [r.key for r in executor.requests] == ["trial 0", "trial 1", "trial 2", "baseline"]
+    assert [r.job for r in seen if r] == ["baseline"] and loop.running == 0
     assert finished_count(study) == 3 and len(study.trials) == 3
 
 
-def baseline_request() -> TrialRequest:
-    return TrialRequest(-2, "baseline", {"r": 2}, 0.0, None, baseline=True)
+def baseline_request() -> BaselineJob:
+    return BaselineJob()
 
 
 def test_with_a_budget_a_side_job_runs_beside_the_first_trial_on_time_held_for_it() -> None:
@@ -280,24 +281,23 @@ def test_with_a_budget_a_side_job_runs_beside_the_first_trial_on_time_held_for_i
         n_trials=10,
         budget=spend,
         cost_model=cost_model(10),
-        side_jobs=[SideJob(baseline_request(), estimate=10.0)],
-        on_side_result=seen.append,
+        side_jobs=[SideJob(baseline_request(), seen.append, estimate=10.0)],
     )
     first_allowances: list[float | None] = []
     submit = executor.submit
 
-    def watch(request: TrialRequest) -> None:
+    def watch(request: TrialJob) -> None:
         if request.number == 0:
             first_allowances.append(request.max_seconds)
-            assert spend.held == {-2: 20.0}  # the side job's estimate, with SLACK
+            assert spend.held == {"baseline": 20.0}  # the side job's estimate, with SLACK
         submit(request)
 
     executor.submit = watch  # type: ignore[method-assign]
     assert loop.run() == "budget: 3 trials done in this run; raise budget.max_trials to go on"
     # it took the first slot and the first trial the second; max_trials did not count it
-    assert [r.number for r in executor.requests] == [-2, 0, 1, 2]
+    assert [r.key for r in executor.requests] == ["baseline", "trial 0", "trial 1", "trial 2"]
     assert first_allowances == [20.0]  # 45 less the 20 held: the trial's own 2 x 10
-    assert [r.number for r in seen] == [-2] and spend.held == {}
+    assert [r.job for r in seen if r] == ["baseline"] and spend.held == {}
     assert spend.spent == pytest.approx(40.0)  # 3 trials and the side job, 10 s each
     assert finished_count(study) == 3
 
@@ -312,15 +312,14 @@ def test_with_a_budget_a_side_job_that_does_not_fit_is_not_run() -> None:
         n_trials=1,
         budget=budget(clock, device_seconds=25.0),
         cost_model=cost_model(10),
-        side_jobs=[SideJob(baseline_request(), estimate=30.0)],
-        on_side_result=seen.append,
+        side_jobs=[SideJob(baseline_request(), seen.append, estimate=30.0)],
     )
     loop.run()
-    assert [r.number for r in executor.requests] == [0] and seen == []
+    assert [r.key for r in executor.requests] == ["trial 0"] and seen == [None]
 
 
 def design_hook(ranks: list[int]):  # type: ignore[no-untyped-def]
-    from peftsearch.search.warm_start import enqueue_initial_design
+    from peftsearch.search.first_configs import enqueue_initial_design
 
     configs = [(f"rank {r}", "lora", {"method": "lora", "lora.rank": r}) for r in ranks]
     return lambda study: enqueue_initial_design(study, configs, ["lora"])

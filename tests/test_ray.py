@@ -23,8 +23,8 @@ from peftsearch.config import parse_config
 from peftsearch.pipelines.builders import build_data, build_model_source, build_settings
 from peftsearch.search import read_records
 from peftsearch.search.early_stopping import RungBoard
-from peftsearch.search.ray_executor import RayExecutor, WorkerSetup
-from peftsearch.trials import TrialRequest
+from peftsearch.search.ray_executor import RayExecutor
+from peftsearch.trials import TrialJob, WorkerSetup
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +66,8 @@ def executor_for(
     return RayExecutor(setup, data, cpus_per_trial=1, gpus_per_trial=0, board=board)
 
 
-def request(number: int, out: Path | None = None) -> TrialRequest:
-    return TrialRequest(number, "lora", LORA, 1e-3, str(out / str(number)) if out else None)
+def request(number: int, out: Path | None = None) -> TrialJob:
+    return TrialJob(number, "lora", LORA, 1e-3, str(out / str(number)) if out else None)
 
 
 def test_trials_run_at_once_on_both_nodes(
@@ -395,9 +395,7 @@ def test_a_lost_node_costs_one_retry_and_the_search_finishes(
         for number in range(3):
             executor.submit(dataclasses.replace(request(number, tmp_path), max_seconds=600.0))
         doomed = next(
-            a.request.number
-            for a in executor._inflight.values()
-            if node_of[a.worker] == extra.node_id
+            a.job.number for a in executor._inflight.values() if node_of[a.worker] == extra.node_id
         )
         time.sleep(3)  # mid-trial
         cluster.remove_node(extra)

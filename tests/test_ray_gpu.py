@@ -12,8 +12,8 @@ from helpers import LORA, ray_test_cluster, tiny_config
 
 from peftsearch.config import parse_config
 from peftsearch.pipelines.builders import build_data, build_model_source, build_settings
-from peftsearch.search.ray_executor import RayExecutor, WorkerSetup
-from peftsearch.trials import TrialRequest
+from peftsearch.search.ray_executor import RayExecutor
+from peftsearch.trials import TrialJob, WorkerSetup
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_half_a_gpu_each_two_trials_share_one(
     try:
         assert executor.slots == 2
         for number in range(3):
-            executor.submit(TrialRequest(number, "lora", LORA, 1e-3, None))
+            executor.submit(TrialJob(number, "lora", LORA, 1e-3, None))
         results = sorted(drain(executor), key=lambda r: r.number)
     finally:
         executor.close()

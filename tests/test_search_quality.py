@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import search_quality as sq
 
 from peftsearch.search.early_stopping import RungBoard
-from peftsearch.trials import TrialRequest
+from peftsearch.trials import TrialJob
 
 CONFIG = {"peft_type": "LORA", "r": 8, "target_modules": ["query", "value"]}
 
@@ -48,8 +48,8 @@ def table() -> sq.Table:
     )
 
 
-def request(lr: float, **kwargs: object) -> TrialRequest:
-    return TrialRequest(0, "lora", CONFIG, lr, None, **kwargs)  # type: ignore[arg-type]
+def request(lr: float, **kwargs: object) -> TrialJob:
+    return TrialJob(0, "lora", CONFIG, lr, None, **kwargs)  # type: ignore[arg-type]
 
 
 def test_a_sampled_learning_rate_snaps_to_the_nearest_grid_point(table: sq.Table) -> None:

@@ -15,7 +15,7 @@ from peftsearch.pipelines.builders import (
     build_model_source,
     build_settings,
 )
-from peftsearch.trials import TrialRequest, TrialRunner
+from peftsearch.trials import TrialJob, TrialRunner
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ def test_minilm_lora_learns_sst2(tmp_path: Path) -> None:
         "lora_alpha": 16,
         "target_modules": info.target_modules(info.query_value, list(range(6))),
     }
-    result = runner.run(TrialRequest(0, "lora", lora, 5e-3, str(tmp_path / "adapter")))
+    result = runner.run(TrialJob(0, "lora", lora, 5e-3, str(tmp_path / "adapter")))
     assert result.status == "COMPLETE", result.error
     # The shared README measures 0.53 before training; 40 LoRA steps must clearly learn.
     assert result.accuracy >= 0.70, result.accuracy
@@ -135,7 +135,7 @@ def test_smollm2_gguf_decoder(tmp_path: Path) -> None:
         "layers_to_transform": [info.num_layers - 1],
         "layers_pattern": info.layers_pattern,
     }
-    result = runner.run(TrialRequest(0, "lora", lora, 1e-3, None))
+    result = runner.run(TrialJob(0, "lora", lora, 1e-3, None))
     assert result.status == "COMPLETE", result.error
     assert result.steps == 2 and result.accuracy is not None
 
@@ -170,7 +170,7 @@ def test_smollm2_causal_lm_methods_train_generate_and_reload(tmp_path: Path) -> 
     for method in config.space.methods:
         folder = tmp_path / method
         peft_config = get_method(method).calibration_config(info)
-        result = runner.run(TrialRequest(0, method, peft_config, 1e-3, str(folder)))
+        result = runner.run(TrialJob(0, method, peft_config, 1e-3, str(folder)))
         assert result.status == "COMPLETE", f"{method}: {result.error}"
         assert result.metrics["metric"] == "exact_match" and "example" in result.metrics
         write_folder(result.adapter_files, folder)

@@ -9,7 +9,7 @@ from helpers import LORA, tiny_config
 
 from peftsearch.config import parse_config
 from peftsearch.pipelines.builders import build_data, build_model_source, build_settings
-from peftsearch.trials import TrialRequest, TrialRunner
+from peftsearch.trials import CalibrationJob, TrialJob, TrialRunner
 
 
 def make_runner(tiny_model_dir: Path, tiny_data: dict[str, Path], out: Path) -> TrialRunner:
@@ -34,7 +34,7 @@ def runner(
 
 
 def test_complete_trial_measures_everything(runner: TrialRunner, tmp_path: Path) -> None:
-    result = runner.run(TrialRequest(0, "lora", LORA, 1e-3, str(tmp_path / "adapter")))
+    result = runner.run(TrialJob(0, "lora", LORA, 1e-3, str(tmp_path / "adapter")))
     assert result.status == "COMPLETE", result.error
     assert 0 <= result.accuracy <= 1 and 0 <= result.metrics["macro_f1"] <= 1
     assert result.metrics["metric"] == "accuracy" and result.metrics["accuracy"] == result.accuracy
@@ -61,8 +61,8 @@ def test_loading_the_base_model_is_overhead_of_the_first_trial_only(
     pays, but not what the config costs: the first trial must not look dearer than the
     same config run later."""
     fresh = make_runner(tiny_model_dir, tiny_data, tmp_path / "out")
-    first = fresh.run(TrialRequest(0, "lora", LORA, 1e-3, None))
-    second = fresh.run(TrialRequest(1, "lora", LORA, 1e-3, None))
+    first = fresh.run(TrialJob(0, "lora", LORA, 1e-3, None))
+    second = fresh.run(TrialJob(1, "lora", LORA, 1e-3, None))
     assert first.status == second.status == "COMPLETE", (first.error, second.error)
     assert first.load_seconds > 0 and second.load_seconds == 0
     assert first.spent_usd == pytest.approx(first.device_seconds * 0.001)
@@ -70,7 +70,7 @@ def test_loading_the_base_model_is_overhead_of_the_first_trial_only(
 
 
 def test_rung_evaluations_are_search_overhead_not_the_configs_cost(runner: TrialRunner) -> None:
-    result = runner.run(TrialRequest(0, "lora", LORA, 1e-3, None, rungs=(2, 4)))
+    result = runner.run(TrialJob(0, "lora", LORA, 1e-3, None, rungs=(2, 4)))
     assert result.status == "COMPLETE" and result.evaluations == 3
     assert 0 < result.rung_seconds < result.eval_seconds
     assert result.spent_usd == pytest.approx(result.device_seconds * 0.001)  # the budget's view
@@ -83,8 +83,8 @@ def test_a_rung_evaluation_does_not_change_the_training(runner: TrialRunner) -> 
     """Observing a trial at a rung leaves it training as before (dropout on): its losses
     after the rung are the ones it has unobserved. Each trial's random draws start from
     the search's seed, so the second trial (on a runner with a history) matches too."""
-    observed = runner.run(TrialRequest(0, "lora", LORA, 1e-2, None, rungs=(2,)))
-    unobserved = runner.run(TrialRequest(1, "lora", LORA, 1e-2, None))
+    observed = runner.run(TrialJob(0, "lora", LORA, 1e-2, None, rungs=(2,)))
+    unobserved = runner.run(TrialJob(1, "lora", LORA, 1e-2, None))
     assert observed.status == unobserved.status == "COMPLETE"
     assert len(observed.losses) > 3 and observed.evaluations == unobserved.evaluations + 1
     assert observed.losses == unobserved.losses
@@ -92,14 +92,14 @@ def test_a_rung_evaluation_does_not_change_the_training(runner: TrialRunner) -> 
 
 
 def test_nan_loss_becomes_fail(runner: TrialRunner) -> None:
-    result = runner.run(TrialRequest(1, "lora", LORA, 1e20, None))
+    result = runner.run(TrialJob(1, "lora", LORA, 1e20, None))
     assert result.status == "FAIL"
     assert result.error and result.error.startswith("diverged: loss became")
 
 
 def test_bad_peft_config_becomes_fail(runner: TrialRunner) -> None:
     bad = {**LORA, "target_modules": ["no_such_module"]}
-    result = runner.run(TrialRequest(2, "lora", bad, 1e-3, None))
+    result = runner.run(TrialJob(2, "lora", bad, 1e-3, None))
     assert result.status == "FAIL"
     assert (result.error or "").startswith("NoMatchingPeftModuleError: No modules were targeted")
 
@@ -107,7 +107,7 @@ def test_bad_peft_config_becomes_fail(runner: TrialRunner) -> None:
 def test_base_model_loaded_once_and_copied_clean(runner: TrialRunner) -> None:
     import torch
 
-    runner.run(TrialRequest(3, "lora", LORA, 1e-2, None))
+    runner.run(TrialJob(3, "lora", LORA, 1e-2, None))
     cached = runner.source._model
     first, second = runner.source.fresh_copy(), runner.source.fresh_copy()
     assert runner.source._model is cached and first is not second
@@ -164,7 +164,7 @@ def test_a_trial_pays_its_share_of_the_device(runner: TrialRunner) -> None:
     saved = runner.share
     runner.share = 0.5
     try:
-        result = runner.run(TrialRequest(0, "lora", LORA, 1e-3, None, max_steps=3))
+        result = runner.run(CalibrationJob("lora", LORA, max_steps=3, eval_rows=48))
         assert result.device_seconds == pytest.approx(result.wall_seconds * 0.5)
         assert result.spent_usd == pytest.approx(result.device_seconds * 0.001)
         model = CostModel.from_calibration(result, 48, 48)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from peftsearch.trials._run import TrialRequest, TrialRunner
+from peftsearch.trials._run import TrialRunner, WorkerSetup
 from peftsearch.trials.cost import detect_device, price_per_hour
 from peftsearch.trials.data import PreparedData
+from peftsearch.trials.jobs import BaselineJob, CalibrationJob, Job, TestScoringJob, TrialJob
 from peftsearch.trials.model import (
     BaseModelSource,
     Checkpoint,
@@ -18,13 +19,18 @@ from peftsearch.trials.train import TrainSettings, TrialDiverged
 
 __all__ = [
     "BaseModelSource",
+    "BaselineJob",
+    "CalibrationJob",
     "Checkpoint",
+    "Job",
     "PreparedData",
+    "TestScoringJob",
     "TrainSettings",
     "TrialDiverged",
-    "TrialRequest",
+    "TrialJob",
     "TrialResult",
     "TrialRunner",
+    "WorkerSetup",
     "count_trainable",
     "detect_device",
     "inspect_base_model",

@@ -1,4 +1,7 @@
-"""One trial: fresh model copy -> peft -> train -> evaluate -> measure -> save adapter."""
+"""A worker's jobs (trials/jobs.py) against one base model and one tokenized dataset:
+a trial (fresh model copy -> peft -> train -> evaluate -> measure -> save adapter), a
+cost calibration (a short trial, timed), the base model's baseline, and scoring a saved
+adapter on the test split."""
 
 from __future__ import annotations
 
@@ -9,30 +12,17 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftsearch.trials.cost import price_per_hour
 from peftsearch.trials.deadline import STEP_SAFETY, Deadline
 from peftsearch.trials.file_transfer import saved_adapter, write_folder
-from peftsearch.trials.frozen_cache import (
-    PrefixCache,
-    PrefixServer,
-    frozen_boundary,
-    hidden_size,
-)
+from peftsearch.trials.frozen_cache import FrozenLayers, PrefixServer
+from peftsearch.trials.jobs import BaselineJob, CalibrationJob, Job, TestScoringJob, TrialJob
 from peftsearch.trials.result import TrialResult
-from peftsearch.trials.train import (
-    TrainSettings,
-    TrialDiverged,
-    autocast,
-    collate,
-    evaluation_mode,
-    resolve_precision,
-    rows_of,
-    train,
-)
+from peftsearch.trials.train import TrainSettings, TrialDiverged, resolve_precision, train
 
 if TYPE_CHECKING:
     import datasets
@@ -40,7 +30,7 @@ if TYPE_CHECKING:
     from peftsearch.trials.data import PreparedData
     from peftsearch.trials.model import BaseModelSource
 
-__all__ = ["TrialRequest", "TrialRunner"]
+__all__ = ["TrialRunner", "WorkerSetup"]
 
 
 # (trial, step, accuracy, trainable params, seconds per step) -> keep training?
@@ -48,34 +38,31 @@ Judge = Callable[[int, int, float, int, float], bool]
 
 
 @dataclass(frozen=True)
-class TrialRequest:
-    """Everything a worker needs for one trial, as plain data.
+class WorkerSetup:
+    """What a worker builds its ``TrialRunner`` from, in process or on Ray (where ``data``
+    travels through the object store once per study, not once per job)."""
 
-    ``max_seconds`` is the device time the budget allows this trial: it stops before
-    the step that would cross it. ``min_seconds`` is the least a useful run costs (setup,
-    a step, an evaluation): with less allowance than that the trial does not start. At
-    each step in ``rungs`` the adapter is evaluated and the judge decides whether it
-    goes on. ``max_steps`` and ``eval_rows`` shorten
-    the trial (cost calibration). With ``score_adapter`` (a saved adapter's files),
-    nothing trains: that adapter is scored once on the held-out test split (``data.test``).
-    With ``adapter_dir``, the trained adapter comes back in ``result.adapter_files``; the
-    executor writes it there on the driver (a worker never writes to driver paths).
-    With ``baseline``, the base model as it is (its new head untrained) is scored on the
-    evaluation split: what fine-tuning is measured against.
-    """
+    source: BaseModelSource
+    settings: TrainSettings
+    device: str = "auto"
+    usd_per_device_hour: dict[str, float] = field(default_factory=dict)
+    num_threads: int | None = 1
+    device_share: float = 1.0  # of one priced device, per job (trials/cost.py)
 
-    number: int
-    method: str
-    peft_config: dict[str, Any]
-    learning_rate: float
-    adapter_dir: str | None
-    max_seconds: float | None = None
-    min_seconds: float = 0.0
-    rungs: tuple[int, ...] = ()
-    max_steps: int | None = None
-    eval_rows: int | None = None
-    score_adapter: dict[str, bytes] | None = None
-    baseline: bool = False
+    def runner(self, data: PreparedData) -> TrialRunner:
+        from peftsearch.trials.cost import detect_device
+
+        device, device_name = detect_device(self.device)
+        return TrialRunner(
+            self.source,
+            data,
+            self.settings,
+            device=device,
+            device_name=device_name,
+            usd_per_device_hour=self.usd_per_device_hour,
+            num_threads=self.num_threads,
+            device_share=self.device_share,
+        )
 
 
 def _count(model: Any) -> int:
@@ -83,14 +70,14 @@ def _count(model: Any) -> int:
 
 
 class _Stop(Exception):
-    """Training stopped on purpose; the trial is PRUNED with this reason."""
+    """Training stopped on purpose; the job is PRUNED with this reason."""
 
 
 class TrialRunner:
-    """Runs trials in one process against one base model and one tokenized dataset.
+    """Runs jobs in one process against one base model and one tokenized dataset.
 
-    Holds both between trials, which is what makes reuse pay: a worker loads the
-    model once and copies it per trial, and keeps the frozen-layer cache
+    Holds both between jobs, which is what makes reuse pay: a worker loads the model
+    once and copies it per trial, and keeps the frozen-layer cache
     (trials/frozen_cache.py) that trials adapting only upper blocks share.
     """
 
@@ -115,95 +102,68 @@ class TrialRunner:
         self.num_threads = num_threads
         self.share = device_share  # of one priced device (trials/cost.py: device_share)
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
-        self.cache = (
-            PrefixCache(settings.cache_max_mb * 2**20) if settings.cache_frozen_layers else None
+        self.precision = resolve_precision(settings.precision, device)
+        self.frozen = (
+            FrozenLayers(data, settings, device=device, precision=self.precision)
+            if settings.cache_frozen_layers
+            else None
         )
-        self._tables: dict[str, datasets.Dataset] = {}
-        self._tokens: dict[str, float] = {}
         # the slowest adapter save on this worker: the deadline keeps room for it
         self._save_seconds: float | None = None
 
-    def _split(self, name: str) -> datasets.Dataset:
-        """A split with a ``row_id`` column when the cache is on (it looks rows up by it)."""
-        table = self.data.train if name == "train" else self.data.eval
-        if self.cache is None:
-            return table
-        if name not in self._tables:
-            self._tables[name] = table.add_column("row_id", list(range(len(table))))
-        return self._tables[name]
+    @property
+    def cache(self) -> Any:
+        """The frozen-layer cache (None when training.cache_frozen_layers is off)."""
+        return self.frozen.cache if self.frozen is not None else None
 
-    def run(self, request: TrialRequest, judge: Judge | None = None) -> TrialResult:
-        """Never raises for a trial's own failure: it comes back as FAIL with its reason."""
+    def split(self, name: str) -> datasets.Dataset:
+        """The train or eval split as trials read it (with row ids when the cache is on)."""
+        if self.frozen is not None:
+            return self.frozen.split(name)
+        return self.data.train if name == "train" else self.data.eval
+
+    def run(self, job: Job, judge: Judge | None = None) -> TrialResult:
+        """Never raises for a job's own failure: it comes back as FAIL with its reason."""
         from peftsearch.trials.model import quiet_transformers
 
         with quiet_transformers():
-            return self._run(request, judge)
+            return self._run(job, judge)
 
-    def _run(self, request: TrialRequest, judge: Judge | None) -> TrialResult:
+    def _run(self, job: Job, judge: Judge | None) -> TrialResult:
         import torch
 
         if self.num_threads:
             torch.set_num_threads(self.num_threads)
         started = time.perf_counter()
         result = TrialResult(
-            number=request.number,
-            method=request.method,
+            number=job.number,
+            method=job.method,
             status="FAIL",
+            job=job.key,
             task=self.data.task,
             device=self.device_name,
             started_at=time.time(),
             worker=self.worker_name,
-            precision=resolve_precision(self.settings.precision, self.device),
+            precision=self.precision,
             gradient_checkpointing=self.settings.gradient_checkpointing,
         )
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         try:
-            if request.max_seconds is not None and request.max_seconds < request.min_seconds:
+            if job.max_seconds is not None and job.max_seconds < job.min_seconds:
                 raise _Stop(
-                    f"not started: {request.max_seconds:.1f} device-seconds of allowance are "
-                    f"less than a trial needs ({request.min_seconds:.1f})"
+                    f"not started: {job.max_seconds:.1f} device-seconds of allowance are "
+                    f"less than a trial needs ({job.min_seconds:.1f})"
                 )
             # once per worker, on its first job: device time (the deadline and the budget
             # count it), but neither the config's setup nor its cost
             result.load_seconds = self._load_base()
-            if request.baseline:
-                model = self.source.fresh_copy().to(self.device)
-                result.setup_seconds = time.perf_counter() - started - result.load_seconds
-                result.trainable_params, result.total_params = 0, _count(model)
-                self._evaluate(model, request, result)
-                result.status = "COMPLETE"
-                return result
-            if request.score_adapter is not None:
-                self._score_on_test(request.score_adapter, result)
-                result.setup_seconds = (
-                    time.perf_counter() - started - result.eval_seconds - result.load_seconds
-                )
-                return result
-            model = self._build(request, result)
-            if request.adapter_dir and self._save_seconds is None:
-                self._save_seconds = self._time_save(model)  # once per worker
-            result.setup_seconds = time.perf_counter() - started - result.load_seconds
-            # the allowance is device-seconds; this trial's clock runs at its share of one
-            allowance = None if request.max_seconds is None else request.max_seconds / self.share
-            deadline = Deadline(allowance, started=started)
-            if not deadline.has_room(0.0):  # a retry whose lost attempt used it all
-                raise _Stop("stopped by the budget before training: the allowance is used up")
-            server = self._prefix_server(model, request)
-            try:
-                with server or contextlib.nullcontext():
-                    self._train(model, request, result, judge, deadline, server)
-                    self._evaluate(model, request, result, server=server)
-            finally:
-                if server is not None:
-                    result.cached_layers = server.boundary
-                    result.cache_seconds = server.seconds
-            if request.adapter_dir:  # saved from the whole model, outside the server
-                # shipped back as bytes: the driver's folder may not exist on this node
-                began = time.perf_counter()
-                result.adapter_files = saved_adapter(model)
-                saving = time.perf_counter() - began
-                self._save_seconds = max(self._save_seconds or 0.0, saving)
+            if isinstance(job, BaselineJob):
+                self._baseline(result, started)
+            elif isinstance(job, TestScoringJob):
+                self._score_on_test(job.adapter, result, started)
+            else:
+                self._fine_tune(job, result, judge, started)
             result.status = "COMPLETE"
         except _Stop as stop:
             result.status = "PRUNED"
@@ -218,7 +178,7 @@ class TrialRunner:
         finally:
             result.finished_at = time.time()
             result.wall_seconds = time.perf_counter() - started
-            # its share of a device, held for the whole trial
+            # its share of a device, held for the whole job
             result.device_seconds = result.wall_seconds * self.share
             result.spent_usd = result.device_seconds / 3600 * self.price
             overhead = result.rung_seconds + result.cache_seconds + result.load_seconds
@@ -227,16 +187,67 @@ class TrialRunner:
             result.peak_memory_mb = self._peak_memory_mb()
         return result
 
+    def _baseline(self, result: TrialResult, started: float) -> None:
+        """The base model as it is, scored by the task on the evaluation split."""
+        model = self.source.fresh_copy().to(self.device)
+        result.setup_seconds = time.perf_counter() - started - result.load_seconds
+        result.trainable_params, result.total_params = 0, _count(model)
+        self._evaluate(model, self.split("eval"), result)
+
+    def _fine_tune(
+        self,
+        job: TrialJob | CalibrationJob,
+        result: TrialResult,
+        judge: Judge | None,
+        started: float,
+    ) -> None:
+        """Train and evaluate: a trial its full steps on the whole eval split, saving its
+        adapter; a calibration its few steps on its few rows."""
+        calibration = isinstance(job, CalibrationJob)
+        steps = job.max_steps if calibration else self.settings.max_steps
+        table = self.split("eval")
+        if isinstance(job, CalibrationJob):
+            table = table.select(range(min(job.eval_rows, len(table))))
+        model = self._build(job.peft_config, result)
+        if job.adapter_dir and self._save_seconds is None:
+            self._save_seconds = self._time_save(model)  # once per worker
+        result.setup_seconds = time.perf_counter() - started - result.load_seconds
+        # the allowance is device-seconds; this trial's clock runs at its share of one
+        allowance = None if job.max_seconds is None else job.max_seconds / self.share
+        deadline = Deadline(allowance, started=started)
+        if not deadline.has_room(0.0):  # a retry whose lost attempt used it all
+            raise _Stop("stopped by the budget before training: the allowance is used up")
+        server = (
+            self.frozen.server(model, str(job.peft_config.get("peft_type", "")))
+            if self.frozen is not None
+            else None
+        )
+        try:
+            with server or contextlib.nullcontext():
+                self._train(model, job, steps, table, result, judge, deadline, server)
+                self._evaluate(model, table, result, server=server)
+        finally:
+            if server is not None:
+                result.cached_layers = server.boundary
+                result.cache_seconds = server.seconds
+        if job.adapter_dir:  # saved from the whole model, outside the server
+            # shipped back as bytes: the driver's folder may not exist on this node
+            began = time.perf_counter()
+            result.adapter_files = saved_adapter(model)
+            saving = time.perf_counter() - began
+            self._save_seconds = max(self._save_seconds or 0.0, saving)
+
     def _train(
         self,
         model: Any,
-        request: TrialRequest,
+        job: TrialJob | CalibrationJob,
+        total: int,
+        table: datasets.Dataset,
         result: TrialResult,
         judge: Judge | None,
         deadline: Deadline,
         server: PrefixServer | None = None,
     ) -> None:
-        total = request.max_steps or self.settings.max_steps
         last = [time.perf_counter()]
 
         def stop_unless_room(need: float, step: int) -> None:
@@ -250,10 +261,10 @@ class TrialRunner:
             deadline.record_step(time.perf_counter() - last[0])
             result.losses.append(loss)
             result.steps = step
-            if step in request.rungs and step < total:
+            if isinstance(job, TrialJob) and step in job.rungs and step < total:
                 stop_unless_room(self._eval_guess(result, deadline.next_step), step)
                 began, filling = time.perf_counter(), server.seconds if server else 0.0
-                self._evaluate(model, request, result, rung=True, server=server)
+                self._evaluate(model, table, result, rung=True, server=server)
                 # rows cached during the rung count once, as filling the cache
                 filled = (server.seconds if server else 0.0) - filling
                 result.rung_seconds += time.perf_counter() - began - filled
@@ -261,7 +272,7 @@ class TrialRunner:
                 rate = sum(deadline.step_times) / len(deadline.step_times)
                 assert result.accuracy is not None and result.trainable_params is not None
                 if judge is not None and not judge(
-                    request.number, step, result.accuracy, result.trainable_params, rate
+                    job.number, step, result.accuracy, result.trainable_params, rate
                 ):
                     raise _Stop(
                         f"early-stopped at step {step} of {total}: accuracy "
@@ -269,7 +280,7 @@ class TrialRunner:
                     )
             if step < total:  # room for one more step and the final evaluation?
                 # the step, the final evaluation, and saving the adapter afterwards
-                saving = (self._save_seconds or 0.0) * STEP_SAFETY if request.adapter_dir else 0.0
+                saving = (self._save_seconds or 0.0) * STEP_SAFETY if job.adapter_dir else 0.0
                 need = deadline.next_step + self._eval_guess(result, deadline.next_step) + saving
                 stop_unless_room(need, step)
             last[0] = time.perf_counter()
@@ -277,8 +288,8 @@ class TrialRunner:
 
         train(
             model,
-            self._split("train"),
-            learning_rate=request.learning_rate,
+            self.split("train"),
+            learning_rate=job.learning_rate,
             settings=self.settings,
             pad_token_id=self.data.pad_token_id,
             device=self.device,
@@ -303,7 +314,9 @@ class TrialRunner:
             return result.eval_seconds / result.evaluations * STEP_SAFETY
         return step_seconds * len(self.data.eval) / self.settings.batch_size * 0.6
 
-    def _score_on_test(self, adapter: dict[str, bytes], result: TrialResult) -> None:
+    def _score_on_test(
+        self, adapter: dict[str, bytes], result: TrialResult, started: float
+    ) -> None:
         """The adapter a trial saved (its files, shipped from the driver), on the base
         model it trained on, scored on test."""
         import tempfile
@@ -319,24 +332,12 @@ class TrialRunner:
             ).to(self.device)
         trainable, total = model.get_nb_trainable_parameters()
         result.trainable_params, result.total_params = int(trainable), int(total)
-        self._evaluate_on(model, self.data.test, result)
-        result.status = "COMPLETE"
+        self._evaluate(model, self.data.test, result)
+        result.setup_seconds = (
+            time.perf_counter() - started - result.eval_seconds - result.load_seconds
+        )
 
     def _evaluate(
-        self,
-        model: Any,
-        request: TrialRequest,
-        result: TrialResult,
-        *,
-        rung: bool = False,
-        server: PrefixServer | None = None,
-    ) -> None:
-        table = self._split("eval")
-        if request.eval_rows is not None:
-            table = table.select(range(min(request.eval_rows, len(table))))
-        self._evaluate_on(model, table, result, rung=rung, server=server)
-
-    def _evaluate_on(
         self,
         model: Any,
         table: Any,
@@ -380,85 +381,15 @@ class TrialRunner:
         saved_adapter(model)
         return time.perf_counter() - began
 
-    def _prefix_server(self, model: Any, request: TrialRequest) -> PrefixServer | None:
-        """Serve the blocks below the trial's lowest adapted block from the cache, when
-        the cache is on, the method allows it, the rows a trial reads fit in memory, and
-        serving that boundary was checked to reproduce the full model on this worker."""
-        if self.cache is None:
-            return None
-        boundary = frozen_boundary(model, str(request.peft_config.get("peft_type", "")))
-        if boundary == 0 or self.cache.checked(boundary) is False:
-            return None
-        row_bytes = hidden_size(model) * (4 if self._precision == "fp32" else 2)
-        reads = {  # the rows a trial may read: its steps' batches, the whole eval split
-            "train": self.settings.max_steps * self.settings.batch_size,
-            "eval": len(self.data.eval),
-        }
-        splits = {}
-        for split, rows in reads.items():
-            expected = int(min(rows, len(self._split(split))) * self._mean_tokens(split))
-            states = self.cache.states(split, boundary, expected * row_bytes)
-            if states is None:
-                return None
-            splits[split] = states
-        server = PrefixServer(
-            model, boundary, splits, self.cache, device=self.device, precision=self._precision
-        )
-        if self.cache.checked(boundary) is None:
-            self.cache.record_check(boundary, self._serves_like_full(model, server))
-            if not self.cache.checked(boundary):
-                return None
-        return server
-
-    @property
-    def _precision(self) -> str:
-        return resolve_precision(self.settings.precision, self.device)
-
-    def _mean_tokens(self, split: str) -> float:
-        if split not in self._tokens:
-            lengths = [len(ids) for ids in self._split(split)["input_ids"]]
-            self._tokens[split] = sum(lengths) / max(1, len(lengths))
-        return self._tokens[split]
-
-    def _serves_like_full(self, model: Any, server: PrefixServer) -> bool:
-        """One evaluation batch through the full model and through the cache agree (at
-        every real token; padding is masked either way)."""
-        import torch
-
-        table = self._split("eval")
-        batch = collate(rows_of(table[: min(8, len(table))]), self.data.pad_token_id)
-        batch.pop("labels", None)
-        row_ids = batch.pop("row_id")
-        on_device = {k: v.to(self.device) for k, v in batch.items()}
-        with (
-            evaluation_mode(model),
-            torch.no_grad(),
-            autocast(self.device, self._precision),
-        ):
-            full = model(**on_device).logits.float()
-            with server:
-                feed = server.feed("eval")
-                assert feed is not None
-                feed(row_ids, batch)
-                served = model(**on_device).logits.float()
-        if full.shape != served.shape:
-            return False
-        if full.dim() == 3:  # per token: compare where there are tokens
-            mask = on_device["attention_mask"].bool()
-            full, served = full[mask], served[mask]
-        tolerance = 1e-4 if self._precision == "fp32" else 5e-2
-        scale = max(1.0, float(full.abs().max()))
-        return bool((full - served).abs().max() <= tolerance * scale)
-
-    def _build(self, request: TrialRequest, result: TrialResult) -> Any:
-        """The peft model of ``request``, its random draws (adapter init, then the
+    def _build(self, peft_config: dict[str, Any], result: TrialResult) -> Any:
+        """The peft model of ``peft_config``, its random draws (adapter init, then the
         training's dropout) seeded by ``search.seed``: a config's result does not
         depend on which trials its worker ran before."""
         import torch
         from peft import get_peft_config, get_peft_model
 
         torch.manual_seed(self.settings.seed)
-        config = dict(request.peft_config)
+        config = dict(peft_config)
         base = self.source.fresh_copy()
         if self.settings.gradient_checkpointing:
             if not getattr(base, "supports_gradient_checkpointing", False):

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 __all__ = [
     "DEFAULT_USD_PER_DEVICE_HOUR",
-    "PRICE_SOURCE",
     "detect_device",
     "device_share",
     "price_per_hour",
 ]
 
-PRICE_SOURCE = (
-    "approximate on-demand list prices per single device, as published by Lambda Cloud "
-    "(H100/A100 GPUs) and Google Cloud (L4/T4 GPUs; CPU = one e2-standard-2 VM) in 2025"
-)
+# Approximate on-demand list prices per single device, as published by Lambda Cloud
+# (H100/A100 GPUs) and Google Cloud (L4/T4 GPUs; CPU = one e2-standard-2 VM) in 2025.
 # Matched by substring against the detected device name, first match wins.
 DEFAULT_USD_PER_DEVICE_HOUR: dict[str, float] = {
     "H200": 3.79,

@@ -29,12 +29,17 @@ from typing import TYPE_CHECKING, Any
 from peftsearch.trials.train import Feed, autocast
 
 if TYPE_CHECKING:
+    import datasets
     import torch
     from torch import nn
+
+    from peftsearch.trials.data import PreparedData
+    from peftsearch.trials.train import TrainSettings
 
 __all__ = [
     "PROMPT_LEARNING",
     "CachedStates",
+    "FrozenLayers",
     "PrefixCache",
     "PrefixServer",
     "frozen_boundary",
@@ -340,3 +345,95 @@ class PrefixServer:
             )
             self._current = current
             self._cut()
+
+
+class FrozenLayers:
+    """A worker's frozen-layer cache and the rules for using it on a trial: which
+    boundary a trial may be served from, whether the rows it reads fit, and a one-time
+    check per boundary that serving it reproduces the full model.
+
+    ``split`` gives the tables with a ``row_id`` column (the cache looks rows up by it).
+    """
+
+    def __init__(
+        self, data: PreparedData, settings: TrainSettings, *, device: str, precision: str
+    ) -> None:
+        self.data = data
+        self.settings = settings
+        self.device = device
+        self.precision = precision
+        self.cache = PrefixCache(settings.cache_max_mb * 2**20)
+        self._tables: dict[str, datasets.Dataset] = {}
+        self._tokens: dict[str, float] = {}
+
+    def split(self, name: str) -> datasets.Dataset:
+        if name not in self._tables:
+            table = self.data.train if name == "train" else self.data.eval
+            self._tables[name] = table.add_column("row_id", list(range(len(table))))
+        return self._tables[name]
+
+    def server(self, model: nn.Module, peft_type: str) -> PrefixServer | None:
+        """A server for the blocks below the trial's lowest adapted block, or None: the
+        method changes the inputs, nothing is frozen below, the rows a trial may read do
+        not fit in memory, or serving that boundary did not reproduce the full model."""
+        boundary = frozen_boundary(model, peft_type)
+        if boundary == 0 or self.cache.checked(boundary) is False:
+            return None
+        row_bytes = hidden_size(model) * (4 if self.precision == "fp32" else 2)
+        reads = {  # the rows a trial may read: its steps' batches, the whole eval split
+            "train": self.settings.max_steps * self.settings.batch_size,
+            "eval": len(self.data.eval),
+        }
+        splits = {}
+        for split, rows in reads.items():
+            expected = int(min(rows, len(self.split(split))) * self._mean_tokens(split))
+            states = self.cache.states(split, boundary, expected * row_bytes)
+            if states is None:
+                return None
+            splits[split] = states
+        server = PrefixServer(
+            model, boundary, splits, self.cache, device=self.device, precision=self.precision
+        )
+        if self.cache.checked(boundary) is None:
+            self.cache.record_check(boundary, self._serves_like_full(model, server))
+            if not self.cache.checked(boundary):
+                return None
+        return server
+
+    def _mean_tokens(self, split: str) -> float:
+        if split not in self._tokens:
+            lengths = [len(ids) for ids in self.split(split)["input_ids"]]
+            self._tokens[split] = sum(lengths) / max(1, len(lengths))
+        return self._tokens[split]
+
+    def _serves_like_full(self, model: nn.Module, server: PrefixServer) -> bool:
+        """One evaluation batch through the full model and through the cache agree (at
+        every real token; padding is masked either way)."""
+        import torch
+
+        from peftsearch.trials.train import collate, evaluation_mode, rows_of
+
+        table = self.split("eval")
+        batch = collate(rows_of(table[: min(8, len(table))]), self.data.pad_token_id)
+        batch.pop("labels", None)
+        row_ids = batch.pop("row_id")
+        on_device = {k: v.to(self.device) for k, v in batch.items()}
+        with (
+            evaluation_mode(model),
+            torch.no_grad(),
+            autocast(self.device, self.precision),
+        ):
+            full = model(**on_device).logits.float()
+            with server:
+                feed = server.feed("eval")
+                assert feed is not None
+                feed(row_ids, batch)
+                served = model(**on_device).logits.float()
+        if full.shape != served.shape:
+            return False
+        if full.dim() == 3:  # per token: compare where there are tokens
+            mask = on_device["attention_mask"].bool()
+            full, served = full[mask], served[mask]
+        tolerance = 1e-4 if self.precision == "fp32" else 5e-2
+        scale = max(1.0, float(full.abs().max()))
+        return bool((full - served).abs().max() <= tolerance * scale)

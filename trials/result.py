@@ -1,4 +1,4 @@
-"""What one trial produced: objectives, measurements and its fate."""
+"""What one job produced (trials/jobs.py): objectives, measurements and its fate."""
 
 from __future__ import annotations
 
@@ -26,9 +26,10 @@ MEASUREMENTS = (
 class TrialResult:
     """Plain data, so it crosses process boundaries and lands in Optuna user attrs."""
 
-    number: int
+    number: int | None  # the study's trial (None: a calibration or the baseline)
     method: str
     status: TrialStatus
+    job: str = ""  # the job's key (trials/jobs.py): "trial 3", "baseline", ...
     task: str | None = None  # the task plug-in that scored it (trials/tasks/)
     # the searched metric of the task (evaluation.metric): the accuracy objective
     accuracy: float | None = None
