@@ -81,10 +81,16 @@ def _looks_like_path(value: str) -> bool:
     return value.startswith(("/", "./", "../", "~")) or Path(value).exists()
 
 
+def _default_task() -> str:
+    from peftsearch.trials.tasks import default_task
+
+    return default_task()
+
+
 class ModelConfig(_Section):
     name_or_path: str = Field(description="hub id or local folder (pkg://package/dir also works)")
     task: str = Field(
-        "sequence-classification",
+        default_factory=lambda: _default_task(),
         description="what a trial trains and how it is scored, one of the registered tasks: "
         "sequence-classification (text -> label), causal-lm (prompt -> generated response, "
         "decoders), token-classification (words -> one BIO tag each)",
@@ -181,7 +187,8 @@ def _data_config_class(names: tuple[str, ...]) -> type[DataConfig]:
     from peftsearch.trials.tasks import get_task
 
     bases = tuple(dict.fromkeys(get_task(name).data_options for name in names))
-    return type("DataConfig", (DataConfig, *bases), {"__module__": __name__})
+    # the shared keys come first in the schema and in a dumped config
+    return type("DataConfig", (*reversed(bases), DataConfig), {"__module__": __name__})
 
 
 class EarlyStoppingConfig(_Section):

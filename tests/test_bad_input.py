@@ -75,6 +75,13 @@ OVERRIDES = [
     ("data.max_train_samples=1", "data.max_train_samples"),
     ("model.gguf_file=missing.gguf", "model"),
     ("model.name_or_path=''", "model.name_or_path"),
+    ("model.task=ner", "model.task"),
+    # a key another task reads (the classifier's own are text_column, label_column, labels)
+    ("data.prompt_template='{text}'", "data.prompt_template"),
+    ("data.tags_column=ner", "data.tags_column"),
+    ("evaluation.metric=exact_match", "evaluation.metric"),
+    ("search.objectives=[accuracy, speed]", "search.objectives"),
+    ("search.objectives=[cost, trainable_params]", "search.objectives"),
 ]
 
 
@@ -143,3 +150,18 @@ def test_set_does_not_change_the_callers_dict(
     config = parse_config(data, overrides=["search.n_trials=9", "space.lora.rank=[2]"])
     assert config.search.n_trials == 9
     assert yaml.safe_dump(data) == before
+
+
+def test_a_file_only_another_task_reads_is_refused(job: Path, tmp_path: Path) -> None:
+    conll = tmp_path / "train.conll"
+    conll.write_text("good B-POS\nfilm O\n")
+    code, lines = validate(str(job), "--set", f"data.train={conll}")
+    assert_one_error_naming(code, lines, "data.train")
+    assert "train.conll is a file model.task token-classification reads" in lines[0]
+
+
+def test_a_causal_lm_needs_two_columns(job: Path) -> None:
+    code, lines = validate(
+        str(job), "--set", "model.task=causal-lm", "--set", "data.response_column=prompt"
+    )
+    assert_one_error_naming(code, lines, "data.response_column")

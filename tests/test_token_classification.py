@@ -203,16 +203,24 @@ def test_the_all_outside_baseline_finds_no_entity(
     assert baseline["token_accuracy"] == pytest.approx(outside / words)
 
 
+@pytest.mark.parametrize("form", ["conll", "jsonl"])
 def test_a_tagging_search_recommends_and_exports(
-    tiny_tagger_dir: Path, conll: dict[str, Path], tmp_path: Path
+    tiny_tagger_dir: Path, conll: dict[str, Path], tmp_path: Path, form: str
 ) -> None:
-    """End to end on CoNLL files: the rows carry seqeval's entity F1, the baseline tags
-    everything O, and an export reloads to the same entity F1 through its card's code."""
+    """End to end on CoNLL files and on JSONL: the rows carry seqeval's entity F1, the
+    baseline tags everything O, and an export reloads to the same entity F1 through its
+    card's code."""
     import peftsearch
 
+    files = conll
+    if form == "jsonl":
+        files = {
+            split: write_jsonl(tmp_path / f"{split}.jsonl", tagged_sentences(n, seed))
+            for split, n, seed in (("train", 96, 1), ("eval", 32, 2))
+        }
     config = {
         "model": {"name_or_path": str(tiny_tagger_dir), "task": TASK},
-        "data": {"train": str(conll["train"]), "eval": str(conll["eval"]), "max_length": 16},
+        "data": {"train": str(files["train"]), "eval": str(files["eval"]), "max_length": 16},
         "search": {"study_name": "ner", "n_trials": 2, "seed": 0},
         "space": {"methods": ["lora", "ia3"], "lora": {"lr": {"low": 0.02, "high": 0.05}}},
         "resources": {"use_ray": False},

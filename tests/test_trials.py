@@ -54,6 +54,38 @@ def test_complete_trial_measures_everything(runner: TrialRunner, tmp_path: Path)
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(result.adapter_files)
 
 
+def test_a_classifier_can_search_macro_f1(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """``evaluation.metric: macro_f1``: the searched score is macro-F1, and the rungs
+    judge it too; accuracy stays among the metrics."""
+    import dataclasses
+
+    config = parse_config(
+        tiny_config(tiny_model_dir, tiny_data, tmp_path), overrides=["evaluation.metric=macro_f1"]
+    )
+    assert config.metric == "macro_f1"
+    data = build_data(config)
+    settings = build_settings(config)
+    assert settings.metric == "macro_f1"
+    runner = TrialRunner(
+        build_model_source(config, data), data, settings, device="cpu", device_name="cpu"
+    )
+    result = runner.run(TrialJob(0, "lora", LORA, 1e-2, None, rungs=(2,)))
+    assert result.status == "COMPLETE", result.error
+    assert result.metrics["metric"] == "macro_f1"
+    assert result.accuracy == result.metrics["macro_f1"] != result.metrics["accuracy"]
+    accuracy = TrialRunner(
+        build_model_source(config, data),
+        data,
+        dataclasses.replace(settings, metric="accuracy"),
+        device="cpu",
+        device_name="cpu",
+    ).run(TrialJob(0, "lora", LORA, 1e-2, None, rungs=(2,)))
+    assert accuracy.metrics["macro_f1"] == result.metrics["macro_f1"]  # the same training
+    assert [r[0] for r in accuracy.rungs] == [r[0] for r in result.rungs] == [2]
+
+
 def test_loading_the_base_model_is_overhead_of_the_first_trial_only(
     tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "Metric",
     "Task",
     "TaskBase",
+    "default_task",
     "get_task",
     "head_loading_code",
     "metric_label",
@@ -179,6 +180,7 @@ class TaskBase:
     peft_task_type: str
     metrics: tuple[Metric, ...]
     pipeline_tag: str
+    default: bool = False  # the task of a config that names none (one task only)
     unit: str = "rows"
     columns: tuple[str, ...] = ()
     data_options: type[DataOptions] = DataOptions
@@ -226,6 +228,15 @@ def get_task(name: str) -> Task:
 
 def task_names() -> list[str]:
     return sorted(_TASKS)
+
+
+def default_task() -> str:
+    """What ``model.task`` is when a config leaves it out: the task that says it is the
+    default (text classification)."""
+    defaults = [name for name, task in _TASKS.items() if getattr(task, "default", False)]
+    if len(defaults) != 1:
+        raise RuntimeError(f"exactly one task must be the default; found {defaults}")
+    return defaults[0]
 
 
 def unregister_task(name: str) -> None:

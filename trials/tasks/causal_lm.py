@@ -67,8 +67,8 @@ class CausalLMTask(TaskBase):
         data = config.data
         if data.prompt_column == data.response_column:
             raise ValueError(
-                f"data.prompt_column and data.response_column are both "
-                f"{data.prompt_column!r}; name two different columns"
+                f"data.response_column: {data.response_column!r} is data.prompt_column too; "
+                "name two different columns"
             )
 
     def model_class(self) -> Any:

@@ -99,6 +99,7 @@ class ClassificationTask(TaskBase):
     name = "sequence-classification"
     display_name = "text classification"
     pipeline_tag = "text-classification"
+    default = True
     unit = "texts"
     peft_task_type = "SEQ_CLS"
     metrics = (

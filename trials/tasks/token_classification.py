@@ -166,7 +166,7 @@ class TokenClassificationTask(TaskBase):
             "F1 of whole entities (BIO/IOB2 spans, type and boundaries right), by seqeval",
             share=False,
         ),
-        Metric("token_accuracy", "tag accuracy", "the share of words tagged right"),
+        Metric("token_accuracy", "token accuracy", "the share of words tagged right"),
     )
     columns = ("entity_precision", "entity_recall", "token_accuracy")
     data_options = TokenClassificationData
@@ -278,7 +278,7 @@ class TokenClassificationTask(TaskBase):
         rung: bool = False,
     ) -> dict[str, Any]:
         """Entity precision, recall and F1 (seqeval, its default conlleval-compatible
-        reading of the spans) and tag accuracy, on each word's first sub-token."""
+        reading of the spans) and token accuracy, on each word's first sub-token."""
         from peftsearch.trials.train import labelled_logits
 
         names = context.label_names
@@ -369,7 +369,7 @@ class TokenClassificationTask(TaskBase):
 
 
 def score_tags(gold: list[list[str]], predicted: list[list[str]], metric: str) -> dict[str, Any]:
-    """Entity precision/recall/F1 by seqeval, tag accuracy, and the standard error of the
+    """Entity precision/recall/F1 by seqeval, token accuracy, and the standard error of the
     searched metric (``score_error``)."""
     import warnings
 

@@ -1,0 +1,35 @@
+"""The task contract (trials/tasks/_registry.py ``Task``), checked on every registered task:
+what the config, the tables and the card rely on."""
+
+from __future__ import annotations
+
+import pytest
+
+from peftsearch.config import DataConfig
+from peftsearch.trials.tasks import default_task, get_task, metric_label, task_names
+
+
+@pytest.mark.parametrize("name", task_names())
+def test_a_task_keeps_the_contract(name: str) -> None:
+    from peft import TaskType
+
+    task = get_task(name)
+    assert task.name == name and task.display_name and task.pipeline_tag and task.unit
+    assert task.peft_task_type in TaskType.__members__
+    assert task.model_class().__name__.startswith("AutoModelFor")
+    metrics = [m.name for m in task.metrics]
+    assert metrics and len(set(metrics)) == len(metrics)
+    assert all(metric_label(m.name) == m.label for m in task.metrics)
+    # its own data keys never shadow the shared ones, nor another task's
+    own = set(task.data_options.model_fields)
+    assert not own & set(DataConfig.model_fields)
+    for other in task_names():
+        if other != name:
+            assert not own & set(get_task(other).data_options.model_fields), other
+    assert "accuracy" not in task.columns  # the searched score has its own column
+    assert all(s.startswith(".") for s in task.file_suffixes)
+
+
+def test_one_task_is_the_default() -> None:
+    assert default_task() == "sequence-classification"
+    assert sum(bool(getattr(get_task(n), "default", False)) for n in task_names()) == 1
