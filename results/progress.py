@@ -22,7 +22,8 @@ class SearchProgress:
     done: int = 0
     running: int = 0
     failed: int = 0
-    best_accuracy: float | None = None
+    best_accuracy: float | None = None  # of the task's metric (``metric`` names it)
+    metric: str | None = None
     fewest_params: int | None = None
     lowest_cost: float | None = None
     started: float = 0.0
@@ -30,10 +31,16 @@ class SearchProgress:
     budget: Any = None
 
     def add(
-        self, status: str, accuracy: float | None, params: int | None, cost: float | None
+        self,
+        status: str,
+        accuracy: float | None,
+        params: int | None,
+        cost: float | None,
+        metric: str | None = None,
     ) -> None:
         """Fold in one finished trial that counts against ``search.n_trials``."""
         self.done += 1
+        self.metric = self.metric or metric
         self.failed += status == "FAIL"
         if status != "COMPLETE" or accuracy is None or params is None or cost is None:
             return
@@ -43,16 +50,20 @@ class SearchProgress:
 
     def add_result(self, result: Any) -> None:
         """Fold in a live ``TrialResult``."""
-        self.add(result.status, result.accuracy, result.trainable_params, result.cost_usd)
+        metric = (result.metrics or {}).get("metric")
+        self.add(result.status, result.accuracy, result.trainable_params, result.cost_usd, metric)
 
     def line(self) -> str:
+        from peftsearch.trials.tasks import metric_label
+
+        best = f"best {metric_label(self.metric)} "
         elapsed = (self.ended or time.time()) - self.started if self.started else 0.0
         minutes, seconds = divmod(int(elapsed), 60)
         parts = [
             f"trials {self.done}/{self.total}",
             f"running {self.running}",
             f"failed {self.failed}",
-            "best accuracy " + ("-" if self.best_accuracy is None else f"{self.best_accuracy:.3f}"),
+            best + ("-" if self.best_accuracy is None else f"{self.best_accuracy:.3f}"),
             "fewest params " + ("-" if self.fewest_params is None else f"{self.fewest_params:,}"),
             "lowest cost " + ("-" if self.lowest_cost is None else f"${self.lowest_cost:.4f}"),
             f"elapsed {minutes}:{seconds:02d}",
@@ -83,5 +94,6 @@ def progress_from_study(study: optuna.Study, total: int) -> SearchProgress:
                 record.measurement("accuracy"),
                 record.measurement("trainable_params"),
                 record.measurement("cost_usd"),
+                (record.measurement("metrics") or {}).get("metric"),
             )
     return progress

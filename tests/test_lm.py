@@ -282,6 +282,7 @@ def test_a_causal_lm_search_names_its_metric_and_its_zero_shot_baseline(
     assert result.exit_code == 0, result.output
     assert "scored by exact match" in result.output
     assert "Without an adapter: exact match" in result.output
+    assert "| best exact match 0." in result.output  # the progress line names the metric
     study = tmp_path / "out" / "tiny"
     pareto = json.loads((study / "pareto.json").read_text())
     assert pareto["metric"] == "exact_match"
