@@ -517,34 +517,10 @@ class Config(_Section):
         """The chosen task reads its own ``data`` keys: another task's key set to other than
         its default is a mistake (it would be ignored), and so is a metric the task does
         not report."""
-        from peftsearch.trials.tasks import get_task, task_names
+        from peftsearch.trials.tasks import check_task_config, get_task
 
-        task = get_task(self.model.task)
-        own = set(task.data_options.model_fields)
-        for name in task_names():
-            other = get_task(name)
-            fields = other.data_options.model_fields
-            for key in sorted(set(fields) & self.data.model_fields_set - own):
-                if getattr(self.data, key) != fields[key].default:
-                    raise ValueError(
-                        f"data.{key}: read by model.task {name} only, not by {task.name} "
-                        f"(it reads {', '.join(f'data.{k}' for k in sorted(own)) or 'none'})"
-                    )
-        for key in ("train", "eval", "test"):
-            value = (getattr(self.data, key) or "").lower()
-            owners = [n for n in task_names() if value.endswith(get_task(n).file_suffixes or ())]
-            if owners and task.name not in owners:
-                raise ValueError(
-                    f"data.{key}: {Path(value).name} is a file model.task {owners[0]} reads; "
-                    f"{task.name} reads {', '.join(TABLE_SUFFIXES)} files"
-                )
-        choices = [m.name for m in task.metrics]
-        if self.evaluation.metric is not None and self.evaluation.metric not in choices:
-            raise ValueError(
-                f"evaluation.metric: {self.evaluation.metric!r} is not a metric of "
-                f"{task.name}; choose one of {', '.join(choices)}"
-            )
-        task.check(self)
+        check_task_config(self, TABLE_SUFFIXES)
+        get_task(self.model.task).check(self)
         return self
 
     @property

@@ -259,8 +259,8 @@ def resume(
     quiet: bool = False,
 ) -> StudyResult:
     """Continue a study whose driver was killed: interrupted trials are re-queued."""
-    from peftsearch.pipelines.builders import load_study_config
     from peftsearch.pipelines.run import run_search
+    from peftsearch.pipelines.studies import load_study_config
 
     resolved = load_study_config(Path(study_dir), overrides)
     return run_search(resolved, console or _console(quiet), resume=True)
@@ -268,7 +268,7 @@ def resume(
 
 def load(study_dir: str | Path) -> StudyResult:
     """A study as it stands in its folder and storage (finished, or still running)."""
-    from peftsearch.pipelines.builders import load_results
+    from peftsearch.pipelines.studies import load_results
 
     folder = Path(study_dir)
     config, rows, front, extra = load_results(folder)

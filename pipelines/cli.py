@@ -145,7 +145,7 @@ def resume(study_dir: StudyDir, set_: SetOption = None) -> None:
 @user_errors
 def status(study_dir: StudyDir) -> None:
     """Progress of a study, read from its storage (works while a search runs elsewhere)."""
-    from peftsearch.pipelines.builders import load_study_config
+    from peftsearch.pipelines.studies import load_study_config
     from peftsearch.results.progress import progress_from_study
     from peftsearch.search import load_existing_study
 

@@ -22,10 +22,9 @@ from peftsearch.pipelines.builders import (
     build_space_fits,
     build_study,
     build_tracker,
-    build_warm_start,
     describe_budget,
-    write_study_files,
 )
+from peftsearch.pipelines.studies import build_warm_start, write_study_files
 
 if TYPE_CHECKING:
     import optuna

@@ -173,7 +173,8 @@ def test_merge_into_the_searched_checkpoint(searched: dict, tmp_path: Path) -> N
 
 def score(model: Any, study_dir: Path) -> tuple[float, float]:
     """Accuracy and macro-F1 of a model on the study's own evaluation set."""
-    from peftsearch.pipelines.builders import build_data, load_study_config
+    from peftsearch.pipelines.builders import build_data
+    from peftsearch.pipelines.studies import load_study_config
     from peftsearch.trials.tasks import EvalContext, get_task
 
     data = build_data(load_study_config(study_dir))
@@ -199,7 +200,7 @@ def reproduce_metrics(study_dir: Path, adapter: Path) -> tuple[float, float]:
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    from peftsearch.pipelines.builders import load_study_config
+    from peftsearch.pipelines.studies import load_study_config
 
     config = load_study_config(study_dir)
     labels = json.loads((adapter / "labels.json").read_text())

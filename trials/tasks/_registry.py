@@ -29,6 +29,7 @@ __all__ = [
     "Metric",
     "Task",
     "TaskBase",
+    "check_task_config",
     "default_task",
     "get_task",
     "head_loading_code",
@@ -242,6 +243,41 @@ def default_task() -> str:
 def unregister_task(name: str) -> None:
     """Remove a task (tests that register a throwaway task clean up with this)."""
     _TASKS.pop(name, None)
+
+
+def check_task_config(config: Any, table_suffixes: tuple[str, ...]) -> None:
+    """The config as the chosen task reads it, or a ValueError naming the key: another
+    task's ``data`` key set to other than its default (it would be ignored), a data file
+    only another task reads, an ``evaluation.metric`` the task does not report."""
+    from pathlib import Path
+
+    task = get_task(config.model.task)
+    data = config.data
+    own = set(task.data_options.model_fields)
+    for name in task_names():
+        fields = get_task(name).data_options.model_fields
+        for key in sorted(set(fields) & data.model_fields_set - own):
+            if getattr(data, key) != fields[key].default:
+                reads = ", ".join(f"data.{k}" for k in sorted(own)) or "none"
+                raise ValueError(
+                    f"data.{key}: read by model.task {name} only, not by {task.name} "
+                    f"(it reads {reads})"
+                )
+    for key in ("train", "eval", "test"):
+        value = (getattr(data, key) or "").lower()
+        owners = [n for n in task_names() if value.endswith(get_task(n).file_suffixes or ())]
+        if owners and task.name not in owners:
+            raise ValueError(
+                f"data.{key}: {Path(value).name} is a file model.task {owners[0]} reads; "
+                f"{task.name} reads {', '.join(table_suffixes)} files"
+            )
+    choices = [m.name for m in task.metrics]
+    metric = config.evaluation.metric
+    if metric is not None and metric not in choices:
+        raise ValueError(
+            f"evaluation.metric: {metric!r} is not a metric of {task.name}; choose one of "
+            f"{', '.join(choices)}"
+        )
 
 
 def metric_label(name: str | None) -> str:
