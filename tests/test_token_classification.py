@@ -263,3 +263,25 @@ def test_a_tagging_search_recommends_and_exports(
     again = get_task(TASK).evaluate(model, data.eval, context, metric="entity_f1")
     picked = rows.loc[advice.trial]
     assert again["score"] == pytest.approx(picked["accuracy"], abs=1e-9)
+
+
+def test_a_byte_level_tokenizer_reads_words_with_a_prefix_space(tmp_path: Path) -> None:
+    """GPT-2/RoBERTa-style tokenizers refuse words already split unless built with
+    ``add_prefix_space``: the task reloads them so, and the tags still sit on each word's
+    first sub-token."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2TokenizerFast
+
+    from peftsearch.trials.model import Checkpoint, load_tokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["the good film", "a bad plot"] * 20, vocab_size=270, min_frequency=1)
+    GPT2TokenizerFast(tokenizer_object=bpe, eos_token="the").save_pretrained(tmp_path / "bpe")
+    tokenizer = load_tokenizer(Checkpoint(str(tmp_path / "bpe")))
+    assert tokenizer.add_prefix_space is False
+    rows = [[("the", "O"), ("goodish", "B-POS"), ("film", "O")]] * 4
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    data = prepare(tmp_path, TASK, tokenizer=tokenizer, train=path, eval=path, max_length=32)
+    labels = [i for i in data.train[0]["labels"] if i != -100]
+    assert [data.label_names[i] for i in labels] == ["O", "B-POS", "O"]
+    assert len(data.train[0]["labels"]) > 3  # "goodish" split into sub-tokens, one tagged

@@ -117,6 +117,25 @@ def _as_list(value: Any, number: int, key: str, where: str) -> list[Any]:
     return list(value)
 
 
+def for_words(tokenizer: Any) -> Any:
+    """A tokenizer that takes words already split: byte-level BPE tokenizers (RoBERTa,
+    GPT-2, DeBERTa-v3's cousins) refuse them unless built with ``add_prefix_space``, which
+    marks each word as following a space, as it does in running text."""
+    if getattr(tokenizer, "add_prefix_space", None) is not False:
+        return tokenizer
+    try:
+        words = type(tokenizer).from_pretrained(tokenizer.name_or_path, add_prefix_space=True)
+    except Exception as error:
+        raise UserError(
+            f"this tokenizer needs add_prefix_space=True to read words already split, and "
+            f"reloading it so failed: {error}",
+            where="model.name_or_path",
+        ) from None
+    if words.pad_token is None:  # the pad token load_tokenizer gave it (decoders ship none)
+        words.pad_token = tokenizer.pad_token
+    return words
+
+
 def orphan_inside(tags: list[str]) -> str | None:
     """The first ``I-X`` that follows neither ``B-X`` nor ``I-X``, or None."""
     previous = "O"
@@ -187,6 +206,7 @@ class TokenClassificationTask(TaskBase):
                 "tokenizer (tokenizer.json); this model has only a slow one",
                 where="model.name_or_path",
             )
+        tokenizer = for_words(tokenizer)
         notes: list[str] = []
 
         def read(split: str) -> datasets.Dataset:
