@@ -119,7 +119,7 @@ class CausalLMTask(TaskBase):
             max_train=data.max_train_samples,
             max_eval=data.max_eval_samples,
         )
-        stats = {"too_long_rows": 0, "truncated_prompts": 0}
+        stats = {"too_long_rows": 0, "truncated_prompts": 0, "max_length": data.max_length}
         train_set, eval_set = encode(train), encode(eval)
         if len(train_set) < 2:
             raise UserError(
@@ -183,8 +183,8 @@ class CausalLMTask(TaskBase):
         dropped, cut = data.stats.get("too_long_rows", 0), data.stats.get("truncated_prompts", 0)
         if dropped or cut:
             words += (
-                f"; {dropped} dropped (response longer than data.max_length), {cut} prompts "
-                "shortened from the left"
+                f"; {dropped} dropped (response longer than data.max_length "
+                f"{data.stats.get('max_length')}), {cut} prompts shortened from the left"
             )
         return words
 
