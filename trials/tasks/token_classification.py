@@ -119,10 +119,15 @@ def _as_list(value: Any, number: int, key: str, where: str) -> list[Any]:
 
 def for_words(tokenizer: Any) -> Any:
     """A tokenizer that takes words already split: byte-level BPE tokenizers (RoBERTa,
-    GPT-2, DeBERTa-v3's cousins) refuse them unless built with ``add_prefix_space``, which
-    marks each word as following a space, as it does in running text."""
-    if getattr(tokenizer, "add_prefix_space", None) is not False:
+    GPT-2, Longformer) refuse them unless built with ``add_prefix_space``, which
+    marks each word as following a space, as it does in running text. Others (WordPiece,
+    SentencePiece) are used as they are."""
+    try:
+        tokenizer([["a", "b"]], is_split_into_words=True)
         return tokenizer
+    except Exception as error:
+        if "add_prefix_space" not in str(error):
+            raise
     try:
         words = type(tokenizer).from_pretrained(tokenizer.name_or_path, add_prefix_space=True)
     except Exception as error:
