@@ -134,6 +134,7 @@ def build_worker_setup(config: Config, data: PreparedData) -> tuple[WorkerSetup,
     gpus = resources.gpus_per_trial
     if gpus is None:
         gpus = 1.0 if cuda else 0.0
+    threads: int | None
     if resources.use_ray:
         threads = config.training.num_threads or max(1, int(resources.cpus_per_trial))
         kind, cpus, share_of_gpu = ("cuda" if gpus > 0 else "cpu"), resources.cpus_per_trial, gpus

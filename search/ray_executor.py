@@ -38,7 +38,8 @@ class TrialWorker:
         # a base model in a folder only the driver has arrives as bytes (``model``)
         setup.source.checkpoint = local_checkpoint(setup.source.checkpoint, model)
         # Ray starts workers with 1 torch thread; give the trial what it reserved.
-        torch.set_num_threads(setup.num_threads)
+        if setup.num_threads:
+            torch.set_num_threads(setup.num_threads)
         self.runner = setup.runner(data)
 
     def identity(self) -> tuple[int, str]:

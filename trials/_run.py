@@ -203,10 +203,9 @@ class TrialRunner:
     ) -> None:
         """Train and evaluate: a trial its full steps on the whole eval split, saving its
         adapter; a calibration its few steps on its few rows."""
-        calibration = isinstance(job, CalibrationJob)
-        steps = job.max_steps if calibration else self.settings.max_steps
-        table = self.split("eval")
+        steps, table = self.settings.max_steps, self.split("eval")
         if isinstance(job, CalibrationJob):
+            steps = job.max_steps
             table = table.select(range(min(job.eval_rows, len(table))))
         model = self._build(job.peft_config, result)
         if job.adapter_dir and self._save_seconds is None:
