@@ -90,7 +90,7 @@ def _default_task() -> str:
 class ModelConfig(_Section):
     name_or_path: str = Field(description="hub id or local folder (pkg://package/dir also works)")
     task: str = Field(
-        default_factory=lambda: _default_task(),
+        default_factory=_default_task,
         description="what a trial trains and how it is scored, one of the registered tasks: "
         "sequence-classification (text -> label), causal-lm (prompt -> generated response, "
         "decoders), token-classification (words -> one BIO tag each)",

@@ -115,6 +115,20 @@ def prepare(
     return get_task(task).prepare(section, seed=seed, tokenizer=tokenizer)
 
 
+def task_scores(model: Any, data: Any, metric: str) -> dict[str, Any]:
+    """Every metric the data's task reports for ``model`` on the eval split, on the CPU."""
+    from peftsearch.trials.tasks import EvalContext, get_task
+
+    context = EvalContext(
+        batch_size=32,
+        pad_token_id=data.pad_token_id,
+        device="cpu",
+        precision="fp32",
+        label_names=data.label_names,
+    )
+    return get_task(data.task).evaluate(model, data.eval, context, metric=metric)
+
+
 def prepare_lm(model_dir: Path, train: Path, eval: Path | None, **kwargs: Any) -> Any:
     """Prompt/response CSVs tokenized for the tiny causal LM (``kwargs`` override)."""
     options: dict[str, Any] = {"max_length": 16, **kwargs}

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import run_card_code, tiny_config
+from helpers import run_card_code, task_scores, tiny_config
 from typer.testing import CliRunner
 
 from peftsearch.pipelines.cli import app
@@ -175,17 +175,8 @@ def score(model: Any, study_dir: Path) -> tuple[float, float]:
     """Accuracy and macro-F1 of a model on the study's own evaluation set."""
     from peftsearch.pipelines.builders import build_data
     from peftsearch.pipelines.studies import load_study_config
-    from peftsearch.trials.tasks import EvalContext, get_task
 
-    data = build_data(load_study_config(study_dir))
-    context = EvalContext(
-        batch_size=32,
-        pad_token_id=data.pad_token_id,
-        device="cpu",
-        precision="fp32",
-        label_names=data.label_names,
-    )
-    metrics = get_task(data.task).evaluate(model, data.eval, context, metric="accuracy")
+    metrics = task_scores(model, build_data(load_study_config(study_dir)), "accuracy")
     return metrics["accuracy"], metrics["macro_f1"]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FILLER, NEGATIVE, POSITIVE, prepare, run_card_code
+from helpers import FILLER, NEGATIVE, POSITIVE, prepare, run_card_code, task_scores
 
 from peftsearch.errors import UserError
 from peftsearch.trials.tasks import get_task
@@ -250,17 +250,8 @@ def test_a_tagging_search_recommends_and_exports(
     namespace = run_card_code(out)
     model = namespace["model"]
     from peftsearch.pipelines.builders import build_data
-    from peftsearch.trials.tasks import EvalContext
 
-    data = build_data(result.config)
-    context = EvalContext(
-        batch_size=32,
-        pad_token_id=data.pad_token_id,
-        device="cpu",
-        precision="fp32",
-        label_names=data.label_names,
-    )
-    again = get_task(TASK).evaluate(model, data.eval, context, metric="entity_f1")
+    again = task_scores(model, build_data(result.config), "entity_f1")
     picked = rows.loc[advice.trial]
     assert again["score"] == pytest.approx(picked["accuracy"], abs=1e-9)
 

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from peftsearch.trials.tasks import EvalContext
+
 __all__ = [
     "TrainSettings",
     "TrialDiverged",
@@ -199,27 +201,22 @@ def train(
 
 
 def labelled_logits(
-    model: nn.Module,
-    table: datasets.Dataset,
-    *,
-    batch_size: int,
-    pad_token_id: int,
-    device: str,
-    precision: str,
-    feed: Feed | None = None,
+    model: nn.Module, table: datasets.Dataset, context: EvalContext
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(gold labels, logits) per evaluation batch, the model in eval mode and no grads:
     the loop a classifier's and a tagger's scoring share (trials/tasks/)."""
     import torch
 
+    device = context.device
     with (
         evaluation_mode(model),
         torch.inference_mode(),
-        autocast(device, resolve_precision(precision, device)),
+        autocast(device, resolve_precision(context.precision, device)),
     ):
-        for start in range(0, len(table), batch_size):
-            batch = collate(rows_of(table[start : start + batch_size]), pad_token_id)
+        for start in range(0, len(table), context.batch_size):
+            rows = rows_of(table[start : start + context.batch_size])
+            batch = collate(rows, context.pad_token_id)
             gold = batch.pop("labels")
-            take_rows(batch, feed)
+            take_rows(batch, context.feed)
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
             yield gold, logits.float().cpu()

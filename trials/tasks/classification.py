@@ -211,15 +211,7 @@ class ClassificationTask(TaskBase):
 
         predictions: list[int] = []
         labels: list[int] = []
-        for gold, logits in labelled_logits(
-            model,
-            table,
-            batch_size=context.batch_size,
-            pad_token_id=context.pad_token_id,
-            device=context.device,
-            precision=context.precision,
-            feed=context.feed,
-        ):
+        for gold, logits in labelled_logits(model, table, context):
             predictions += logits.argmax(-1).tolist()
             labels += gold.tolist()
         scores: dict[str, Any] = classification_metrics(

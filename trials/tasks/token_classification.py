@@ -309,15 +309,7 @@ class TokenClassificationTask(TaskBase):
         names = context.label_names
         gold_tags: list[list[str]] = []
         predicted_tags: list[list[str]] = []
-        for gold, logits in labelled_logits(
-            model,
-            table,
-            batch_size=context.batch_size,
-            pad_token_id=context.pad_token_id,
-            device=context.device,
-            precision=context.precision,
-            feed=context.feed,
-        ):
+        for gold, logits in labelled_logits(model, table, context):
             guess = logits[:, -gold.shape[1] :].argmax(-1)
             for row_gold, row_guess in zip(gold.tolist(), guess.tolist(), strict=True):
                 kept = [
