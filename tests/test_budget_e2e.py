@@ -30,7 +30,7 @@ def test_budget_stops_the_search(
         tmp_path / "out",
         search={
             "study_name": "tiny",
-            "n_trials": 1000,  # out of reach: the budget must end the search
+            "n_trials": 100_000,  # out of reach: the budget must end the search
             "seed": 0,
             "early_stopping": {"eta": 3, "min_trials": 2},
         },
@@ -50,7 +50,7 @@ def test_budget_stops_the_search(
     assert budget["limit_usd"] == 20.0
     assert budget["spent_usd"] <= 20.0
     rows = list(csv.DictReader((study_dir / "trials.csv").open()))
-    assert 1 <= len(rows) < 1000  # tens on an idle machine; one when it is busy
+    assert 1 <= len(rows) < 100_000  # hundreds on an idle machine; one when it is busy
     spent_by_trials = sum(float(r["device_seconds"] or 0) for r in rows)
     assert spent_by_trials <= budget["spent_device_seconds"] <= 20.0  # calibration, baseline
     ran = [r for r in rows if r["status"] in {"COMPLETE", "PRUNED"} and int(r["steps"] or 0)]
