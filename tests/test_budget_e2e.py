@@ -35,7 +35,7 @@ def test_budget_stops_the_search(
             "early_stopping": {"eta": 3, "min_trials": 2},
         },
         training={"max_steps": 10, "batch_size": 8, "device": "cpu"},
-        # $1 per device-second makes a $20 budget twenty device-seconds: tens of tiny trials
+        # $1 per device-second makes a $20 budget twenty device-seconds: hundreds of tiny trials
         # on an idle machine, and still one with the calibration and the baseline when
         # other work holds both cores (a step then takes about 1 s, not 0.05 s).
         cost={"usd_per_device_hour": {"cpu": 3600.0}},
