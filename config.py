@@ -87,6 +87,9 @@ def _default_task() -> str:
     return default_task()
 
 
+Quantization = Literal["none", "nf4", "fp4", "int8"]
+
+
 class ModelConfig(_Section):
     name_or_path: str = Field(description="hub id or local folder (pkg://package/dir also works)")
     task: str = Field(
@@ -98,6 +101,35 @@ class ModelConfig(_Section):
     revision: str | None = None
     gguf_file: str | None = Field(None, description="GGUF file name inside name_or_path")
     trust_remote_code: bool = False
+    quantization: Quantization | list[Quantization] = Field(
+        "none",
+        description="how the base's linear layers are stored while trials train "
+        "(bitsandbytes): none (float32), nf4 or fp4 (4-bit, QLoRA), int8; a list makes it "
+        "a searched dimension",
+    )
+
+    @field_validator("quantization")
+    @classmethod
+    def _quantization_list(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("list at least one of none, nf4, fp4, int8")
+            if len(set(value)) != len(value):
+                raise ValueError("a quantization is listed twice")
+            if len(value) == 1:
+                return value[0]
+        if value != "none" and importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError(
+                "quantized bases need bitsandbytes: pip install 'peftsearch[quantization]'"
+            )
+        return value
+
+    @property
+    def quantizations(self) -> list[str]:
+        """Every quantization the search may train on (one, unless it is searched)."""
+        return (
+            list(self.quantization) if isinstance(self.quantization, list) else [self.quantization]
+        )
 
     @field_validator("task")
     @classmethod
@@ -376,6 +408,14 @@ class ResourcesConfig(_Section):
     max_concurrent_trials: int | None = Field(
         None, ge=1, description="default: as many as the cluster's resources allow"
     )
+    memory_per_trial_gb: float | None = Field(
+        None,
+        gt=0,
+        description="memory one trial may take (GPU memory, or RAM on CPUs); a config "
+        "predicted over it trains with a smaller micro-batch or gradient checkpointing, "
+        "or is skipped. Default: the GPU's memory x gpus_per_trial, or on CPUs the node's "
+        "memory over the trials running at once",
+    )
 
     @field_validator("ray_address")
     @classmethod
@@ -510,6 +550,23 @@ class Config(_Section):
                 f"output_dir/search.study_name: {self.study_dir} is a file; choose another "
                 "study name or output_dir"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _methods_on_quantized_bases(self) -> Config:
+        from peftsearch.spaces import get_method
+
+        for quantization in self.model.quantizations:
+            if quantization == "none":
+                continue
+            for name in self.space.methods:
+                reason = get_method(name).supports_quantization(quantization)
+                if reason:
+                    raise ValueError(
+                        f"space.methods: {name} cannot train on a quantized base "
+                        f"(model.quantization: {quantization}): {reason}; remove {name} "
+                        "or set model.quantization: none"
+                    )
         return self
 
     @model_validator(mode="after")

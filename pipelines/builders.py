@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from peftsearch.search.budget import Budget
     from peftsearch.search.cost_model import CostModel
     from peftsearch.search.early_stopping import RungBoard
+    from peftsearch.search.memory_model import MemoryModel
     from peftsearch.search.ray_session import RaySession
     from peftsearch.spaces import ModelInfo
     from peftsearch.trials import (
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
         Checkpoint,
         PreparedData,
         TrainSettings,
+        TrialResult,
         WorkerSetup,
     )
 
@@ -39,6 +41,7 @@ __all__ = [
     "build_executor",
     "build_initial_design",
     "build_loop",
+    "build_memory_model",
     "build_model_info",
     "build_model_source",
     "build_rungs",
@@ -131,9 +134,7 @@ def build_worker_setup(config: Config, data: PreparedData) -> tuple[WorkerSetup,
 
     resources = config.resources
     cuda = torch.cuda.is_available() and config.training.device != "cpu"
-    gpus = resources.gpus_per_trial
-    if gpus is None:
-        gpus = 1.0 if cuda else 0.0
+    gpus = _gpus_per_trial(config)
     threads: int | None
     if resources.use_ray:
         threads = config.training.num_threads or max(1, int(resources.cpus_per_trial))
@@ -144,6 +145,7 @@ def build_worker_setup(config: Config, data: PreparedData) -> tuple[WorkerSetup,
     share = device_share(
         kind, cpus=cpus, gpus=share_of_gpu, vcpus_per_cpu_price=config.cost.vcpus_per_cpu_price
     )
+    limit = resources.memory_per_trial_gb
     setup = WorkerSetup(
         source=build_model_source(config, data),
         settings=build_settings(config),
@@ -151,6 +153,7 @@ def build_worker_setup(config: Config, data: PreparedData) -> tuple[WorkerSetup,
         usd_per_device_hour=config.cost.usd_per_device_hour,
         num_threads=threads,
         device_share=share,
+        memory_limit_mb=limit * 1024 if limit is not None else None,
     )
     return setup, gpus
 
@@ -206,19 +209,34 @@ def build_loop(
     budget: Budget | None,
     cost_model: CostModel | None,
     rungs: tuple[int, ...],
+    memory_model: MemoryModel | None = None,
+    device_memory_mb: float | None = None,
 ) -> SearchLoop:
     """The ask/tell loop over the space, the executor and the budget; ``meta`` (the
-    weightless model) counts each config's trainable parameters before it trains."""
+    weightless model) counts each config's trainable parameters before it trains. The
+    memory limit is ``resources.memory_per_trial_gb``, else the device's memory
+    (``device_memory_mb``, as a worker measured it) shared as the trials share it."""
     from peftsearch.results import StudyFolder
     from peftsearch.search import SearchLoop, objectives_of
+    from peftsearch.search.memory_model import default_memory_limit_mb
+
+    gb = config.resources.memory_per_trial_gb
+    memory_limit = gb * 1024 if gb is not None else None
+    gpus_per_trial = _gpus_per_trial(config)
     from peftsearch.spaces import sample_choice
     from peftsearch.trials import count_trainable
 
     methods = config.method_options()
+    quantizations = tuple(config.model.quantizations)
+    limit = memory_limit
+    if limit is None and memory_model is not None:
+        limit = default_memory_limit_mb(
+            device_memory_mb, gpu_share=gpus_per_trial, concurrent=executor.slots
+        )
     return SearchLoop(
         study=study,
         executor=executor,
-        sample=lambda trial: sample_choice(trial, methods, info),
+        sample=lambda trial: sample_choice(trial, methods, info, quantizations),
         n_trials=config.search.n_trials,
         adapter_root=StudyFolder(config.study_dir).trial_adapters,
         count_params=lambda choice: count_trainable(meta, choice.peft_config),
@@ -233,7 +251,45 @@ def build_loop(
         cache_frozen_layers=config.training.cache_frozen_layers,
         before_ask=build_initial_design(config, info),
         objectives=objectives_of(config.search.objectives),
+        memory_model=memory_model,
+        memory_limit_mb=limit,
+        memory_limit_configured=memory_limit is not None,
+        gradient_checkpointing=config.training.gradient_checkpointing,
+        batch_size=config.training.batch_size,
     )
+
+
+def _gpus_per_trial(config: Config) -> float:
+    """The share of a GPU each trial takes: ``resources.gpus_per_trial``, else the whole
+    GPU when this machine has CUDA (and trials may use it), else none."""
+    gpus = config.resources.gpus_per_trial
+    if gpus is not None:
+        return gpus
+    import torch
+
+    return 1.0 if torch.cuda.is_available() and config.training.device != "cpu" else 0.0
+
+
+def build_memory_model(
+    config: Config, data: PreparedData, meta: nn.Module, calibration: TrialResult | None = None
+) -> tuple[MemoryModel, float | None]:
+    """The memory model over the meta model's shape and the tokenized data, fitted to
+    the cost calibration's measured peak when there was one; and the memory of the
+    device trials run on: as a worker measured it, else this machine's."""
+    from peftsearch.search.memory_model import MemoryModel, model_shape
+    from peftsearch.trials.memory import device_memory_mb
+    from peftsearch.trials.tasks import get_task
+
+    t = config.training
+    causal = get_task(config.model.task).peft_task_type == "CAUSAL_LM"
+    model = MemoryModel(model_shape(meta, data, t.batch_size, t.eval_batch_size, causal))
+    device_memory = None
+    if calibration is not None:
+        model.observe_calibration(calibration)
+        device_memory = calibration.device_memory_mb
+    if device_memory is None:
+        device_memory = device_memory_mb("cuda" if _gpus_per_trial(config) > 0 else "cpu")
+    return model, device_memory
 
 
 def build_checkpoint(config: Config) -> Checkpoint:
@@ -258,7 +314,9 @@ def build_study(config: Config) -> optuna.Study:
     from peftsearch.search import make_sampler, objectives_of, open_study
 
     s = config.search
-    constrained = config.space.max_trainable_pct is not None
+    # the memory limit is a constraint in every study (search/memory_model.py); while
+    # every config is feasible the samplers behave as unconstrained ones
+    constrained = True
     study = open_study(
         s.study_name,
         config.storage_url,
@@ -372,7 +430,12 @@ def build_budget(
     from peftsearch.trials import price_per_hour
 
     cost_model, calibration = calibrate(
-        executor, config.space.methods[0], info, eval_rows, config.training.eval_batch_size
+        executor,
+        config.space.methods[0],
+        info,
+        eval_rows,
+        config.training.eval_batch_size,
+        quantization=config.model.quantizations[0],
     )
     b = config.budget
     limits = BudgetLimits.build(

@@ -17,6 +17,7 @@ from peftsearch.pipelines.builders import (
     build_early_stopping,
     build_executor,
     build_loop,
+    build_memory_model,
     build_model_info,
     build_rungs,
     build_space_fits,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from peftsearch.search import SearchLoop, TrialExecutor, TrialTracker
     from peftsearch.search.budget import Budget
     from peftsearch.search.cost_model import CostModel
+    from peftsearch.search.memory_model import MemoryModel
     from peftsearch.search.ray_session import RaySession
     from peftsearch.spaces import ModelInfo
     from peftsearch.trials import PreparedData
@@ -167,17 +169,29 @@ def start_budget(
     return budget, cost_model
 
 
+def start_memory_model(
+    config: Config, inputs: Inputs, cost_model: CostModel | None
+) -> tuple[MemoryModel, float | None]:
+    """Phase 5a: the memory model (fitted to the calibration run when there was one)
+    and the memory of the device trials run on."""
+    calibration = cost_model.calibration if cost_model is not None else None
+    return build_memory_model(config, inputs.data, inputs.meta, calibration)
+
+
 def schedule_baseline(
-    loop: SearchLoop, study: optuna.Study, inputs: Inputs, console: Console
+    loop: SearchLoop, study: optuna.Study, inputs: Inputs, console: Console, base: str = "none"
 ) -> None:
-    """Phase 5b: the no-adapter baseline as a side job of the loop (search/baseline.py)."""
+    """Phase 5b: the no-adapter baseline as a side job of the loop (search/baseline.py),
+    on the ``base`` the search trains on first (model.quantization)."""
     from peftsearch.results import baseline_line
     from peftsearch.search.baseline import baseline_side_job
 
     def say(baseline: dict[str, Any]) -> None:
         console.print(baseline_line(baseline, inputs.metric))
 
-    job = baseline_side_job(study, inputs.data, inputs.metric, loop.cost_model, say)
+    job = baseline_side_job(
+        study, inputs.data, inputs.metric, loop.cost_model, say, quantization=base
+    )
     if job is not None:
         loop.side_jobs.append(job)
 
@@ -318,6 +332,7 @@ def _search(  # the phases in order; each is tested alone
                 console.print(executor.describe())
             budget, cost_model = start_budget(config, study, executor, inputs, console)
             progress.budget = budget
+            memory_model, device_memory = start_memory_model(config, inputs, cost_model)
             rungs, note = build_rungs(config, study, rungs, budget, cost_model, executor.slots)
             if note:
                 console.print(note)
@@ -332,8 +347,10 @@ def _search(  # the phases in order; each is tested alone
                 budget=budget,
                 cost_model=cost_model,
                 rungs=rungs,
+                memory_model=memory_model,
+                device_memory_mb=device_memory,
             )
-            schedule_baseline(loop, study, inputs, console)
+            schedule_baseline(loop, study, inputs, console, config.model.quantizations[0])
             reason = drive(loop, progress, console)
             score_on_test(config, study, executor, inputs, budget, cost_model, console)
     except BaseException:

@@ -65,14 +65,22 @@ def front_table(rows: list[dict[str, Any]], title: str) -> Any:
 
 
 def trial_line(result: Any, done: int, total: int) -> str:
+    head = f"[{done}/{total}] trial {result.number} {result.method}"
+    if getattr(result, "infeasible", False):
+        return f"{head}: [yellow]skipped[/yellow] {result.error or ''}"
     if result.status != "COMPLETE":
-        status = f"[red]{result.status}[/red] {result.error or ''}"
-        return f"[{done}/{total}] trial {result.number} {result.method}: {status}"
+        return f"{head}: [red]{result.status}[/red] {result.error or ''}"
     metric = (result.metrics or {}).get("metric", "accuracy").replace("_", " ")
+    memory = (
+        f", {result.peak_memory_mb / 1024:.2f} GB peak"
+        if getattr(result, "peak_memory_mb", None) is not None
+        else ""
+    )
+    note = f" ({result.memory_note})" if getattr(result, "memory_note", None) else ""
     return (
-        f"[{done}/{total}] trial {result.number} {result.method}: {metric} {result.accuracy:.3f}, "
+        f"{head}: {metric} {result.accuracy:.3f}, "
         f"{result.trainable_params:,} trainable ({result.trainable_pct:.2f}%), "
-        f"${result.cost_usd:.4f}, {result.wall_seconds:.0f} s"
+        f"${result.cost_usd:.4f}, {result.wall_seconds:.0f} s{memory}{note}"
     )
 
 

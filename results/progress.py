@@ -26,6 +26,8 @@ class SearchProgress:
     metric: str | None = None
     fewest_params: int | None = None
     lowest_cost: float | None = None
+    # configs skipped before training, or lost after their retry, for want of memory
+    out_of_memory: int = 0
     started: float = 0.0
     ended: float | None = None
     budget: Any = None
@@ -50,6 +52,9 @@ class SearchProgress:
 
     def add_result(self, result: Any) -> None:
         """Fold in a live ``TrialResult``."""
+        if getattr(result, "infeasible", False):  # not trained: does not count
+            self.out_of_memory += bool(result.out_of_memory or "memory" in (result.error or ""))
+            return
         metric = (result.metrics or {}).get("metric")
         self.add(result.status, result.accuracy, result.trainable_params, result.cost_usd, metric)
 
@@ -68,6 +73,8 @@ class SearchProgress:
             "lowest cost " + ("-" if self.lowest_cost is None else f"${self.lowest_cost:.4f}"),
             f"elapsed {minutes}:{seconds:02d}",
         ]
+        if self.out_of_memory:
+            parts.insert(3, f"too big for memory {self.out_of_memory}")
         if self.budget is not None:
             money = self.budget.summary()
             if money["limit_usd"] is not None:

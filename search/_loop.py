@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from peftsearch.search import records
 from peftsearch.search.cost_model import features_of
+from peftsearch.search.memory_model import MemoryNeed, lowest_adapted_block, memory_limit_line
 from peftsearch.search.objectives import DEFAULT_OBJECTIVES, Objective, objectives_of, values_of
 from peftsearch.search.study import quiet_optuna
 from peftsearch.search.tracking import NullTracker, TrialTracker
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from peftsearch.search.budget import Budget
     from peftsearch.search.cost_model import CostModel, TrialFeatures
     from peftsearch.search.executor import TrialExecutor
+    from peftsearch.search.memory_model import MemoryModel, MemoryPlan
     from peftsearch.spaces import PeftChoice
 
 __all__ = ["SearchLoop", "SideJob", "finished_count"]
@@ -54,6 +56,8 @@ class _Candidate:
     choice: PeftChoice
     trainable_params: int
     features: TrialFeatures
+    need: MemoryNeed | None = None
+    plan: MemoryPlan | None = None
 
 
 @dataclass
@@ -92,6 +96,13 @@ class SearchLoop:
     cache_frozen_layers: bool = False  # the workers' frozen-layer cache (cost estimates)
     side_jobs: list[SideJob] = field(default_factory=list)
     before_ask: Callable[[optuna.Study], object] | None = None
+    # the memory guard (search/memory_model.py): a config predicted over the limit gets
+    # the levers, or is recorded infeasible before it trains
+    memory_model: MemoryModel | None = None
+    memory_limit_mb: float | None = None
+    memory_limit_configured: bool = False  # resources.memory_per_trial_gb was set
+    gradient_checkpointing: bool = False  # training.gradient_checkpointing
+    batch_size: int = 16  # training.batch_size (the levers are said against it)
     # what the study optimises, in its values' order (search/objectives.py)
     objectives: tuple[Objective, ...] = objectives_of(DEFAULT_OBJECTIVES)
     stop_reason: str | None = None
@@ -175,6 +186,7 @@ class SearchLoop:
         self.study.enqueue_trial(last.params, user_attrs=records.requeue_attrs(last.number))
 
     def _next_candidate(self) -> _Candidate | None:
+        reasons: list[str] = []
         for _ in range(MAX_INFEASIBLE_IN_A_ROW):
             if self.before_ask is not None:
                 self.before_ask(self.study)
@@ -192,12 +204,6 @@ class SearchLoop:
                 return None
             records.save_choice(trial, choice)
             pct = 100.0 * trainable / total
-            if self.max_trainable_pct is not None:
-                # Optuna's constraint API: > 0 is infeasible, and the sampler learns from it.
-                records.save_constraint(trial, pct - self.max_trainable_pct)
-                if pct > self.max_trainable_pct:
-                    self._infeasible(trial, choice, trainable, total)
-                    continue
             features = features_of(
                 choice.method,
                 choice.peft_config,
@@ -205,15 +211,61 @@ class SearchLoop:
                 self.num_layers,
                 self.cache_frozen_layers,
             )
-            return _Candidate(trial, choice, trainable, features)
+            candidate = _Candidate(trial, choice, trainable, features)
+            reason = self._check_memory(candidate)
+            if self.max_trainable_pct is not None:
+                # Optuna's constraint API: > 0 is infeasible, and the sampler learns from it.
+                records.save_constraint(trial, trainable_pct=pct - self.max_trainable_pct)
+                if pct > self.max_trainable_pct and not reason:
+                    reason = (
+                        f"not trained: {pct:.3f}% trainable is over the cap "
+                        "(space.max_trainable_pct)"
+                    )
+            if reason:
+                self._infeasible(trial, choice, trainable, total, reason)
+                reasons.append(reason)
+                continue
+            return candidate
+        memory = [r for r in reasons if "memory" in r]
         self.stop_reason = (
-            f"space: {MAX_INFEASIBLE_IN_A_ROW} configs in a row exceeded "
+            f"memory: {MAX_INFEASIBLE_IN_A_ROW} configs in a row did not fit; the last "
+            f"{memory[-1].removeprefix('not trained: ')}. Raise it, lower training.batch_size "
+            "or narrow the space"
+            if len(memory) > len(reasons) // 2
+            else f"space: {MAX_INFEASIBLE_IN_A_ROW} configs in a row exceeded "
             f"space.max_trainable_pct={self.max_trainable_pct}; raise it or narrow the space"
         )
         return None
 
+    def _check_memory(self, candidate: _Candidate) -> str:
+        """Plan the candidate's memory levers; '' when it fits, else why it does not."""
+        if self.memory_model is None:
+            return ""
+        choice, features = candidate.choice, candidate.features
+        from peftsearch.trials.frozen_cache import PROMPT_LEARNING
+
+        prompt = str(choice.peft_config.get("peft_type", "")).upper() in PROMPT_LEARNING
+        candidate.need = MemoryNeed(
+            trainable_params=candidate.trainable_params,
+            lowest_block=0 if prompt else lowest_adapted_block(choice.peft_config, self.num_layers),
+            quantization=choice.quantization,
+            cached=features.cached_fraction > 0,
+            gradient_checkpointing=self.gradient_checkpointing,
+        )
+        plan = self.memory_model.plan(candidate.need, self.memory_limit_mb)
+        candidate.plan = plan
+        records.save_memory(candidate.trial, plan.predicted_mb)
+        if self.memory_limit_mb is None:
+            return ""
+        excess = (plan.predicted_mb - self.memory_limit_mb) / self.memory_limit_mb
+        records.save_constraint(candidate.trial, memory=excess)
+        if plan.fits:
+            return ""
+        line = memory_limit_line(plan, self.memory_limit_mb, self.memory_limit_configured)
+        return f"not trained: out of memory predicted, {line}"
+
     def _infeasible(
-        self, trial: optuna.Trial, choice: PeftChoice, trainable: int, total: int
+        self, trial: optuna.Trial, choice: PeftChoice, trainable: int, total: int, reason: str
     ) -> None:
         pct = 100.0 * trainable / total
         record = TrialResult(
@@ -223,16 +275,25 @@ class SearchLoop:
             trainable_params=trainable,
             total_params=total,
             trainable_pct=pct,
-            error=f"not trained: {pct:.3f}% trainable is over the cap (space.max_trainable_pct)",
+            quantization=choice.quantization,
+            predicted_memory_mb=records.memory_of(trial),
+            error=reason,
         )
-        records.save_result(trial, record, infeasible=True)
         run_id = self._child_run(trial, choice)
+        self._tell_infeasible(trial, run_id, record)
+
+    def _tell_infeasible(self, trial: optuna.Trial, run_id: str, record: TrialResult) -> None:
+        """A config that cannot train (over a cap, or out of memory): told as complete
+        with the worst values so the sampler's constraint handling sees it; results and
+        the front leave infeasible trials out."""
+        record.status, record.infeasible = "COMPLETE", True
+        records.save_result(trial, record, infeasible=True)
         self.tracker.close_child(run_id, "INFEASIBLE", "FINISHED")
-        # Told as complete with the worst accuracy so the sampler's constraint handling
-        # sees it; results and the front leave infeasible trials out.
         self.study.tell(
             trial, [float(getattr(record, o.column, None) or 0.0) for o in self.objectives]
         )
+        if self.on_result is not None:
+            self.on_result(record)
 
     def _launch(self, candidate: _Candidate) -> bool:
         trial, choice = candidate.trial, candidate.choice
@@ -248,6 +309,7 @@ class SearchLoop:
             self.budget.reserve(trial.number, allowance)
         run_id = self._child_run(trial, choice)
         self._inflight[trial.number] = (trial, run_id, candidate)
+        plan = candidate.plan
         self.executor.submit(
             TrialJob(
                 number=trial.number,
@@ -258,6 +320,9 @@ class SearchLoop:
                 max_seconds=None if allowance is None or math.isinf(allowance) else allowance,
                 min_seconds=self.cost_model.floor() if self.cost_model is not None else 0.0,
                 rungs=self.rungs,
+                quantization=choice.quantization,
+                micro_batch_size=plan.micro_batch_size if plan else None,
+                gradient_checkpointing=plan.gradient_checkpointing if plan else None,
             )
         )
         return True
@@ -294,10 +359,20 @@ class SearchLoop:
         assert result.number is not None, "a trial's result"
         trial, run_id, candidate = self._inflight.pop(result.number)
         result.estimated_seconds = records.estimate_of(trial)
+        result.predicted_memory_mb = records.memory_of(trial)
+        if candidate is not None and candidate.plan is not None and not result.memory_note:
+            levers = candidate.plan.levers(self.batch_size)
+            result.memory_note = f"to fit the memory: {levers}" if levers else None
         if self.budget is not None:
             self.budget.settle(result.number, result.device_seconds)
         if self.cost_model is not None and candidate is not None:
             self.cost_model.observe(candidate.features, result)
+        if self.memory_model is not None and candidate is not None and candidate.need:
+            self.memory_model.observe(candidate.need, result)
+        if result.out_of_memory:  # after its retry: this config does not fit
+            records.save_constraint(trial, memory=1.0)
+            self._tell_infeasible(trial, run_id, result)
+            return
         self._record(trial, run_id, result)
 
     def _record(self, trial: optuna.Trial, run_id: str, result: TrialResult) -> None:

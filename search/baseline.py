@@ -31,9 +31,11 @@ def baseline_side_job(
     metric: str,
     cost_model: CostModel | None,
     on_saved: Callable[[dict[str, Any]], None] = lambda baseline: None,
+    quantization: str = "none",
 ) -> SideJob | None:
     """The loop's side job that measures the baseline, with its cost estimate (setup and
-    one evaluation); None when the study has its baseline already."""
+    one evaluation); None when the study has its baseline already. ``quantization``: the
+    base as the search first trains on it (model.quantization)."""
     from peftsearch.search._loop import SideJob
     from peftsearch.trials import BaselineJob
 
@@ -50,7 +52,7 @@ def baseline_side_job(
             on_saved(saved)
 
     estimate = cost_model.setup_seconds + cost_model.eval_seconds if cost_model else 0.0
-    return SideJob(BaselineJob(), done, estimate)
+    return SideJob(BaselineJob(quantization=quantization), done, estimate)
 
 
 def record_baseline(

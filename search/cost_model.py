@@ -77,7 +77,9 @@ def features_of(
     return TrialFeatures(method, max(1, trainable_params), min(1.0, fraction), cached)
 
 
-def calibration_job(method: str, info: ModelInfo, eval_rows: int) -> CalibrationJob:
+def calibration_job(
+    method: str, info: ModelInfo, eval_rows: int, quantization: str = "none"
+) -> CalibrationJob:
     """A few steps of ``method``'s typical config and one small evaluation, to time this
     model, data and device. The method's plug-in says what a typical config is."""
     from peftsearch.spaces import get_method
@@ -88,6 +90,7 @@ def calibration_job(method: str, info: ModelInfo, eval_rows: int) -> Calibration
         peft_config=get_method(method).calibration_config(info),
         max_steps=CALIBRATION_STEPS,
         eval_rows=eval_rows,
+        quantization=quantization,
     )
 
 
@@ -108,6 +111,7 @@ class CostModel:
     _setups: list[float] = field(default_factory=list)
     _weights: Any = None
     _methods: list[str] = field(default_factory=list)
+    calibration: TrialResult | None = None  # the run it started from
 
     @classmethod
     def from_calibration(
@@ -125,6 +129,7 @@ class CostModel:
             reference_params=max(1, result.trainable_params or 1),
             method=result.method,
             share=result.device_seconds / result.wall_seconds if result.wall_seconds else 1.0,
+            calibration=result,
         )
 
     def observe(self, features: TrialFeatures, result: TrialResult) -> None:
@@ -191,11 +196,16 @@ class CostModel:
 
 
 def calibrate(
-    executor: TrialExecutor, method: str, info: ModelInfo, eval_rows: int, eval_batch: int
+    executor: TrialExecutor,
+    method: str,
+    info: ModelInfo,
+    eval_rows: int,
+    eval_batch: int,
+    quantization: str = "none",
 ) -> tuple[CostModel, TrialResult]:
     """Run the calibration on a worker; its device time is real spend, charge it."""
     sample = min(eval_rows, eval_batch)
-    executor.submit(calibration_job(method, info, sample))
+    executor.submit(calibration_job(method, info, sample, quantization))
     results: list[TrialResult] = []
     while not results:
         results = executor.wait()

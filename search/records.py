@@ -28,6 +28,7 @@ __all__ = [
     "estimate_of",
     "initial_design_attrs",
     "mark_interrupted",
+    "memory_of",
     "overhead_of",
     "read_records",
     "requeue_attrs",
@@ -35,6 +36,7 @@ __all__ = [
     "save_choice",
     "save_constraint",
     "save_estimate",
+    "save_memory",
     "save_result",
     "save_run_id",
     "save_test_score",
@@ -49,6 +51,7 @@ _RESULT = "result"
 _INFEASIBLE = "infeasible"
 _NOT_LAUNCHED = "not_launched"
 _CONSTRAINT = "constraint"
+_MEMORY = "predicted_memory_mb"
 _ESTIMATE = "estimated_seconds"
 _RUN_ID = "mlflow_run_id"
 _REQUEUED_FROM = "requeued_from"
@@ -74,14 +77,34 @@ def save_choice(trial: optuna.Trial, choice: PeftChoice) -> None:
     trial.set_user_attr(_PEFT_CONFIG, choice.peft_config)
 
 
-def save_constraint(trial: optuna.Trial, excess: float) -> None:
-    """Optuna's constraint convention: a value > 0 means infeasible."""
-    trial.set_user_attr(_CONSTRAINT, [excess])
+# the constraints, in order: trainable share over space.max_trainable_pct, predicted
+# memory over the limit (relative); Optuna's convention: a value > 0 is infeasible
+CONSTRAINTS = ("trainable_pct", "memory")
 
 
-def constraint_of(trial: optuna.trial.FrozenTrial) -> list[float]:
-    """The ``constraints_func`` the samplers call."""
-    return list(trial.user_attrs.get(_CONSTRAINT, [0.0]))
+def save_constraint(trial: optuna.Trial, **excess: float) -> None:
+    """Each named constraint's excess (see ``CONSTRAINTS``; unnamed ones: 0)."""
+    values = list(constraint_of(trial))
+    for name, value in excess.items():
+        values[CONSTRAINTS.index(name)] = value
+    trial.set_user_attr(_CONSTRAINT, values)
+
+
+def constraint_of(trial: optuna.Trial | optuna.trial.FrozenTrial) -> list[float]:
+    """The ``constraints_func`` the samplers call: one value per ``CONSTRAINTS`` (a
+    study recorded before the memory constraint had one; the rest read as 0)."""
+    values = list(trial.user_attrs.get(_CONSTRAINT, []))
+    return values + [0.0] * (len(CONSTRAINTS) - len(values))
+
+
+def save_memory(trial: optuna.Trial, megabytes: float) -> None:
+    """The memory model's prediction of the trial's peak, with its levers."""
+    trial.set_user_attr(_MEMORY, megabytes)
+
+
+def memory_of(trial: optuna.Trial | optuna.trial.FrozenTrial) -> float | None:
+    value = trial.user_attrs.get(_MEMORY)
+    return None if value is None else float(value)
 
 
 def save_estimate(trial: optuna.Trial, seconds: float) -> None:

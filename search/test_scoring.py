@@ -58,7 +58,9 @@ def score_on_test(
     estimated at ``estimate`` device-seconds."""
     from peftsearch.trials import TestScoringJob
 
-    done = {r.number for r in records.read_records(study) if r.test}
+    stored = records.read_records(study)
+    done = {r.number for r in stored if r.test}
+    bases = {r.number: r.measurement("quantization") or "none" for r in stored}
     outcome = TestScoring()
     for number in (n for n in front if n not in done):
         adapter = adapter_of(number)
@@ -67,7 +69,8 @@ def score_on_test(
         if budget is not None and not budget.fits(estimate):
             outcome.skipped += 1
             continue
-        result = run_charged(study, executor, TestScoringJob(number, adapter), budget)
+        job = TestScoringJob(number, adapter, quantization=bases.get(number, "none"))
+        result = run_charged(study, executor, job, budget)
         if result.status == "COMPLETE":
             records.save_test_score(study, number, result)
             outcome.scored += 1

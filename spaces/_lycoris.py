@@ -54,6 +54,11 @@ class LycorisSpace(MethodSpaceBase):
         self.display_name = display_name
         self.peft_type = peft_type
 
+    def supports_quantization(self, quantization: str) -> str | None:
+        # checked here: 4-bit fails on the packed weight's shape; int8 runs but peft has
+        # no bitsandbytes LoHa/LoKr layer, so merging would write into int8 storage
+        return "peft has no bitsandbytes layer for it (only full-precision nn.Linear)"
+
     def suggest(self, trial: optuna.Trial, options: MethodOptions, info: ModelInfo) -> PeftChoice:
         assert isinstance(options, LycorisOptions)
         rank, alpha = suggest_rank(trial, self.name, options)

@@ -68,6 +68,7 @@ class PeftChoice(BaseModel):
     peft_config: dict[str, Any]
     learning_rate: float
     summary: dict[str, Any] = Field(default_factory=dict)
+    quantization: str = "none"  # the base it trains on (model.quantization)
 
 
 class MethodSpace(Protocol):
@@ -78,7 +79,8 @@ class MethodSpace(Protocol):
     the pydantic model of that section; its defaults must be a sound space for a
     typical transformer. ``mergeable`` says whether peft can merge the adapter into the
     base weights (``export --merge``). ``supports`` returns ``None`` when the method can
-    run on the model, or a one-line reason why not. ``suggest`` samples with
+    run on the model, or a one-line reason why not; ``supports_quantization`` the same for
+    a base stored as ``nf4``, ``fp4`` or ``int8`` (model.quantization). ``suggest`` samples with
     define-by-run calls on ``trial`` (parameter names prefixed with ``name`` so methods
     never collide) and returns a ``PeftChoice``. ``describe`` says a choice's
     ``summary`` in plain words. ``calibration_config`` is a typical peft config of the
@@ -95,6 +97,8 @@ class MethodSpace(Protocol):
     mergeable: bool
 
     def supports(self, info: ModelInfo) -> str | None: ...
+
+    def supports_quantization(self, quantization: str) -> str | None: ...
 
     def suggest(
         self, trial: optuna.Trial, options: MethodOptions, info: ModelInfo
@@ -118,6 +122,10 @@ class MethodSpaceBase:
     mergeable: bool = False
 
     def supports(self, info: ModelInfo) -> str | None:
+        return None
+
+    def supports_quantization(self, quantization: str) -> str | None:
+        """peft wraps bitsandbytes' layers for most methods (LoRA, DoRA, IA3, prompts)."""
         return None
 
     def describe(self, summary: dict[str, Any]) -> str:

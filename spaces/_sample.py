@@ -15,9 +15,19 @@ __all__ = ["sample_choice"]
 
 
 def sample_choice(
-    trial: optuna.Trial, methods: dict[str, MethodOptions], info: ModelInfo
+    trial: optuna.Trial,
+    methods: dict[str, MethodOptions],
+    info: ModelInfo,
+    quantizations: tuple[str, ...] = ("none",),
 ) -> PeftChoice:
-    """Sample ``method`` first; only the chosen method's parameters exist in the trial."""
+    """Sample ``method`` first; only the chosen method's parameters exist in the trial.
+    With more than one of ``quantizations`` (model.quantization as a list), the base's
+    storage is a searched dimension too."""
     names = list(methods)
     method = str(trial.suggest_categorical("method", names)) if len(names) > 1 else names[0]
-    return get_method(method).suggest(trial, methods[method], info)
+    choice = get_method(method).suggest(trial, methods[method], info)
+    if len(quantizations) == 1:
+        return choice.model_copy(update={"quantization": quantizations[0]})
+    quantization = str(trial.suggest_categorical("quantization", list(quantizations)))
+    summary = {**choice.summary, "base": quantization}
+    return choice.model_copy(update={"quantization": quantization, "summary": summary})

@@ -45,7 +45,7 @@ def test_a_trained_trial_round_trips() -> None:
     records.save_choice(trial, CHOICE)
     records.save_estimate(trial, 11.0)
     records.save_run_id(trial, "run-1")
-    records.save_constraint(trial, -2.5)
+    records.save_constraint(trial, trainable_pct=-2.5)
     measured = result(trial.number)
     records.save_result(trial, measured)
     s.tell(trial, values_of(measured, DEFAULT))
@@ -58,7 +58,7 @@ def test_a_trained_trial_round_trips() -> None:
     assert record.values == (0.8, 8000.0, 0.01)
     assert record.trained and record.counted and record.finished
     assert record.device_seconds == 12.5
-    assert records.constraint_of(s.trials[0]) == [-2.5]
+    assert records.constraint_of(s.trials[0]) == [-2.5, 0.0]
     back = record.to_result()
     assert back.losses == []  # the loss curve lives in MLflow, not in the study
     assert {**back.to_dict(), "losses": measured.losses} == measured.to_dict()

@@ -140,9 +140,9 @@ def test_base_model_loaded_once_and_copied_clean(runner: TrialRunner) -> None:
     import torch
 
     runner.run(TrialJob(3, "lora", LORA, 1e-2, None))
-    cached = runner.source._model
+    cached = runner.source._models["none"]
     first, second = runner.source.fresh_copy(), runner.source.fresh_copy()
-    assert runner.source._model is cached and first is not second
+    assert runner.source._models["none"] is cached and first is not second
     for (name, a), (_, b) in zip(
         first.state_dict().items(), cached.state_dict().items(), strict=True
     ):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import socket
 import time
 import traceback
@@ -21,6 +20,7 @@ from peftsearch.trials.deadline import STEP_SAFETY, Deadline
 from peftsearch.trials.file_transfer import saved_adapter, write_folder
 from peftsearch.trials.frozen_cache import FrozenLayers, PrefixServer
 from peftsearch.trials.jobs import BaselineJob, CalibrationJob, Job, TestScoringJob, TrialJob
+from peftsearch.trials.memory import PeakMemory, device_memory_mb, eval_rows, release_memory
 from peftsearch.trials.result import TrialResult
 from peftsearch.trials.train import TrainSettings, TrialDiverged, resolve_precision, train
 
@@ -48,6 +48,9 @@ class WorkerSetup:
     usd_per_device_hour: dict[str, float] = field(default_factory=dict)
     num_threads: int | None = 1
     device_share: float = 1.0  # of one priced device, per job (trials/cost.py)
+    # a job's memory (resources.memory_per_trial_gb): on a GPU, the caching allocator
+    # is held to it, so a trial that outgrows it fails alone, not its neighbours
+    memory_limit_mb: float | None = None
 
     def runner(self, data: PreparedData) -> TrialRunner:
         from peftsearch.trials.cost import detect_device
@@ -62,6 +65,7 @@ class WorkerSetup:
             usd_per_device_hour=self.usd_per_device_hour,
             num_threads=self.num_threads,
             device_share=self.device_share,
+            memory_limit_mb=self.memory_limit_mb,
         )
 
 
@@ -71,6 +75,55 @@ def _count(model: Any) -> int:
 
 class _Stop(Exception):
     """Training stopped on purpose; the job is PRUNED with this reason."""
+
+
+class _OutOfMemory(Exception):
+    """Out of memory, after the retry with the memory levers: the config is infeasible."""
+
+
+def _next_lever(job: TrialJob | CalibrationJob, settings: TrainSettings) -> TrialJob | None:
+    """The job with the next memory lever (search/memory_model.py): half the micro-batch,
+    else gradient checkpointing; None when both are spent (or not a trial)."""
+    import dataclasses
+
+    if not isinstance(job, TrialJob):
+        return None
+    micro = job.micro_batch_size or settings.batch_size
+    if micro > 1:
+        return dataclasses.replace(job, micro_batch_size=micro // 2)
+    checkpointing = job.gradient_checkpointing
+    if not (settings.gradient_checkpointing if checkpointing is None else checkpointing):
+        return dataclasses.replace(job, gradient_checkpointing=True)
+    return None
+
+
+def _import_training_stack() -> None:
+    """Set up, before the first job's memory is measured, what a worker's first training
+    step sets up once (tens of MB: peft and the bitsandbytes it imports, the autograd
+    engine, AdamW, the schedule): one step of a LoRA on a 4 x 4 linear layer."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import get_linear_schedule_with_warmup
+
+    model = get_peft_model(
+        torch.nn.Sequential(torch.nn.Linear(4, 4)), LoraConfig(r=1, target_modules=["0"])
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    schedule = get_linear_schedule_with_warmup(optimizer, 0, 1)
+    model(torch.ones(1, 4)).sum().backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    schedule.step()
+
+
+def _levers(job: Job, settings: TrainSettings) -> str:
+    """The micro-batch and checkpointing a job trains with, in words."""
+    micro = getattr(job, "micro_batch_size", None) or settings.batch_size
+    checkpointing = getattr(job, "gradient_checkpointing", None)
+    if checkpointing is None:
+        checkpointing = settings.gradient_checkpointing
+    return f"micro-batch {micro}" + (" with gradient checkpointing" if checkpointing else "")
 
 
 class TrialRunner:
@@ -92,8 +145,10 @@ class TrialRunner:
         usd_per_device_hour: dict[str, float] | None = None,
         num_threads: int | None = None,
         device_share: float = 1.0,
+        memory_limit_mb: float | None = None,
     ) -> None:
         self.source = source
+        source.device = device  # a quantized base loads onto it
         self.data = data
         self.settings = settings
         self.device = device
@@ -110,6 +165,15 @@ class TrialRunner:
         )
         # the slowest adapter save on this worker: the deadline keeps room for it
         self._save_seconds: float | None = None
+        self.device_memory_mb = device_memory_mb(device)
+        self.memory_limit_mb = memory_limit_mb
+        if device.startswith("cuda") and memory_limit_mb and self.device_memory_mb:
+            import torch
+
+            # the allocator raises OutOfMemoryError past it (caught per trial, below)
+            torch.cuda.set_per_process_memory_fraction(
+                min(1.0, memory_limit_mb / self.device_memory_mb)
+            )
 
     @property
     def cache(self) -> Any:
@@ -147,8 +211,9 @@ class TrialRunner:
             precision=self.precision,
             gradient_checkpointing=self.settings.gradient_checkpointing,
         )
-        if self.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+        result.quantization = job.quantization
+        result.device_memory_mb = self.device_memory_mb
+        probe, cached_before = PeakMemory(self.device), self._cached_bytes()
         try:
             if job.max_seconds is not None and job.max_seconds < job.min_seconds:
                 raise _Stop(
@@ -157,17 +222,21 @@ class TrialRunner:
                 )
             # once per worker, on its first job: device time (the deadline and the budget
             # count it), but neither the config's setup nor its cost
-            result.load_seconds = self._load_base()
+            result.load_seconds = self._load_base(job.quantization)
+            probe.start()  # the job's memory: above the worker's, with its base loaded
             if isinstance(job, BaselineJob):
-                self._baseline(result, started)
+                self._baseline(job, result, started)
             elif isinstance(job, TestScoringJob):
-                self._score_on_test(job.adapter, result, started)
+                self._score_on_test(job, result, started)
             else:
-                self._fine_tune(job, result, judge, started)
+                self._fine_tune_within_memory(job, result, judge, started, probe)
             result.status = "COMPLETE"
         except _Stop as stop:
             result.status = "PRUNED"
             result.error = str(stop)
+        except _OutOfMemory as error:
+            result.out_of_memory = True
+            result.error = str(error)
         except TrialDiverged as error:
             result.error = f"diverged: {error}"
         except Exception as error:
@@ -181,15 +250,84 @@ class TrialRunner:
             # its share of a device, held for the whole job
             result.device_seconds = result.wall_seconds * self.share
             result.spent_usd = result.device_seconds / 3600 * self.price
-            overhead = result.rung_seconds + result.cache_seconds + result.load_seconds
+            overhead = (
+                result.rung_seconds
+                + result.cache_seconds
+                + result.load_seconds
+                + result.lost_seconds
+            )
             config_seconds = (result.wall_seconds - overhead) * self.share
             result.cost_usd = config_seconds / 3600 * self.price
-            result.peak_memory_mb = self._peak_memory_mb()
+            result.peak_memory_mb = self._job_peak(probe, cached_before)
+            result.peak_allocated_mb = probe.allocated_mb()
         return result
 
-    def _baseline(self, result: TrialResult, started: float) -> None:
+    def _cached_bytes(self) -> int:
+        return self.frozen.nbytes if self.frozen is not None else 0
+
+    def _job_peak(self, probe: PeakMemory, cached_before: int) -> float | None:
+        """The job's peak, less what it added to the worker's frozen-layer cache (host
+        memory that stays for later trials: the worker's, not this trial's)."""
+        peak = probe.peak_mb()
+        if peak is None:
+            return None
+        if not self.device.startswith("cuda"):
+            peak -= (self._cached_bytes() - cached_before) / 2**20
+        return max(0.0, peak)
+
+    def _fine_tune_within_memory(
+        self,
+        job: TrialJob | CalibrationJob,
+        result: TrialResult,
+        judge: Judge | None,
+        started: float,
+        probe: PeakMemory,
+    ) -> None:
+        """Fine-tune; out of memory, free it all and retry once with the next memory
+        lever (inside the same allowance), else the config does not fit: infeasible."""
+        import torch
+
+        levers = _levers(job, self.settings)
+        try:
+            self._fine_tune(job, result, judge, started)
+            return
+        except torch.OutOfMemoryError:
+            pass  # leaving the handler drops the traceback, and the model with it
+        peak = probe.peak_mb()
+        release_memory(self.device)
+        retry = _next_lever(job, self.settings)
+        if retry is None:
+            raise _OutOfMemory(self._oom_line(levers, peak))
+        result.memory_note = (
+            f"out of memory at {levers}; retried at {_levers(retry, self.settings)}"
+        )
+        result.lost_seconds = time.perf_counter() - started - result.load_seconds
+        result.attempts += 1
+        result.reset_training()
+        probe.start()
+        try:
+            self._fine_tune(retry, result, judge, started)
+            return
+        except torch.OutOfMemoryError:
+            pass
+        peak = probe.peak_mb()
+        release_memory(self.device)
+        raise _OutOfMemory(self._oom_line(_levers(retry, self.settings), peak))
+
+    def _oom_line(self, levers: str, peak: float | None) -> str:
+        limit = self.memory_limit_mb or self.device_memory_mb
+        measured = f"; peaked at {peak / 1024:.2f} GB" if peak is not None else ""
+        within = f" of the {limit / 1024:.1f} GB allowed" if limit else ""
+        return f"out of memory at {levers}{measured}{within}: the config does not fit"
+
+    def _base_copy(self, quantization: str) -> Any:
+        """A fresh base on this worker's device (a quantized one is loaded there)."""
+        model = self.source.fresh_copy(quantization)
+        return model if quantization != "none" else model.to(self.device)
+
+    def _baseline(self, job: BaselineJob, result: TrialResult, started: float) -> None:
         """The base model as it is, scored by the task on the evaluation split."""
-        model = self.source.fresh_copy().to(self.device)
+        model = self._base_copy(job.quantization)
         result.setup_seconds = time.perf_counter() - started - result.load_seconds
         result.trainable_params, result.total_params = 0, _count(model)
         self._evaluate(model, self.split("eval"), result)
@@ -207,7 +345,7 @@ class TrialRunner:
         if isinstance(job, CalibrationJob):
             steps = job.max_steps
             table = table.select(range(min(job.eval_rows, len(table))))
-        model = self._build(job.peft_config, result)
+        model = self._build(job, result)
         if job.adapter_dir and self._save_seconds is None:
             self._save_seconds = self._time_save(model)  # once per worker
         result.setup_seconds = time.perf_counter() - started - result.load_seconds
@@ -217,14 +355,14 @@ class TrialRunner:
         if not deadline.has_room(0.0):  # a retry whose lost attempt used it all
             raise _Stop("stopped by the budget before training: the allowance is used up")
         server = (
-            self.frozen.server(model, str(job.peft_config.get("peft_type", "")))
+            self.frozen.server(model, str(job.peft_config.get("peft_type", "")), job.quantization)
             if self.frozen is not None
             else None
         )
         try:
             with server or contextlib.nullcontext():
                 self._train(model, job, steps, table, result, judge, deadline, server)
-                self._evaluate(model, table, result, server=server)
+                self._evaluate(model, table, result, server=server, micro=job.micro_batch_size)
         finally:
             if server is not None:
                 result.cached_layers = server.boundary
@@ -263,7 +401,9 @@ class TrialRunner:
             if isinstance(job, TrialJob) and step in job.rungs and step < total:
                 stop_unless_room(self._eval_guess(result, deadline.next_step), step)
                 began, filling = time.perf_counter(), server.seconds if server else 0.0
-                self._evaluate(model, table, result, rung=True, server=server)
+                self._evaluate(
+                    model, table, result, rung=True, server=server, micro=job.micro_batch_size
+                )
                 # rows cached during the rung count once, as filling the cache
                 filled = (server.seconds if server else 0.0) - filling
                 result.rung_seconds += time.perf_counter() - began - filled
@@ -295,15 +435,17 @@ class TrialRunner:
             after_step=after_step,
             max_steps=total,
             feed=server.feed("train") if server else None,
+            micro_batch_size=job.micro_batch_size,
         )
         result.train_seconds = sum(deadline.step_times)
 
-    def _load_base(self) -> float:
+    def _load_base(self, quantization: str) -> float:
         """Seconds spent loading the base model: 0 once this worker has it."""
-        if self.source.loaded:
+        if self.source.loaded(quantization):
             return 0.0
         began = time.perf_counter()
-        self.source.load()
+        _import_training_stack()
+        self.source.load(quantization)
         return time.perf_counter() - began
 
     def _eval_guess(self, result: TrialResult, step_seconds: float) -> float:
@@ -313,9 +455,7 @@ class TrialRunner:
             return result.eval_seconds / result.evaluations * STEP_SAFETY
         return step_seconds * len(self.data.eval) / self.settings.batch_size * 0.6
 
-    def _score_on_test(
-        self, adapter: dict[str, bytes], result: TrialResult, started: float
-    ) -> None:
+    def _score_on_test(self, job: TestScoringJob, result: TrialResult, started: float) -> None:
         """The adapter a trial saved (its files, shipped from the driver), on the base
         model it trained on, scored on test."""
         import tempfile
@@ -325,10 +465,10 @@ class TrialRunner:
         if self.data.test is None:
             raise ValueError("no test split was prepared (data.test is not set)")
         with tempfile.TemporaryDirectory(prefix="peftsearch-test-") as folder:
-            write_folder(adapter, Path(folder) / "adapter")
+            write_folder(job.adapter, Path(folder) / "adapter")
             model = PeftModel.from_pretrained(
-                self.source.fresh_copy(), str(Path(folder) / "adapter")
-            ).to(self.device)
+                self._base_copy(job.quantization), str(Path(folder) / "adapter")
+            )
         trainable, total = model.get_nb_trainable_parameters()
         result.trainable_params, result.total_params = int(trainable), int(total)
         self._evaluate(model, self.data.test, result)
@@ -344,6 +484,7 @@ class TrialRunner:
         *,
         rung: bool = False,
         server: PrefixServer | None = None,
+        micro: int | None = None,
     ) -> None:
         """The task scores the adapter: ``result.accuracy`` is the searched metric (at a
         rung, the task's cheaper signal for it); after the last evaluation
@@ -351,8 +492,9 @@ class TrialRunner:
         from peftsearch.trials.tasks import EvalContext, get_task
 
         began = time.perf_counter()
+        settings = self.settings
         context = EvalContext(
-            batch_size=self.settings.eval_batch_size,
+            batch_size=eval_rows(settings.eval_batch_size, micro, settings.batch_size),
             pad_token_id=self.data.pad_token_id,
             device=self.device,
             precision=self.settings.precision,
@@ -380,41 +522,44 @@ class TrialRunner:
         saved_adapter(model)
         return time.perf_counter() - began
 
-    def _build(self, peft_config: dict[str, Any], result: TrialResult) -> Any:
-        """The peft model of ``peft_config``, its random draws (adapter init, then the
-        training's dropout) seeded by ``search.seed``: a config's result does not
-        depend on which trials its worker ran before."""
+    def _build(self, job: TrialJob | CalibrationJob, result: TrialResult) -> Any:
+        """The peft model of the job's config on its base, its random draws (adapter
+        init, then the training's dropout) seeded by ``search.seed``: a config's result
+        does not depend on which trials its worker ran before."""
         import torch
-        from peft import get_peft_config, get_peft_model
+        from peft import get_peft_config, get_peft_model, prepare_model_for_kbit_training
 
         torch.manual_seed(self.settings.seed)
-        config = dict(peft_config)
-        base = self.source.fresh_copy()
-        if self.settings.gradient_checkpointing:
-            if not getattr(base, "supports_gradient_checkpointing", False):
-                raise ValueError(
-                    f"{type(base).__name__} does not support gradient checkpointing "
-                    "(set training.gradient_checkpointing: false)"
-                )
-            base.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
+        config = dict(job.peft_config)
+        base = self._base_copy(job.quantization)
+        checkpointing = job.gradient_checkpointing
+        if checkpointing is None:
+            checkpointing = self.settings.gradient_checkpointing
+        result.gradient_checkpointing = checkpointing
+        micro = job.micro_batch_size
+        result.micro_batch_size = micro if micro and micro < self.settings.batch_size else None
+        if checkpointing and not getattr(base, "supports_gradient_checkpointing", False):
+            raise ValueError(
+                f"{type(base).__name__} does not support gradient checkpointing "
+                "(set training.gradient_checkpointing: false)"
             )
+        kwargs = {"use_reentrant": False}
+        if job.quantization != "none":  # peft's preparation of a k-bit base (QLoRA)
+            base = prepare_model_for_kbit_training(
+                base, checkpointing, gradient_checkpointing_kwargs=kwargs
+            )
+        elif checkpointing:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if checkpointing:
             base.config.use_cache = False
         if self.source.extra_modules:
             config["modules_to_save"] = sorted(
                 {*config.get("modules_to_save", []), *self.source.extra_modules}
             )
         model = get_peft_model(base, get_peft_config(config))
-        model.to(self.device)
+        if job.quantization == "none":
+            model.to(self.device)
         trainable, total = model.get_nb_trainable_parameters()
         result.trainable_params, result.total_params = int(trainable), int(total)
         result.trainable_pct = 100.0 * trainable / total
         return model
-
-    def _peak_memory_mb(self) -> float:
-        import torch
-
-        if self.device == "cuda":
-            return torch.cuda.max_memory_allocated() / 2**20
-        # On CPU: the worker process's peak resident set (Linux reports KiB).
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -362,9 +362,25 @@ class FrozenLayers:
         self.settings = settings
         self.device = device
         self.precision = precision
-        self.cache = PrefixCache(settings.cache_max_mb * 2**20)
+        # one per base (model.quantization): a quantized base's states are its own
+        self.caches: dict[str, PrefixCache] = {}
         self._tables: dict[str, datasets.Dataset] = {}
         self._tokens: dict[str, float] = {}
+
+    @property
+    def cache(self) -> PrefixCache:
+        """The full-precision base's cache."""
+        return self.cache_of("none")
+
+    def cache_of(self, quantization: str) -> PrefixCache:
+        if quantization not in self.caches:
+            self.caches[quantization] = PrefixCache(self.settings.cache_max_mb * 2**20)
+        return self.caches[quantization]
+
+    @property
+    def nbytes(self) -> int:
+        """Host memory the cached states hold, every base's."""
+        return sum(cache.nbytes for cache in self.caches.values())
 
     def split(self, name: str) -> datasets.Dataset:
         if name not in self._tables:
@@ -372,12 +388,15 @@ class FrozenLayers:
             self._tables[name] = table.add_column("row_id", list(range(len(table))))
         return self._tables[name]
 
-    def server(self, model: nn.Module, peft_type: str) -> PrefixServer | None:
+    def server(
+        self, model: nn.Module, peft_type: str, quantization: str = "none"
+    ) -> PrefixServer | None:
         """A server for the blocks below the trial's lowest adapted block, or None: the
         method changes the inputs, nothing is frozen below, the rows a trial may read do
         not fit in memory, or serving that boundary did not reproduce the full model."""
+        cache = self.cache_of(quantization)
         boundary = frozen_boundary(model, peft_type)
-        if boundary == 0 or self.cache.checked(boundary) is False:
+        if boundary == 0 or cache.checked(boundary) is False:
             return None
         row_bytes = hidden_size(model) * (4 if self.precision == "fp32" else 2)
         reads = {  # the rows a trial may read: its steps' batches, the whole eval split
@@ -387,16 +406,16 @@ class FrozenLayers:
         splits = {}
         for split, rows in reads.items():
             expected = int(min(rows, len(self.split(split))) * self._mean_tokens(split))
-            states = self.cache.states(split, boundary, expected * row_bytes)
+            states = cache.states(split, boundary, expected * row_bytes)
             if states is None:
                 return None
             splits[split] = states
         server = PrefixServer(
-            model, boundary, splits, self.cache, device=self.device, precision=self.precision
+            model, boundary, splits, cache, device=self.device, precision=self.precision
         )
-        if self.cache.checked(boundary) is None:
-            self.cache.record_check(boundary, self._serves_like_full(model, server))
-            if not self.cache.checked(boundary):
+        if cache.checked(boundary) is None:
+            cache.record_check(boundary, self._serves_like_full(model, server))
+            if not cache.checked(boundary):
                 return None
         return server
 

@@ -34,6 +34,12 @@ class TrialJob:
     max_seconds: float | None = None
     min_seconds: float = 0.0
     rungs: tuple[int, ...] = ()
+    quantization: str = "none"  # how the base's linear layers are stored (trials/model.py)
+    # the memory levers (search/memory_model.py), None: training.batch_size and
+    # training.gradient_checkpointing as configured. A smaller micro-batch accumulates
+    # gradients up to the same batch, so the maths stays the same.
+    micro_batch_size: int | None = None
+    gradient_checkpointing: bool | None = None
 
     @property
     def key(self) -> str:
@@ -50,6 +56,7 @@ class CalibrationJob:
     max_steps: int
     eval_rows: int
     learning_rate: float = 1e-4
+    quantization: str = "none"
 
     key = "calibration"
     number = None  # not a trial of the study
@@ -57,6 +64,8 @@ class CalibrationJob:
     adapter_dir = None
     max_seconds = None
     min_seconds = 0.0
+    micro_batch_size = None
+    gradient_checkpointing = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,7 @@ class BaselineJob:
     zero-shot), scored on the evaluation split: what fine-tuning is measured against."""
 
     method: str = "baseline"
+    quantization: str = "none"
     key = "baseline"
     number = None  # not a trial of the study
     adapter_dir = None
@@ -80,6 +90,7 @@ class TestScoringJob:
     number: int
     adapter: dict[str, bytes]
     method: str = "test"
+    quantization: str = "none"
     adapter_dir = None
     max_seconds = None
     min_seconds = 0.0

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from peftsearch.spaces import ModelInfo
 
 __all__ = [
+    "QUANTIZATIONS",
     "BaseModelSource",
     "Checkpoint",
     "count_trainable",
@@ -27,6 +28,30 @@ __all__ = [
 ]
 
 HEAD_MODULES = ("classifier", "score")
+# How a base's linear layers may be stored (model.quantization), bitsandbytes' kinds.
+QUANTIZATIONS = ("none", "nf4", "fp4", "int8")
+
+
+def quantization_config(quantization: str, device: str = "cpu") -> Any:
+    """bitsandbytes' config for ``quantization`` (None for "none"). The heads stay in full
+    precision: they train (peft saves them whole), and a 4-bit weight cannot. 4-bit
+    layers compute in bf16 on a GPU that has it, in fp32 elsewhere."""
+    if quantization == "none":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    skip = [*HEAD_MODULES, "lm_head"]
+    bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    compute = torch.bfloat16 if bf16 else torch.float32
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quantization,
+        bnb_4bit_compute_dtype=compute,
+        llm_int8_skip_modules=skip,
+    )
 
 
 @contextlib.contextmanager
@@ -130,10 +155,11 @@ class BaseModelSource:
         self.label_names = label_names
         self.pad_token_id = pad_token_id
         self.seed = seed
-        self._model: nn.Module | None = None
+        self._models: dict[str, nn.Module] = {}
         self.extra_modules: list[str] = []
+        self.device = "cpu"  # where a quantized base loads (the runner sets its device)
 
-    def _load(self) -> nn.Module:
+    def _load(self, quantization: str) -> nn.Module:
         import torch
 
         from peftsearch.trials.tasks import get_task
@@ -143,12 +169,13 @@ class BaseModelSource:
         head = task.head_kwargs(self.label_names)
         try:
             with quiet_transformers():
-                model, info = task.model_class().from_pretrained(
-                    self.checkpoint.name_or_path,
+                model, info = load_pretrained(
+                    task.model_class(),
+                    self.checkpoint,
+                    quantization,
+                    device=self.device,
                     **head,
                     output_loading_info=True,
-                    dtype=torch.float32,
-                    **self.checkpoint.hub_kwargs(),
                 )
         except Exception as error:
             raise UserError(
@@ -165,19 +192,19 @@ class BaseModelSource:
         model.eval()
         return model
 
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
+    def loaded(self, quantization: str = "none") -> bool:
+        return quantization in self._models
 
-    def load(self) -> None:
-        """Load the weights now (once); ``fresh_copy`` copies them."""
-        if self._model is None:
-            self._model = self._load()
+    def load(self, quantization: str = "none") -> None:
+        """Load the weights now (once per quantization); ``fresh_copy`` copies them."""
+        if quantization not in self._models:
+            self._models[quantization] = self._load(quantization)
 
-    def fresh_copy(self) -> nn.Module:
-        self.load()
-        assert self._model is not None
-        return copy.deepcopy(self._model)
+    def fresh_copy(self, quantization: str = "none") -> nn.Module:
+        """A copy to train: on the CPU, or already on ``device`` for a quantized base
+        (bitsandbytes places its weights when it loads them and cannot move them)."""
+        self.load(quantization)
+        return copy.deepcopy(self._models[quantization])
 
     def tokenizer(self) -> Any:
         """The checkpoint's tokenizer, loaded once (causal-LM evaluation decodes)."""
@@ -187,7 +214,59 @@ class BaseModelSource:
 
     def __getstate__(self) -> dict[str, Any]:
         # travels to workers without the loaded weights or tokenizer: each loads its own
-        return {**self.__dict__, "_model": None, "_tokenizer": None}
+        return {**self.__dict__, "_models": {}, "_tokenizer": None}
+
+
+def load_pretrained(
+    model_class: Any,
+    checkpoint: Checkpoint,
+    quantization: str = "none",
+    *,
+    device: str = "cpu",
+    **kwargs: Any,
+) -> Any:
+    """``model_class.from_pretrained`` in float32, or with its linear layers quantized by
+    bitsandbytes (``quantization``: nf4, fp4, int8) on ``device``.
+
+    transformers refuses to quantize while reading a GGUF file, so a GGUF checkpoint is
+    read (de-quantized) once, written as safetensors to a temporary folder on this
+    machine, and quantized from there: the same weights, the same bitsandbytes path.
+    """
+    import tempfile
+
+    import torch
+
+    hub = checkpoint.hub_kwargs()
+    quantized = quantization_config(quantization, device)
+    if quantized is None:
+        return model_class.from_pretrained(
+            checkpoint.name_or_path, dtype=torch.float32, **hub, **kwargs
+        )
+    placed = {"quantization_config": quantized, "device_map": {"": device}}
+    if not checkpoint.gguf_file:
+        return model_class.from_pretrained(
+            checkpoint.name_or_path, dtype=torch.float32, **hub, **placed, **kwargs
+        )
+    loaded = model_class.from_pretrained(
+        checkpoint.name_or_path, dtype=torch.float32, **hub, **kwargs
+    )
+    full, info = loaded if kwargs.get("output_loading_info") else (loaded, None)
+    # its weights are plain float32 tensors now: save them as such
+    full.hf_quantizer = None
+    if hasattr(full.config, "quantization_config"):
+        del full.config.quantization_config
+    with tempfile.TemporaryDirectory(prefix="peftsearch-gguf-") as folder:
+        full.save_pretrained(folder)
+        del full, loaded
+        model = model_class.from_pretrained(
+            folder,
+            dtype=torch.float32,
+            trust_remote_code=checkpoint.trust_remote_code,
+            **placed,
+            **{k: v for k, v in kwargs.items() if k != "output_loading_info"},
+        )
+    # what the checkpoint itself lacked (a new head), as the GGUF read reported it
+    return (model, info) if info is not None else model
 
 
 def meta_model(checkpoint: Checkpoint, *, label_names: list[str], task: str) -> nn.Module:

@@ -19,6 +19,7 @@ MEASUREMENTS = (
     "device_seconds",
     "wall_seconds",
     "peak_memory_mb",
+    "predicted_memory_mb",
 )
 
 
@@ -48,7 +49,20 @@ class TrialResult:
     rung_seconds: float = 0.0  # of device_seconds, spent evaluating at early-stopping rungs
     wall_seconds: float = 0.0
     setup_seconds: float = 0.0
+    # the job's peak memory above what its worker held before it (trials/memory.py):
+    # CUDA's reserved memory, or the resident set on a CPU; None where not measurable
     peak_memory_mb: float | None = None
+    peak_allocated_mb: float | None = None  # CUDA: live tensors at the peak
+    predicted_memory_mb: float | None = None  # the memory model's, before launch
+    device_memory_mb: float | None = None  # all of the device's memory (GPU, or node RAM)
+    quantization: str = "none"
+    micro_batch_size: int | None = None  # when smaller than the batch (accumulating)
+    # a real out-of-memory error ended it (after the one retry with the memory levers)
+    out_of_memory: bool = False
+    # not trained, or did not fit: over space.max_trainable_pct or the memory limit
+    infeasible: bool = False
+    memory_note: str | None = None  # the levers it was given, and why, in words
+    lost_seconds: float = 0.0  # of device_seconds: an attempt lost to an out-of-memory error
     steps: int = 0
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
@@ -75,6 +89,15 @@ class TrialResult:
     cached_layers: int = 0
     cache_seconds: float = 0.0  # of device_seconds: computing cached states (once per worker)
     load_seconds: float = 0.0  # of device_seconds: loading the base model (once per worker)
+
+    def reset_training(self) -> None:
+        """Forget a lost attempt's training and scores (its time stays spent)."""
+        fresh = TrialResult(self.number, self.method, self.status)
+        for name in (
+            "accuracy", "steps", "train_seconds", "eval_seconds", "evaluations", "rungs",
+            "losses", "metrics", "rung_seconds", "cached_layers", "cache_seconds",
+        ):  # fmt: skip
+            setattr(self, name, getattr(fresh, name))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -157,12 +157,15 @@ def train(
     after_step: Callable[[int, float], bool] | None = None,
     max_steps: int | None = None,
     feed: Feed | None = None,
+    micro_batch_size: int | None = None,
 ) -> list[float]:
     """AdamW with linear warmup and decay; returns the loss per step.
 
     ``after_step(step, loss)`` returning False stops training there (budget, early
     stopping). ``max_steps`` overrides the settings' (the schedule follows it). ``feed``
-    serves cached hidden states (trials/frozen_cache.py).
+    serves cached hidden states (trials/frozen_cache.py). ``micro_batch_size`` below the
+    batch size runs each batch in pieces and accumulates their gradients, each piece's
+    loss weighted by its share of the batch's loss terms: the same step, in less memory.
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -177,16 +180,22 @@ def train(
     batches = _batches(table, settings.batch_size, pad_token_id, settings.seed)
     losses: list[float] = []
     model.train()
+    shifted = _predicts_next_token(model)
     for step in range(total):
         batch = next(batches)
-        take_rows(batch, feed)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast(device, precision):
-            loss = model(**batch).loss
-        value = float(loss.detach())
+        pieces = _pieces(batch, micro_batch_size or settings.batch_size, shifted)
+        value = 0.0
+        for piece, weight in pieces:
+            if weight == 0.0:  # no loss terms in it (its mean would be NaN)
+                continue
+            take_rows(piece, feed)
+            piece = {k: v.to(device) for k, v in piece.items()}
+            with autocast(device, precision):
+                loss = model(**piece).loss * weight
+            value += float(loss.detach())
+            scaler.scale(loss).backward()
         if not math.isfinite(value):
             raise TrialDiverged(f"loss became {value} at step {step + 1}")
-        scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
         scaler.step(optimizer)
@@ -198,6 +207,38 @@ def train(
             break
     model.eval()
     return losses
+
+
+def _predicts_next_token(model: nn.Module) -> bool:
+    """A causal LM's loss counts label positions after shifting them by one."""
+    configs = getattr(model, "peft_config", {})
+    return any(str(getattr(c, "task_type", "")) == "CAUSAL_LM" for c in configs.values())
+
+
+def _pieces(
+    batch: dict[str, torch.Tensor], size: int, shifted: bool
+) -> list[tuple[dict[str, torch.Tensor], float]]:
+    """The batch in pieces of at most ``size`` rows, each with its weight: the share of
+    the batch's loss terms it holds (rows; or label tokens, the model's loss being their
+    mean), so the weighted pieces' losses add up to the batch's loss."""
+    rows = len(batch["input_ids"])
+    if size >= rows:
+        return [(batch, 1.0)]
+    labels = batch.get("labels")
+    per_row: list[float]
+    if labels is not None and labels.dim() == 2:
+        counted = labels[:, 1:] if shifted else labels
+        per_row = (counted != IGNORE_INDEX).sum(dim=1).tolist()
+    else:
+        per_row = [1.0] * rows
+    total = sum(per_row) or 1.0
+    return [
+        (
+            {k: v[start : start + size] for k, v in batch.items()},
+            sum(per_row[start : start + size]) / total,
+        )
+        for start in range(0, rows, size)
+    ]
 
 
 def labelled_logits(
