@@ -11,7 +11,7 @@ import importlib.util
 import re
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -101,16 +101,20 @@ class ModelConfig(_Section):
     revision: str | None = None
     gguf_file: str | None = Field(None, description="GGUF file name inside name_or_path")
     trust_remote_code: bool = False
-    quantization: Quantization | list[Quantization] = Field(
+    quantization: str | list[str] = Field(
         "none",
         description="how the base's linear layers are stored while trials train "
         "(bitsandbytes): none (float32), nf4 or fp4 (4-bit, QLoRA), int8; a list makes it "
         "a searched dimension",
     )
 
-    @field_validator("quantization")
+    @field_validator("quantization", mode="before")
     @classmethod
-    def _quantization_list(cls, value: str | list[str]) -> str | list[str]:
+    def _quantization_list(cls, value: Any) -> str | list[str]:
+        known = get_args(Quantization)
+        for item in value if isinstance(value, list) else [value]:
+            if item not in known:
+                raise ValueError(f"unknown quantization {item!r}; use one of {', '.join(known)}")
         if isinstance(value, list):
             if not value:
                 raise ValueError("list at least one of none, nf4, fp4, int8")

@@ -73,19 +73,25 @@ class StudyResult:
         max_cost: float | str | None = None,
         min_accuracy: float | None = None,
         prefer: str = "accuracy",
+        max_memory: float | str | None = None,
     ) -> Recommendation:
         """The trial to take under these limits, with what it trades away, in words.
 
         ``max_params`` is a count (``200_000``, ``"200k"``) or a share (``"1%"``);
-        ``max_cost`` dollars per run; ``prefer`` is accuracy, params or cost.
+        ``max_cost`` dollars per run; ``max_memory`` the measured peak (``"12gb"``,
+        ``"500mb"``); ``prefer`` is accuracy, params or cost. With ``max_memory`` the
+        choice is from the front that counts peak memory as an objective too.
         """
-        from peftsearch.results import recommend
+        from peftsearch.results import front_of, recommend
+        from peftsearch.search.objectives import objectives_of
 
+        front = self.front_numbers
+        limits = constraints(max_params, max_cost, min_accuracy, prefer, max_memory)
+        if limits.max_memory_mb is not None:
+            names = list(self.extra.get("objectives") or ("accuracy", "trainable_params", "cost"))
+            front = front_of(self.rows, objectives_of((*names, "peak_memory")))
         return recommend(
-            self.rows,
-            self.front_numbers,
-            constraints(max_params, max_cost, min_accuracy, prefer),
-            baseline=self.extra.get("summary", {}).get("baseline"),
+            self.rows, front, limits, baseline=self.extra.get("summary", {}).get("baseline")
         )
 
     def export(
@@ -206,9 +212,10 @@ def constraints(
     max_cost: float | str | None,
     min_accuracy: float | None,
     prefer: str,
+    max_memory: float | str | None = None,
 ) -> Any:
-    """``Constraints`` from what a person writes (``1%``, ``200k``, ``5usd``)."""
-    from peftsearch.results.recommend import Constraints, parse_cost, parse_params
+    """``Constraints`` from what a person writes (``1%``, ``200k``, ``5usd``, ``12gb``)."""
+    from peftsearch.results.recommend import Constraints, parse_cost, parse_memory, parse_params
 
     if prefer not in ("accuracy", "params", "cost"):
         raise UserError(
@@ -216,7 +223,8 @@ def constraints(
         )
     count, pct = parse_params(None if max_params is None else str(max_params))
     cost = parse_cost(None if max_cost is None else str(max_cost))
-    return Constraints(count, pct, cost, min_accuracy, prefer)
+    memory = parse_memory(None if max_memory is None else str(max_memory))
+    return Constraints(count, pct, cost, min_accuracy, prefer, memory)
 
 
 def _console(quiet: bool) -> Console:

@@ -30,6 +30,9 @@ MaxParams = Annotated[
     typer.Option("--max-params", help="At most this many trainable params: 1% or 200000."),
 ]
 MaxCost = Annotated[str | None, typer.Option("--max-cost", help="At most this cost per run: 5usd.")]
+MaxMemory = Annotated[
+    str | None, typer.Option("--max-memory", help="At most this peak memory per trial: 12gb.")
+]
 MinAccuracy = Annotated[
     float | None, typer.Option("--min-accuracy", help="At least this accuracy.")
 ]
@@ -175,6 +178,7 @@ def recommend(
     max_cost: MaxCost = None,
     min_accuracy: MinAccuracy = None,
     prefer: Prefer = "accuracy",
+    max_memory: MaxMemory = None,
     json_: Annotated[bool, typer.Option("--json", help="Print it as JSON, for scripts.")] = False,
 ) -> None:
     """Say which adapter to take under your constraints, and what it trades away."""
@@ -183,7 +187,11 @@ def recommend(
     from peftsearch.pipelines.api import load
 
     advice = load(study_dir).recommend(
-        max_params=max_params, max_cost=max_cost, min_accuracy=min_accuracy, prefer=prefer
+        max_params=max_params,
+        max_cost=max_cost,
+        min_accuracy=min_accuracy,
+        prefer=prefer,
+        max_memory=max_memory,
     )
     if json_:
         print(json.dumps(advice.to_dict(), indent=2, default=str))
@@ -224,6 +232,7 @@ def export(
     max_cost: MaxCost = None,
     min_accuracy: MinAccuracy = None,
     prefer: Prefer = "accuracy",
+    max_memory: MaxMemory = None,
     merge: Annotated[
         bool, typer.Option(help="Also write merged full weights to OUT/merged.")
     ] = False,
@@ -242,6 +251,7 @@ def export(
         "max_cost": max_cost,
         "min_accuracy": min_accuracy,
         "prefer": prefer,
+        "max_memory": max_memory,
     }
     number = study.pick_trial(trial=trial, pick=pick, **limits)
     written = study.export(out, trial=number, merge=merge, force=force, register=register)

@@ -55,9 +55,15 @@ def _files_section(digests: dict[str, str]) -> str:
     return f"\n## Files\n\n| file | sha256 |\n|---|---|\n{rows}"
 
 
-def _load_arguments(base: Checkpoint) -> str:
+def _load_arguments(base: Checkpoint, quantization: str = "none") -> str:
     """``from_pretrained``'s keyword arguments for this checkpoint, as Python source."""
-    return "".join(f"\n    {key}={value!r}," for key, value in base.hub_kwargs().items() if value)
+    from peftsearch.trials.model import quantization_source
+
+    source = "".join(f"\n    {key}={value!r}," for key, value in base.hub_kwargs().items() if value)
+    if quantization != "none" and not base.gguf_file:  # the base as the trials had it
+        source += f"\n    quantization_config={quantization_source(quantization)},"
+        source += '\n    device_map="auto",'
+    return source
 
 
 def _results(row: dict[str, Any], task: Task) -> str:
@@ -87,14 +93,24 @@ def _results(row: dict[str, Any], task: Task) -> str:
     return "\n".join(lines)
 
 
-def _plugin_import(peft_type: str) -> str:
+def _plugin_import(peft_type: str, quantization: str = "none", gguf: bool = False) -> str:
     """A peft method of peftsearch's own (the bottleneck adapter) is registered with peft
-    by ``import peftsearch``; peft's own methods need nothing."""
+    by ``import peftsearch``; peft's own methods need nothing. A quantized base needs
+    bitsandbytes' config."""
     from peftsearch.trials.peft_methods import OWN_PEFT_TYPES
 
+    lines = ""
     if peft_type.upper() in OWN_PEFT_TYPES:
-        return "import peftsearch  # registers this adapter type with peft\n"
-    return ""
+        lines += "import peftsearch  # registers this adapter type with peft\n"
+    if quantization != "none" and gguf:
+        lines += (
+            "# transformers cannot quantize while reading GGUF, so this loads the base in\n"
+            "# float32; peftsearch.trials.model.load_pretrained(AutoModelForCausalLM,\n"
+            f"# Checkpoint(...), {quantization!r}) loads it {quantization} as the search did\n"
+        )
+    elif quantization != "none":
+        lines += "from transformers import BitsAndBytesConfig  # pip install bitsandbytes\n"
+    return lines
 
 
 def _num(value: Any) -> str:
@@ -111,17 +127,19 @@ def model_card(
     peft_type: str,
     task: str,
     max_new_tokens: int = 32,
+    quantization: str = "none",
 ) -> str:
     """The export's README: what every card says, then the task's own part (its
-    results, data and the code that loads the adapter)."""
+    results, data and the code that loads the adapter). A base that trained quantized
+    is loaded quantized the same way."""
     from peftsearch.trials.tasks import CardFacts, get_task
 
     plugin = get_task(task)
     revision = f" at revision `{base.revision}`" if base.revision else ""
     facts = CardFacts(
         base_model=base.name_or_path,
-        load_arguments=_load_arguments(base),
-        plugin_import=_plugin_import(peft_type),
+        load_arguments=_load_arguments(base, quantization),
+        plugin_import=_plugin_import(peft_type, quantization, bool(base.gguf_file)),
         row=row,
         data=data,
         labels=labels,
@@ -177,6 +195,17 @@ def export_adapter(
     meta = folder.read_labels()
     adapter_config = json.loads((source / "adapter_config.json").read_text())
     peft_type = str(adapter_config.get("peft_type", "")).upper()
+    quantization = row.get("quantization") or "none"
+    if merge and quantization != "none":
+        raise UserError(
+            f"trial {number} trained on a {quantization}-quantized base: merged into the "
+            "full-precision weights the adapter would compute something else than it was "
+            "scored on, and bitsandbytes cannot store the merged weights back in "
+            f"{quantization} without rounding them again",
+            where="--merge",
+            hint="export without --merge; the model card loads the base quantized, then "
+            "the adapter",
+        )
     if merge and not _mergeable(row["method"]):
         raise UserError(
             f"{row['method']} adapters cannot be merged into the weights: they are not a "
@@ -200,6 +229,7 @@ def export_adapter(
             peft_type=peft_type,
             task=meta["task"],
             max_new_tokens=max_new_tokens,
+            quantization=quantization,
         )
         (staging / "README.md").write_text(card + _files_section(adapter_digests(staging)))
         if merge:

@@ -155,6 +155,10 @@ def _row(record: TrialRecord) -> dict[str, Any]:
         **{c: _cell(metrics.get(c)) for c in metric_columns()},
         **{c: record.measurement(c) for c in objective_columns()},
         "precision": record.result.get("precision"),
+        "quantization": record.result.get("quantization", "none"),
+        "peak_allocated_mb": record.result.get("peak_allocated_mb"),
+        "micro_batch_size": record.result.get("micro_batch_size"),
+        "memory_note": record.result.get("memory_note"),
         "gradient_checkpointing": record.result.get("gradient_checkpointing"),
         # blocks served from the frozen-layer cache (they ran without dropout)
         "cached_layers": record.result.get("cached_layers", 0),

@@ -10,7 +10,14 @@ from peftsearch.errors import UserError
 from peftsearch.results.front import display_name, metric_name, plain_settings, unit_of
 from peftsearch.results.noise import Tolerances, accuracy_error, tied
 
-__all__ = ["Constraints", "Recommendation", "parse_cost", "parse_params", "recommend"]
+__all__ = [
+    "Constraints",
+    "Recommendation",
+    "parse_cost",
+    "parse_memory",
+    "parse_params",
+    "recommend",
+]
 
 Preference = Literal["accuracy", "params", "cost"]
 NEAR_BEST = 0.02  # "as good as the best" when within 2 accuracy points
@@ -45,6 +52,18 @@ def parse_cost(text: str | None) -> float | None:
         ) from None
 
 
+def parse_memory(text: str | None) -> float | None:
+    """``12gb``, ``500mb`` or ``12`` (GB): megabytes."""
+    if text is None:
+        return None
+    value = text.strip().lower().replace(" ", "").replace("ib", "b")
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(gb|g|mb|m)?", value)
+    if match is None:
+        raise UserError(f"cannot read {text!r}; write e.g. 12gb or 500mb", where="--max-memory")
+    number, unit = float(match.group(1)), match.group(2) or "gb"
+    return number * (1024 if unit.startswith("g") else 1)
+
+
 @dataclass(frozen=True)
 class Constraints:
     max_params: int | None = None
@@ -52,6 +71,7 @@ class Constraints:
     max_cost_usd: float | None = None
     min_accuracy: float | None = None
     prefer: Preference = "accuracy"
+    max_memory_mb: float | None = None  # the trial's measured peak memory
 
     def violations(self, row: dict[str, Any]) -> list[str]:
         out = []
@@ -63,6 +83,12 @@ class Constraints:
             out.append(f"${row['cost_usd']:.4f} per run > ${self.max_cost_usd:g}")
         if self.min_accuracy is not None and row["accuracy"] < self.min_accuracy:
             out.append(f"accuracy {row['accuracy']:.3f} < {self.min_accuracy:g}")
+        if self.max_memory_mb is not None:
+            peak = row.get("peak_memory_mb")
+            if peak is None:
+                out.append("peak memory not measured")
+            elif peak > self.max_memory_mb:
+                out.append(f"{peak / 1024:.2f} GB peak memory > {self.max_memory_mb / 1024:g} GB")
         return out
 
     def shortfall(self, row: dict[str, Any]) -> float:
@@ -76,6 +102,9 @@ class Constraints:
             gaps.append(max(0.0, row["cost_usd"] / self.max_cost_usd - 1))
         if self.min_accuracy is not None:
             gaps.append(max(0.0, 1 - row["accuracy"] / self.min_accuracy))
+        if self.max_memory_mb is not None:
+            peak = row.get("peak_memory_mb")
+            gaps.append(1.0 if peak is None else max(0.0, peak / self.max_memory_mb - 1))
         return sum(gaps)
 
 

@@ -268,7 +268,8 @@ def render_report(
     stop_reason: str | None,
     objectives: tuple[Objective, ...] | None = None,
 ) -> str:
-    """The page; one chart of the task's metric against each other objective."""
+    """The page; one chart of the task's metric against each other objective, and
+    against peak memory whenever trials measured it (an objective or not)."""
     import plotly.io as pio
 
     from peftsearch.search.objectives import DEFAULT_OBJECTIVES, objectives_of
@@ -277,9 +278,14 @@ def render_report(
     shown = plotted_rows(rows)
     metric = metric_name(next((r for r in rows if r.get("metric")), {}))
     title_word = metric.capitalize()
+    charted = list(objectives or objectives_of(DEFAULT_OBJECTIVES))
+    if "peak_memory" not in {o.name for o in charted} and any(
+        r.get("peak_memory_mb") is not None for r in shown
+    ):
+        charted += objectives_of(("peak_memory",))
     figures = [
         _projection(shown, front_set, o.column, f"{title_word} vs {o.label}", o.log_scale, metric)
-        for o in objectives or objectives_of(DEFAULT_OBJECTIVES)
+        for o in charted
         if o.column != "accuracy"
     ]
     figures += [_by_method(shown, metric), _convergence(rows, metric)]

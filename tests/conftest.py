@@ -67,11 +67,21 @@ LM_WORDS = ["<pad>", "<unk>", "<s>", "</s>", "opposite", "of", *FILLER, *POSITIV
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer LLaMA causal LM with a word-level tokenizer, saved like a hub model."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), hidden_size=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_wide_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny LLaMA at hidden size 64: bitsandbytes' CPU 4-bit kernels quantize in
+    blocks of 64 along a layer's inputs, so narrower layers cannot be 4-bit."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-wide-llama"), hidden_size=64)
+
+
+def save_tiny_llama(folder: Path, hidden_size: int) -> Path:
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny-llama")
     words = Tokenizer(models.WordLevel({w: i for i, w in enumerate(LM_WORDS)}, unk_token="<unk>"))
     words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     PreTrainedTokenizerFast(
@@ -84,8 +94,8 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(LM_WORDS),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

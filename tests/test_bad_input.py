@@ -82,7 +82,18 @@ OVERRIDES = [
     ("evaluation.metric=exact_match", "evaluation.metric"),
     ("search.objectives=[accuracy, speed]", "search.objectives"),
     ("search.objectives=[cost, trainable_params]", "search.objectives"),
+    ("model.quantization=q4", "model.quantization"),
+    ("model.quantization=[nf4, nf4]", "model.quantization"),
+    ("resources.memory_per_trial_gb=0", "resources.memory_per_trial_gb"),
 ]
+
+
+def test_a_method_without_a_quantized_layer_is_refused_naming_both_keys(job: Path) -> None:
+    code, lines = validate(
+        str(job), "--set", "model.quantization=nf4", "--set", "space.methods=[lora, loha]"
+    )
+    assert_one_error_naming(code, lines, "space.methods")
+    assert "loha cannot train on a quantized base (model.quantization: nf4)" in lines[0]
 
 
 @pytest.fixture

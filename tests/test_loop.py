@@ -13,10 +13,11 @@ from pathlib import Path
 import optuna
 import pytest
 
-from peftsearch.results.progress import progress_from_study
-from peftsearch.search import SearchLoop, SideJob, finished_count, read_records
+from peftsearch.results.progress import SearchProgress, progress_from_study
+from peftsearch.search import SearchLoop, SideJob, finished_count, read_records, records
 from peftsearch.search.budget import Budget, BudgetLimits, retry_allowance
 from peftsearch.search.cost_model import CostModel
+from peftsearch.search.memory_model import MemoryModel, ModelShape
 from peftsearch.search.objectives import DEFAULT_OBJECTIVES, objectives_of
 from peftsearch.spaces import PeftChoice
 from peftsearch.trials import BaselineJob, Job, TrialJob, TrialResult
@@ -372,3 +373,82 @@ def test_a_config_that_did_not_fit_runs_before_the_rest_of_the_design() -> None:
     # and its re-run carries the same params
     later = [ran[request.number].params["lora.rank"] for request in executor.requests[1:]]
     assert later == [8, 16]
+
+
+def _memory_model() -> MemoryModel:
+    """No base weights, and activations of 100 MB at the batch of 16 (on top of AdamW's
+    16 bytes per trainable parameter): what a rank needs is easy to say."""
+    per_token = 100 * 2**20 / (16 * 64)
+    hidden = int(per_token / (4 * 10 * 2))  # two blocks with gradients, 10 hidden-wide each
+    shape = ModelShape(
+        num_layers=2, hidden_size=hidden, intermediate_size=0, num_heads=0,
+        linear_params=0, other_params=0, logits_width=2, train_tokens=64, eval_tokens=1,
+        batch_size=16, eval_batch_size=1, causal_lm=False,
+    )  # fmt: skip
+    return MemoryModel(shape)
+
+
+def test_a_config_predicted_over_the_memory_limit_gets_the_levers_or_never_trains() -> None:
+    """With 1M params a rank (16 MB of weights, gradients and AdamW states), 100 MB of
+    activations at the whole batch and a 300 MB limit: ranks up to 8 fit as they are,
+    rank 16 with smaller micro-batches, rank 32 in no way."""
+    study, clock = new_study(), FakeClock()
+    executor = FakeExecutor(clock)
+    loop = make_loop(
+        study,
+        executor,
+        n_trials=8,
+        memory_model=_memory_model(),
+        memory_limit_mb=300.0,
+        memory_limit_configured=True,
+        batch_size=16,
+    )
+    loop.count_params = lambda choice: (int(choice.peft_config["r"]) * 2**20, 10**12)
+    progress = SearchProgress(total=8)
+    loop.on_result = progress.add_result
+    loop.run()
+    stored = {r.number: r for r in read_records(study)}
+    jobs = {job.number: job for job in executor.requests if isinstance(job, TrialJob)}
+    ranks = {n: int(r.peft_config["r"]) for n, r in stored.items()}
+    assert jobs and all(ranks[n] <= 16 for n in jobs)
+    for number, job in jobs.items():
+        if ranks[number] <= 8:
+            assert job.micro_batch_size is None
+        else:
+            assert job.micro_batch_size is not None and job.micro_batch_size < 16
+            assert "micro-batch" in str(stored[number].measurement("memory_note"))
+        assert stored[number].measurement("predicted_memory_mb") <= 300.0
+    skipped = [r for r in stored.values() if r.infeasible]
+    assert skipped and all(ranks[r.number] >= 32 for r in skipped)
+    for record in skipped:
+        error = str(record.measurement("error"))
+        assert "needs about" in error and "resources.memory_per_trial_gb is 0.29 GB" in error
+        assert records.constraint_of(study.trials[record.number])[1] > 0
+    assert progress.out_of_memory == len(skipped)
+    assert f"too big for memory {len(skipped)}" in progress.line()
+
+
+class OutOfMemoryExecutor(FakeExecutor):
+    """Trials of rank 32 run out of memory on the worker, after their retry."""
+
+    def wait(self) -> list[TrialResult]:
+        results = super().wait()
+        for result in results:
+            request = self.requests[-1]
+            if isinstance(request, TrialJob) and int(request.peft_config["r"]) == 32:
+                result.status, result.accuracy, result.out_of_memory = "FAIL", None, True
+                result.error = "out of memory at micro-batch 8; peaked at 20.00 GB"
+        return results
+
+
+def test_a_trial_out_of_memory_is_infeasible_and_the_search_goes_on() -> None:
+    study, clock = new_study(), FakeClock()
+    executor = OutOfMemoryExecutor(clock)
+    loop = make_loop(study, executor, n_trials=10)
+    loop.run()
+    stored = read_records(study)
+    lost = [r for r in stored if int(r.peft_config["r"]) == 32]
+    assert lost and all(r.infeasible and r.status == "INFEASIBLE" for r in lost)
+    assert all(records.constraint_of(study.trials[r.number])[1] > 0 for r in lost)
+    assert all("out of memory" in str(r.measurement("error")) for r in lost)
+    assert sum(r.trained for r in stored) == len(stored) - len(lost) > 0

@@ -217,6 +217,18 @@ class BaseModelSource:
         return {**self.__dict__, "_models": {}, "_tokenizer": None}
 
 
+def quantization_source(quantization: str) -> str:
+    """``quantization_config(quantization)`` as Python source, for model cards (4-bit
+    layers computing in float32, as the search did on CPUs; bf16 is the GPU choice)."""
+    skip = [*HEAD_MODULES, "lm_head"]
+    if quantization == "int8":
+        return f"BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules={skip!r})"
+    return (
+        f"BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type={quantization!r}, "
+        f"bnb_4bit_compute_dtype='float32', llm_int8_skip_modules={skip!r})"
+    )
+
+
 def load_pretrained(
     model_class: Any,
     checkpoint: Checkpoint,
