@@ -255,8 +255,14 @@ def export(
     }
     number = study.pick_trial(trial=trial, pick=pick, **limits)
     written = study.export(out, trial=number, merge=merge, force=force, register=register)
-    method = next(r["method"] for r in study.rows if r["trial"] == number)
-    _console().print(f"Exported trial {number} ({method}) to {written}")
+    row = next(r for r in study.rows if r["trial"] == number)
+    _console().print(f"Exported trial {number} ({row['method']}) to {written}")
+    quantization = row.get("quantization") or "none"
+    if merge and quantization != "none":
+        _console().print(
+            f"Merged into the de-quantized {quantization} base weights (what the adapter "
+            "trained on), saved in float32: not the checkpoint's original weights."
+        )
     if register:
         _console().print(f"Registered it in MLflow as model {register!r}.")
 

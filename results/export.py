@@ -196,16 +196,6 @@ def export_adapter(
     adapter_config = json.loads((source / "adapter_config.json").read_text())
     peft_type = str(adapter_config.get("peft_type", "")).upper()
     quantization = row.get("quantization") or "none"
-    if merge and quantization != "none":
-        raise UserError(
-            f"trial {number} trained on a {quantization}-quantized base: merged into the "
-            "full-precision weights the adapter would compute something else than it was "
-            "scored on, and bitsandbytes cannot store the merged weights back in "
-            f"{quantization} without rounding them again",
-            where="--merge",
-            hint="export without --merge; the model card loads the base quantized, then "
-            "the adapter",
-        )
     if merge and not _mergeable(row["method"]):
         raise UserError(
             f"{row['method']} adapters cannot be merged into the weights: they are not a "
@@ -233,7 +223,7 @@ def export_adapter(
         )
         (staging / "README.md").write_text(card + _files_section(adapter_digests(staging)))
         if merge:
-            _merge(staging, base, meta)
+            _merge(staging, base, meta, quantization)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
@@ -252,11 +242,15 @@ def _mergeable(method: str) -> bool:
         return False
 
 
-def _merge(folder: Path, base: Checkpoint, meta: dict[str, Any]) -> None:
-    """Merge into the very checkpoint the trials trained on, loaded the way they loaded it."""
+def _merge(folder: Path, base: Checkpoint, meta: dict[str, Any], quantization: str) -> None:
+    """Merge into the very checkpoint the trials trained on, loaded the way they loaded
+    it. A quantized base is de-quantized first (``trials.model.dequantized``): the merged
+    float32 weights compute what the adapter on the quantized base was scored on (the
+    card says so); they are not the checkpoint's original weights."""
     from peft import PeftModel
 
     from peftsearch.trials import BaseModelSource, load_tokenizer
+    from peftsearch.trials.model import dequantized
 
     labels = [meta["id2label"][k] for k in sorted(meta["id2label"], key=int)]
     source = BaseModelSource(
@@ -266,6 +260,15 @@ def _merge(folder: Path, base: Checkpoint, meta: dict[str, Any]) -> None:
         pad_token_id=meta["pad_token_id"],
         task=meta["task"],
     )
-    merged = PeftModel.from_pretrained(source.fresh_copy(), str(folder)).merge_and_unload()
+    model = source.fresh_copy(quantization)
+    if quantization != "none":
+        model = dequantized(model)
+    merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
     merged.save_pretrained(folder / "merged")
+    if quantization != "none":
+        (folder / "merged" / "QUANTIZATION.md").write_text(
+            f"These float32 weights are the {quantization}-quantized base, de-quantized, with "
+            "the adapter merged in: what the adapter computed in the search, not the "
+            "checkpoint's original weights plus the adapter.\n"
+        )
     load_tokenizer(base).save_pretrained(folder / "merged")

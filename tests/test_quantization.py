@@ -103,3 +103,35 @@ def _info():  # type: ignore[no-untyped-def]
         decoder_only=True,
         task_type="CAUSAL_LM",
     )
+
+
+def test_a_merge_into_the_dequantized_base_computes_what_the_adapter_did(
+    tiny_wide_llama_dir: Path, tmp_path: Path
+) -> None:
+    """De-quantized weights read off the layers themselves: the merged float32 model
+    gives the logits of the adapter on the quantized base, up to the rounding of the
+    inputs that bitsandbytes' 4-bit CPU kernel does (to its bf16 storage dtype)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from peftsearch.trials.model import dequantized, load_pretrained
+
+    checkpoint = Checkpoint(str(tiny_wide_llama_dir))
+    quantized = load_pretrained(AutoModelForCausalLM, checkpoint, "nf4")
+    torch.manual_seed(0)
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    adapted = get_peft_model(quantized, config)
+    adapted.save_pretrained(tmp_path / "adapter")
+    tokens = torch.randint(4, 20, (2, 7))
+    with torch.no_grad():
+        expected = adapted(input_ids=tokens).logits
+    from peft import PeftModel
+
+    base = dequantized(load_pretrained(AutoModelForCausalLM, checkpoint, "nf4"))
+    assert type(base.model.layers[0].self_attn.q_proj) is torch.nn.Linear
+    merged = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).merge_and_unload()
+    with torch.no_grad():
+        got = merged(input_ids=tokens).logits
+    gap = float((got - expected).abs().max())
+    assert gap < 0.01 * float(expected.abs().max()), gap

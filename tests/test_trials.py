@@ -48,7 +48,8 @@ def test_complete_trial_measures_everything(runner: TrialRunner, tmp_path: Path)
     assert result.spent_usd == pytest.approx(result.device_seconds * 0.001)
     config_seconds = result.device_seconds - result.load_seconds
     assert result.cost_usd == pytest.approx(config_seconds * 0.001)
-    assert result.peak_memory_mb and result.peak_memory_mb > 10
+    # this trial's own peak above what the worker held (trials/memory.py)
+    assert result.peak_memory_mb is not None and result.peak_memory_mb > 0
     # the adapter comes back as bytes; the runner never writes to the driver's folder
     assert not (tmp_path / "adapter").exists()
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(result.adapter_files)

@@ -21,6 +21,7 @@ __all__ = [
     "BaseModelSource",
     "Checkpoint",
     "count_trainable",
+    "dequantized",
     "inspect_base_model",
     "load_tokenizer",
     "meta_model",
@@ -227,6 +228,37 @@ def quantization_source(quantization: str) -> str:
         f"BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type={quantization!r}, "
         f"bnb_4bit_compute_dtype='float32', llm_int8_skip_modules={skip!r})"
     )
+
+
+def dequantized(model: nn.Module) -> nn.Module:
+    """``model`` with every bitsandbytes layer replaced by a float32 ``nn.Linear`` that
+    computes what the quantized layer computes: its weight is read off the layer itself
+    (the layer applied to the identity matrix), not unpacked from bitsandbytes' storage,
+    whose layout its CPU kernels change (``dequantize_4bit`` then returns other numbers,
+    and so does transformers' ``dequantize()``). Merging an adapter trained on the
+    quantized base into these weights gives what the adapter was scored on."""
+    import torch
+
+    for name, module in list(model.named_modules()):
+        if type(module).__name__ not in ("Linear4bit", "Linear8bitLt"):
+            continue
+        bias = module.bias.detach().float().clone() if module.bias is not None else None
+        with torch.no_grad():
+            eye = torch.eye(module.in_features, device=module.weight.device)
+            weight = module(eye).float().T.contiguous()
+            if bias is not None:
+                weight -= bias[:, None]
+        linear = torch.nn.Linear(module.in_features, module.out_features, bias=bias is not None)
+        linear.weight = torch.nn.Parameter(weight, requires_grad=False)
+        if bias is not None:
+            linear.bias = torch.nn.Parameter(bias, requires_grad=False)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, linear)
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model
 
 
 def load_pretrained(
