@@ -452,3 +452,20 @@ def test_a_trial_out_of_memory_is_infeasible_and_the_search_goes_on() -> None:
     assert all(records.constraint_of(study.trials[r.number])[1] > 0 for r in lost)
     assert all("out of memory" in str(r.measurement("error")) for r in lost)
     assert sum(r.trained for r in stored) == len(stored) - len(lost) > 0
+
+
+def test_when_no_config_fits_the_memory_the_stop_line_says_so() -> None:
+    study, clock = new_study(), FakeClock()
+    loop = make_loop(
+        study,
+        FakeExecutor(clock),
+        n_trials=100,
+        memory_model=_memory_model(),
+        memory_limit_mb=10.0,
+        memory_limit_configured=True,
+    )
+    loop.count_params = lambda choice: (int(choice.peft_config["r"]) * 2**20, 10**12)
+    reason = loop.run()
+    assert reason.startswith("memory: 50 configs in a row did not fit; the last ")
+    assert "resources.memory_per_trial_gb is 0.01 GB" in reason
+    assert not any(r.trained for r in read_records(study))

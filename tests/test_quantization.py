@@ -135,3 +135,36 @@ def test_a_merge_into_the_dequantized_base_computes_what_the_adapter_did(
         got = merged(input_ids=tokens).logits
     gap = float((got - expected).abs().max())
     assert gap < 0.01 * float(expected.abs().max()), gap
+
+
+@pytest.fixture(scope="module")
+def quantized_runner(tiny_wide_llama_dir: Path, tiny_lm_data: dict[str, Path]) -> object:
+    data = prepare_lm(tiny_wide_llama_dir, tiny_lm_data["train"], tiny_lm_data["eval"])
+    return lm_runner(tiny_wide_llama_dir, data, max_steps=2, metric="token_accuracy")
+
+
+def _method_names() -> list[str]:
+    from peftsearch.spaces import method_names
+
+    return method_names()
+
+
+@pytest.mark.parametrize("method", _method_names())
+def test_a_method_that_supports_a_4bit_base_trains_on_one(
+    method: str, quantized_runner: object, tiny_wide_llama_dir: Path
+) -> None:
+    """The plug-in contract of ``supports_quantization``: a method that does not refuse a
+    4-bit base trains on one (a refusal is what `validate` reports instead)."""
+    from peftsearch.spaces import get_method, inspect_model
+    from peftsearch.trials import TrialRunner
+
+    assert isinstance(quantized_runner, TrialRunner)
+    plugin = get_method(method)
+    if plugin.supports_quantization("nf4") is not None:
+        pytest.skip(f"{method} refuses a quantized base: {plugin.supports_quantization('nf4')}")
+    info = inspect_model(quantized_runner.source.fresh_copy(), task_type="CAUSAL_LM")
+    if plugin.supports(info) is not None:
+        pytest.skip(f"{method} cannot run on this model: {plugin.supports(info)}")
+    config = plugin.calibration_config(info)
+    result = quantized_runner.run(TrialJob(0, method, config, 1e-3, None, quantization="nf4"))
+    assert result.status == "COMPLETE", result.error
