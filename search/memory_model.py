@@ -13,7 +13,8 @@ A trial's peak is what its worker needs above what it already held (trials/memor
   recomputes one block at a time. Below the lowest adapted block the forward keeps
   nothing; it runs one block at a time, unless the frozen-layer cache serves it. A
   causal LM adds its logits over the vocabulary (and the loss's copies); an evaluation
-  (no gradients) one block at a time and its batch's logits. The larger of training and evaluation counts.
+  (no gradients) one block at a time and its batch's logits. The larger of training
+  and evaluation counts.
 
 The theory's constants are rough; the model learns from every measured trial, as the
 cost model does: peak - base - states = k x activations + c, fitted by ridge regression
