@@ -20,6 +20,16 @@ LORA = {
 FILLER = ["the", "movie", "was", "plot", "actors", "really", "quite", "film", "story", "a"]
 
 
+# LoRA on the tiny causal LM's query and value projections
+LM_LORA = {
+    "peft_type": "LORA",
+    "task_type": "CAUSAL_LM",
+    "r": 4,
+    "lora_alpha": 8,
+    "target_modules": ["q_proj", "v_proj"],
+}
+
+
 def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
     """Short texts whose label is carried by one sentiment word among fillers."""
     rng = random.Random(seed)

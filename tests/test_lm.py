@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from helpers import lm_runner, prepare_lm, run_card_code, tiny_config
+from helpers import LM_LORA, lm_runner, prepare_lm, run_card_code, tiny_config
 from typer.testing import CliRunner
 
 from peftsearch.pipelines.cli import app
@@ -21,14 +21,6 @@ from peftsearch.trials.file_transfer import write_folder
 from peftsearch.trials.lm_data import IGNORE_INDEX
 from peftsearch.trials.lm_eval import evaluate_lm, normalise_answer
 from peftsearch.trials.model import Checkpoint, load_tokenizer
-
-LM_LORA = {
-    "peft_type": "LORA",
-    "task_type": "CAUSAL_LM",
-    "r": 4,
-    "lora_alpha": 8,
-    "target_modules": ["q_proj", "v_proj"],
-}
 
 
 def test_only_response_tokens_count(tiny_llama_dir: Path, tiny_lm_data: dict[str, Path]) -> None:

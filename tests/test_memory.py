@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import LORA, lm_runner, prepare_lm, tiny_config
+from helpers import LM_LORA, LORA, lm_runner, prepare_lm, tiny_config
 
 from peftsearch.config import parse_config
 from peftsearch.pipelines.builders import build_data, build_model_source, build_settings
@@ -87,14 +87,7 @@ def test_accumulated_micro_batches_take_the_same_step(
     runner = lm_runner(
         tiny_llama_dir, data, max_steps=4, cache_frozen_layers=False, metric="token_accuracy"
     )
-    config = {
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "r": 4,
-        "lora_alpha": 8,
-        "lora_dropout": 0.0,
-        "target_modules": ["q_proj", "v_proj"],
-    }
+    config = {**LM_LORA, "lora_dropout": 0.0}
     whole = runner.run(TrialJob(0, "lora", config, 1e-2, None))
     pieces = runner.run(TrialJob(0, "lora", config, 1e-2, None, micro_batch_size=3))
     assert whole.status == pieces.status == "COMPLETE", (whole.error, pieces.error)

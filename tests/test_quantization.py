@@ -7,7 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import lm_runner, prepare_lm
+from helpers import LM_LORA, lm_runner, prepare_lm
 
 from peftsearch.results.export import model_card
 from peftsearch.spaces import sample_choice
@@ -15,14 +15,6 @@ from peftsearch.trials import TrialJob
 from peftsearch.trials.model import Checkpoint
 
 pytest.importorskip("bitsandbytes")
-
-LM_LORA = {
-    "peft_type": "LORA",
-    "task_type": "CAUSAL_LM",
-    "r": 4,
-    "lora_alpha": 8,
-    "target_modules": ["q_proj", "v_proj"],
-}
 
 
 @pytest.mark.parametrize("quantization, layer", [("nf4", "Linear4bit"), ("int8", "Linear8bitLt")])
