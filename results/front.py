@@ -51,8 +51,12 @@ BASE_COLUMNS = (
     "test_rows",
 )
 TAIL_COLUMNS = (
+    "quantization",
     "precision",
     "gradient_checkpointing",
+    "micro_batch_size",
+    "memory_note",
+    "peak_allocated_mb",
     "cached_layers",
     "status",
     "error",

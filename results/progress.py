@@ -95,6 +95,8 @@ def progress_from_study(study: optuna.Study, total: int) -> SearchProgress:
     if not progress.running:
         progress.ended = max((r.completed for r in stored if r.completed), default=None)
     for record in stored:
+        if record.infeasible and "memory" in (record.error or ""):
+            progress.out_of_memory += 1
         if record.counted:
             progress.add(
                 record.state,

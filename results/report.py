@@ -183,6 +183,7 @@ def _table(rows: list[dict[str, Any]], front: set[int]) -> str:
         "trainable_pct",
         "cost_usd",
         "device_seconds",
+        "peak_memory_mb",
         "status",
         "error",
     )

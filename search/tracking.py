@@ -183,6 +183,10 @@ class Tracker:
         self._client.set_tag(run_id, "precision", str(result.precision))
         self._client.set_tag(run_id, "gradient_checkpointing", str(result.gradient_checkpointing))
         self._client.set_tag(run_id, "cached_layers", str(result.cached_layers))
+        # the base it trained on, and the memory levers it was given
+        self._client.set_tag(run_id, "quantization", result.quantization)
+        if result.memory_note:
+            self._client.set_tag(run_id, "memory", result.memory_note)
         if result.error:
             self._client.set_tag(run_id, "error", result.error[:5000])
         self._client.set_terminated(run_id, "FINISHED" if result.status == "COMPLETE" else "FAILED")

@@ -51,6 +51,8 @@ def test_study_folder(searched: dict) -> None:
     study_dir: Path = searched["study_dir"]
     trials = read_csv(study_dir / "trials.csv")
     assert [int(r["trial"]) for r in trials] == [0, 1, 2]
+    memory = {"peak_memory_mb", "predicted_memory_mb", "quantization", "micro_batch_size"}
+    assert memory | {"memory_note"} <= set(trials[0])
     # the frozen-layer cache served the block below a top-half adapter, and only that
     for row in trials:
         upper = "layers=top-half" in row["params"] and row["method"] != "prompt_tuning"
@@ -70,6 +72,9 @@ def test_study_folder(searched: dict) -> None:
             "cost_usd",
             "device_seconds",
         } <= set(row)
+        # memory, measured per trial and predicted before it launched (Linux: /proc)
+        assert row["peak_memory_mb"] > 0 and row["predicted_memory_mb"] > 0
+        assert row["quantization"] == "none"
     assert sorted(int(p.name) for p in (study_dir / "adapters").iterdir()) == sorted(front)
     assert (study_dir / "config.yaml").is_file() and (study_dir / "labels.json").is_file()
     assert "Pareto front" in searched["output"]
@@ -99,9 +104,16 @@ def test_mlflow_parent_and_children(searched: dict) -> None:
         assert child.data.tags["status"] == "COMPLETE", child.data.tags.get("error")
         assert child.data.params["method"] in {"lora", "ia3", "prompt_tuning"}
         assert "peft.peft_type" in child.data.params and "learning_rate" in child.data.params
-        assert {"accuracy", "trainable_params", "cost_usd", "spent_usd", "macro_f1"} <= set(
-            child.data.metrics
-        )
+        assert {
+            "accuracy",
+            "trainable_params",
+            "cost_usd",
+            "spent_usd",
+            "macro_f1",
+            "peak_memory_mb",
+            "predicted_memory_mb",
+        } <= set(child.data.metrics)
+        assert child.data.tags["quantization"] == "none"
         assert child.data.tags["precision"] == "fp32"
         assert child.data.tags["gradient_checkpointing"] == "False"
         history = client.get_metric_history(child.info.run_id, "train_loss")

@@ -426,6 +426,8 @@ def test_a_config_predicted_over_the_memory_limit_gets_the_levers_or_never_train
         assert records.constraint_of(study.trials[record.number])[1] > 0
     assert progress.out_of_memory == len(skipped)
     assert f"too big for memory {len(skipped)}" in progress.line()
+    # `peftsearch status` reads the same from storage
+    assert progress_from_study(study, 8).out_of_memory == len(skipped)
 
 
 class OutOfMemoryExecutor(FakeExecutor):
