@@ -256,6 +256,7 @@ def build_loop(
         memory_limit_configured=memory_limit is not None,
         gradient_checkpointing=config.training.gradient_checkpointing,
         batch_size=config.training.batch_size,
+        gpus_per_trial=gpus_per_trial,
     )
 
 

@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING
 
 from peftsearch.search import records
 from peftsearch.search.cost_model import features_of
-from peftsearch.search.memory_model import MemoryNeed, lowest_adapted_block, memory_limit_line
+from peftsearch.search.memory_model import (
+    MemoryNeed,
+    default_memory_limit_mb,
+    lowest_adapted_block,
+    memory_limit_line,
+)
 from peftsearch.search.objectives import DEFAULT_OBJECTIVES, Objective, objectives_of, values_of
 from peftsearch.search.study import quiet_optuna
 from peftsearch.search.tracking import NullTracker, TrialTracker
@@ -103,6 +108,9 @@ class SearchLoop:
     memory_limit_configured: bool = False  # resources.memory_per_trial_gb was set
     gradient_checkpointing: bool = False  # training.gradient_checkpointing
     batch_size: int = 16  # training.batch_size (the levers are said against it)
+    # the share of a GPU a trial takes: with no limit known yet, the first trial's
+    # device sets the default one (a driver that sees no GPU of its workers' kind)
+    gpus_per_trial: float = 0.0
     # what the study optimises, in its values' order (search/objectives.py)
     objectives: tuple[Objective, ...] = objectives_of(DEFAULT_OBJECTIVES)
     stop_reason: str | None = None
@@ -369,6 +377,12 @@ class SearchLoop:
             self.cost_model.observe(candidate.features, result)
         if self.memory_model is not None and candidate is not None and candidate.need:
             self.memory_model.observe(candidate.need, result)
+        if self.memory_model is not None and self.memory_limit_mb is None:
+            self.memory_limit_mb = default_memory_limit_mb(
+                result.device_memory_mb,
+                gpu_share=self.gpus_per_trial,
+                concurrent=self.executor.slots,
+            )
         if result.out_of_memory:  # after its retry: this config does not fit
             records.save_constraint(trial, memory=1.0)
             self._tell_infeasible(trial, run_id, result)

@@ -207,3 +207,18 @@ def test_a_config_over_the_limit_gets_the_levers_in_order_or_does_not_fit() -> N
     fixed = model.base_mb("none") + model.states_mb(100_000)
     nothing = model.plan(need, fixed / 2)
     assert not nothing.fits and nothing.predicted_mb < as_is
+
+
+def test_the_default_limit_is_the_devices_memory_as_trials_share_it() -> None:
+    from peftsearch.search.memory_model import default_memory_limit_mb
+    from peftsearch.trials.memory import device_memory_mb
+
+    assert default_memory_limit_mb(81920.0, gpu_share=0.5, concurrent=4) == 40960.0
+    assert default_memory_limit_mb(24576.0, gpu_share=0.0, concurrent=2) == 12288.0
+    assert default_memory_limit_mb(None, gpu_share=1.0, concurrent=1) is None
+    ram = device_memory_mb("cpu")
+    assert ram is not None and ram > 1024
+    import torch
+
+    if not torch.cuda.is_available():
+        assert device_memory_mb("cuda") is None  # a driver without its workers' GPU

@@ -57,10 +57,13 @@ def release_memory(device: str) -> None:
 
 
 def device_memory_mb(device: str) -> float | None:
-    """All the memory of this worker's device: the GPU's, or the node's RAM on CPU."""
+    """All the memory of this worker's device: the GPU's, or the node's RAM on CPU (None
+    when this process sees no such device: a driver without the workers' GPUs)."""
     if device.startswith("cuda"):
         import torch
 
+        if not torch.cuda.is_available():
+            return None
         return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**20
     with contextlib.suppress(ValueError, OSError, AttributeError):
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
