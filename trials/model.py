@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -74,12 +75,18 @@ def quiet_transformers() -> Iterator[None]:
     hf_logging.disable_progress_bar()
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
+    # bitsandbytes logs a line per int8 matmul ("inputs will be cast ... to float16") and
+    # one about optional CPU kernels: nothing a user acts on
+    bnb = logging.getLogger("bitsandbytes")
+    bnb_level = bnb.level
+    bnb.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             yield
     finally:
+        bnb.setLevel(bnb_level)
         hf_logging.set_verbosity(saved[0])
         if saved[1]:
             hf_logging.enable_progress_bar()
