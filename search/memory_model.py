@@ -146,6 +146,9 @@ class MemoryNeed:
     cached: bool = False  # the frozen-layer cache serves the blocks below it
     micro_batch_size: int | None = None  # None: the batch size
     gradient_checkpointing: bool = False
+    # tokens per row of the widest batch (None: the longest training row): a measured
+    # trial says how wide its batches were, a short calibration run sees narrower ones
+    train_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -188,8 +191,9 @@ class MemoryModel:
     def activations_mb(self, need: MemoryNeed) -> float:
         s = self.shape
         rows = min(need.micro_batch_size or s.batch_size, s.batch_size)
-        tokens = rows * s.train_tokens
-        per_block = s.token_block_bytes(s.train_tokens) * tokens
+        width = need.train_tokens or s.train_tokens
+        tokens = rows * width
+        per_block = s.token_block_bytes(width) * tokens
         with_grad = s.num_layers - need.lowest_block
         if need.gradient_checkpointing:  # block inputs kept, one block recomputed
             kept = with_grad * tokens * s.hidden_size * 4.0 + per_block
@@ -240,6 +244,7 @@ class MemoryModel:
             micro_batch_size=result.micro_batch_size or need.micro_batch_size,
             gradient_checkpointing=result.gradient_checkpointing,
             cached=bool(result.cached_layers),
+            train_tokens=result.train_tokens or need.train_tokens,
         )
         fixed = self.base_mb(need.quantization) + self.states_mb(need.trainable_params)
         self._rows.append((self.activations_mb(need), result.peak_memory_mb - fixed))

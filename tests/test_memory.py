@@ -222,3 +222,20 @@ def test_the_default_limit_is_the_devices_memory_as_trials_share_it() -> None:
 
     if not torch.cuda.is_available():
         assert device_memory_mb("cuda") is None  # a driver without its workers' GPU
+
+
+def test_a_run_is_learned_at_the_width_of_the_batches_it_saw() -> None:
+    """A short run (the cost calibration's 3 steps) sees narrower batches than a trial's
+    widest: learned at its own width, it does not drag the prediction down."""
+    model = MemoryModel(_shape())
+    need = MemoryNeed(trainable_params=100_000, lowest_block=0)
+    fixed = model.base_mb("none") + model.states_mb(100_000)
+    for width in (40, 64, 100):
+        seen = dataclasses.replace(need, train_tokens=width)
+        result = TrialResult(0, "lora", "COMPLETE", steps=3)
+        result.peak_memory_mb = fixed + 2 * model.activations_mb(seen) + 30
+        result.train_tokens = width
+        model.observe(need, result)
+    assert model.predict(need) == pytest.approx(
+        fixed + 2 * model.activations_mb(need) + 30, rel=0.08
+    )

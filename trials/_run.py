@@ -386,6 +386,7 @@ class TrialRunner:
         server: PrefixServer | None = None,
     ) -> None:
         last = [time.perf_counter()]
+        widest = [0]
 
         def stop_unless_room(need: float, step: int) -> None:
             if not deadline.has_room(need):
@@ -436,8 +437,10 @@ class TrialRunner:
             max_steps=total,
             feed=server.feed("train") if server else None,
             micro_batch_size=job.micro_batch_size,
+            widest=widest,
         )
         result.train_seconds = sum(deadline.step_times)
+        result.train_tokens = widest[0]
 
     def _load_base(self, quantization: str) -> float:
         """Seconds spent loading the base model: 0 once this worker has it."""

@@ -57,6 +57,7 @@ class TrialResult:
     device_memory_mb: float | None = None  # all of the device's memory (GPU, or node RAM)
     quantization: str = "none"
     micro_batch_size: int | None = None  # when smaller than the batch (accumulating)
+    train_tokens: int | None = None  # the widest batch it trained on, tokens per row
     # a real out-of-memory error ended it (after the one retry with the memory levers)
     out_of_memory: bool = False
     # not trained, or did not fit: over space.max_trainable_pct or the memory limit

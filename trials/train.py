@@ -158,6 +158,7 @@ def train(
     max_steps: int | None = None,
     feed: Feed | None = None,
     micro_batch_size: int | None = None,
+    widest: list[int] | None = None,
 ) -> list[float]:
     """AdamW with linear warmup and decay; returns the loss per step.
 
@@ -166,6 +167,8 @@ def train(
     serves cached hidden states (trials/frozen_cache.py). ``micro_batch_size`` below the
     batch size runs each batch in pieces and accumulates their gradients, each piece's
     loss weighted by its share of the batch's loss terms: the same step, in less memory.
+    ``widest`` (a one-item list) gets the widest batch trained on, in tokens per row
+    (batches are padded to their longest row: the memory model sizes activations by it).
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -183,6 +186,8 @@ def train(
     shifted = _predicts_next_token(model)
     for step in range(total):
         batch = next(batches)
+        if widest is not None:
+            widest[0] = max(widest[0], int(batch["input_ids"].shape[1]))
         pieces = _pieces(batch, micro_batch_size or settings.batch_size, shifted)
         value = 0.0
         for piece, weight in pieces:
