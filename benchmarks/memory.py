@@ -1,7 +1,8 @@
 """Memory: a quantized base against a full-precision one, the memory model's prediction
 error, and a study whose memory limit is below what its largest configs need.
 
-Run:  .venv/bin/python benchmarks/memory.py [--part quantization|prediction|limit|all]
+Run:  .venv/bin/python benchmarks/memory.py [--part quantization|prediction|limit|searches|all]
+(``searches``: prediction, then limit)
 
 - quantization: the same LoRA config (the LoRA plug-in's calibration config: rank 8 on
   q/v of every block) on SmolLM2-135M (the LLM demo's GGUF checkpoint, its data and
@@ -217,7 +218,7 @@ def limit(out: str, limit_gb: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--part", default="all", choices=["quantization", "prediction", "limit", "all"]
+        "--part", default="all", choices=["quantization", "prediction", "limit", "searches", "all"]
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-rows", type=int, default=200)
@@ -230,9 +231,9 @@ def main() -> None:
         if args.part in ("quantization", "all"):
             quantization(args.threads, args.eval_rows)
         typical = None
-        if args.part in ("prediction", "all"):
+        if args.part in ("prediction", "searches", "all"):
             typical = prediction(out)
-        if args.part in ("limit", "all"):
+        if args.part in ("limit", "searches", "all"):
             gb = typical * args.limit_fraction / 1024 if typical else args.limit_gb
             limit(out, gb)
 
