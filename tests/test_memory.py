@@ -197,16 +197,28 @@ def test_a_config_over_the_limit_gets_the_levers_in_order_or_does_not_fit() -> N
     model = MemoryModel(_shape())
     need = MemoryNeed(trainable_params=100_000, lowest_block=0)
     as_is = model.predict(need)
+    room = 1 + model.headroom()  # 25% until trials have measured the model's misses
+    assert room == 1.25
     assert model.plan(need, None).micro_batch_size is None
-    assert model.plan(need, as_is + 1).micro_batch_size is None
-    halved = model.plan(need, as_is * 0.8)
+    assert model.plan(need, as_is * room + 1).micro_batch_size is None
+    halved = model.plan(need, as_is * 0.8 * room)
     assert halved.fits and halved.micro_batch_size == 16 and not halved.gradient_checkpointing
     at_one = model.predict(dataclasses.replace(need, micro_batch_size=1))
-    checkpointed = model.plan(need, at_one - 0.5)
+    checkpointed = model.plan(need, (at_one - 0.5) * room)
     assert checkpointed.fits and checkpointed.gradient_checkpointing
     fixed = model.base_mb("none") + model.states_mb(100_000)
     nothing = model.plan(need, fixed / 2)
     assert not nothing.fits and nothing.predicted_mb < as_is
+
+
+def test_the_headroom_follows_the_measured_misses() -> None:
+    model = MemoryModel(_shape())
+    need = MemoryNeed(trainable_params=100_000, lowest_block=0)
+    for _ in range(6):  # every trial measures 10% above what was predicted for it
+        result = TrialResult(0, "lora", "COMPLETE", steps=4)
+        result.peak_memory_mb = model.predict(need) * 1.1
+        model.observe(need, result)
+    assert model.headroom() == pytest.approx(0.1, abs=0.02)
 
 
 def test_the_default_limit_is_the_devices_memory_as_trials_share_it() -> None:
