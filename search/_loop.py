@@ -218,6 +218,7 @@ class SearchLoop:
                 trainable,
                 self.num_layers,
                 self.cache_frozen_layers,
+                choice.quantization,
             )
             candidate = _Candidate(trial, choice, trainable, features)
             reason = self._check_memory(candidate)

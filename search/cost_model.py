@@ -2,11 +2,11 @@
 
 A trial holds its device for setup + steps x step time + evaluations x evaluation time
 (wall seconds), and is charged its share of the device for that long (device-seconds).
-Step time depends on the method, on how many parameters train and on how many layers
-carry an adapter (sequence length and batch size are fixed within a study, so the
-calibration run captures them). log(step time) is a ridge regression on those features,
-pulled toward the calibration run, so it predicts from the first trial on and learns
-from every finished one.
+Step time depends on the method, on how many parameters train, on how many layers
+carry an adapter and on how the base is stored (model.quantization); sequence length
+and batch size are fixed within a study, so the calibration run captures them.
+log(step time) is a ridge regression on those features, pulled toward the calibration
+run, so it predicts from the first trial on and learns from every finished one.
 
 A trial whose blocks below ``k`` come from the frozen-layer cache (trials/frozen_cache.py)
 skips their forward pass. Without the cache a step runs the forward of all L blocks and
@@ -39,6 +39,8 @@ class TrialFeatures:
     trainable_params: int
     layers_fraction: float
     cached_fraction: float = 0.0  # of the blocks, served from the frozen-layer cache
+    # the base's storage (model.quantization): 4-bit kernels run at their own speed
+    quantization: str = "none"
 
     @property
     def step_factor(self) -> float:
@@ -57,6 +59,7 @@ def features_of(
     trainable_params: int,
     num_layers: int,
     cache_frozen_layers: bool = False,
+    quantization: str = "none",
 ) -> TrialFeatures:
     """Share of the blocks that carry an adapter (prompt methods touch the whole stack)
     and, with the cache on, the share below the lowest of them."""
@@ -73,7 +76,7 @@ def features_of(
     lowest = lowest_adapted_block(peft_config, num_layers)
     prompt = str(peft_config.get("peft_type", "")).upper() in PROMPT_LEARNING
     cached = lowest / num_layers if cache_frozen_layers and not prompt else 0.0
-    return TrialFeatures(method, max(1, trainable_params), min(1.0, fraction), cached)
+    return TrialFeatures(method, max(1, trainable_params), min(1.0, fraction), cached, quantization)
 
 
 def calibration_job(
@@ -110,6 +113,7 @@ class CostModel:
     _setups: list[float] = field(default_factory=list)
     _weights: Any = None
     _methods: list[str] = field(default_factory=list)
+    _storages: list[str] = field(default_factory=list)  # quantized ones seen
     calibration: TrialResult | None = None  # the run it started from
 
     @classmethod
@@ -153,13 +157,15 @@ class CostModel:
             math.log(features.trainable_params / self.reference_params),
             features.layers_fraction - 1.0,
             *(1.0 if features.method == m else 0.0 for m in self._methods),
+            *(1.0 if features.quantization == q else 0.0 for q in self._storages),
         ]
 
     def _fit(self) -> Any:
         import numpy as np
 
         self._methods = sorted({f.method for f, _ in self._rows})
-        size = 3 + len(self._methods)
+        self._storages = sorted({f.quantization for f, _ in self._rows} - {"none"})
+        size = 3 + len(self._methods) + len(self._storages)
         prior = np.zeros(size)
         prior[0] = math.log(self.step_seconds)
         if not self._rows:

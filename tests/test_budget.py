@@ -235,6 +235,22 @@ def test_cost_model_learns_the_step_time_law() -> None:
     )
 
 
+def test_cost_model_learns_a_quantized_bases_step_time() -> None:
+    """A searched ``model.quantization``: nf4 steps take twice as long here, and the model
+    learns it as it learns a method's."""
+    rng = random.Random(1)
+    model = CostModel.from_calibration(result(3, 0.6, 0.5), eval_rows_full=400, eval_rows_run=100)
+    for _ in range(12):
+        storage = rng.choice(["none", "nf4"])
+        f = TrialFeatures("lora", 1000, 1.0, quantization=storage)
+        step = 0.2 * (2.0 if storage == "nf4" else 1.0) * rng.uniform(0.95, 1.05)
+        model.observe(f, result(50, 50 * step, 2.0))
+    nf4 = model.step_time(TrialFeatures("lora", 1000, 1.0, quantization="nf4"))
+    plain = model.step_time(TrialFeatures("lora", 1000, 1.0))
+    assert nf4 == pytest.approx(0.4, rel=0.15) and plain == pytest.approx(0.2, rel=0.15)
+    assert features_of("lora", {}, 10, 6, quantization="nf4").quantization == "nf4"
+
+
 def test_features_of_layer_subsets() -> None:
     assert features_of(
         "lora", {"layers_to_transform": [4, 5]}, 10, 6

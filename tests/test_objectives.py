@@ -106,3 +106,21 @@ def test_objectives_are_checked_in_the_config(fourth: tuple[Objective, ...]) -> 
     ):
         with pytest.raises(UserError, match=r"search\.objectives: " + re.escape(message)):
             parse_config({**base, "search": {"objectives": objectives}})
+
+
+def test_peak_memory_is_an_objective_a_user_can_add() -> None:
+    """``search.objectives: [accuracy, trainable_params, cost, peak_memory]``: a trial no
+    better on the three but far lighter on memory joins the front; 5% apart is a tie."""
+    memory = objectives_of(("accuracy", "trainable_params", "cost", "peak_memory"))
+    assert memory[-1].column == "peak_memory_mb" and not memory[-1].maximize
+    base = {"status": "COMPLETE", "accuracy": 0.8, "trainable_params": 1000, "cost_usd": 0.01}
+    rows = [
+        {**base, "trial": 0, "peak_memory_mb": 4000.0},
+        {**base, "trial": 1, "accuracy": 0.7, "trainable_params": 2000, "peak_memory_mb": 1000.0},
+        {**base, "trial": 2, "accuracy": 0.7, "trainable_params": 2000, "peak_memory_mb": 3900.0},
+    ]
+    assert front_of(rows) == [0]
+    assert front_of(rows, memory) == [0, 1]
+    names = ["accuracy", "trainable_params", "cost", "peak_memory"]
+    base = {"model": {"name_or_path": "m"}, "data": {"train": "x:train"}}
+    assert parse_config({**base, "search": {"objectives": names}}).search.objectives == names

@@ -14,7 +14,13 @@ from helpers import tiny_config
 from typer.testing import CliRunner
 
 from peftsearch.pipelines.cli import app
-from peftsearch.results.recommend import Constraints, parse_cost, parse_params, recommend
+from peftsearch.results.recommend import (
+    Constraints,
+    parse_cost,
+    parse_memory,
+    parse_params,
+    recommend,
+)
 
 
 def row(
@@ -78,11 +84,45 @@ def test_no_trial_meets_the_constraints() -> None:
     assert "misses on accuracy 0.890 < 0.95" in advice.text
 
 
+def test_recommend_under_a_memory_limit() -> None:
+    """``--max-memory``: a trial whose measured peak is over it is not taken; one that
+    never measured its peak cannot be vouched for."""
+    peaks = (900, 300, 250, 14000, 90)
+    rows = [{**r, "peak_memory_mb": peak} for r, peak in zip(ROWS, peaks, strict=True)]
+    advice = recommend(rows, FRONT, Constraints(max_memory_mb=12 * 1024))
+    assert advice.trial == 0  # DoRA (trial 3) is the most accurate, at 13.7 GB
+    advice = recommend(rows, FRONT, Constraints(max_memory_mb=200))
+    assert not advice.met and "900 MB" not in advice.text
+    assert "0.29 GB peak memory > 0.195312 GB" in " ".join(
+        Constraints(max_memory_mb=200).violations(rows[1])
+    )
+    unmeasured = {**rows[0], "peak_memory_mb": None}
+    assert Constraints(max_memory_mb=200).violations(unmeasured) == ["peak memory not measured"]
+
+
+def test_the_report_charts_memory_against_accuracy() -> None:
+    from peftsearch.results.recommend import Recommendation
+    from peftsearch.results.report import render_report
+
+    def page(rows: list[dict]) -> str:
+        advice = Recommendation(True, 0, "Use trial 0.")
+        return render_report(
+            title="s", rows=rows, front=FRONT, recommendation=advice, summary={},
+            budget=None, stop_reason=None,
+        )  # fmt: skip
+
+    measured = page([{**r, "peak_memory_mb": 100.0 + r["trial"]} for r in ROWS])
+    assert "Accuracy vs peak memory (MB)" in measured
+    assert "Accuracy vs peak memory" not in page(ROWS)
+
+
 def test_parse_flags() -> None:
     assert parse_params("1%") == (None, 1.0)
     assert parse_params("200000") == (200000, None)
     assert parse_params("200k") == (200000, None)
     assert parse_cost("5usd") == 5.0 and parse_cost("$0.5") == 0.5
+    assert parse_memory("12gb") == 12 * 1024 and parse_memory("500mb") == 500
+    assert parse_memory("1.5") == 1.5 * 1024 and parse_memory("8GiB") == 8 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +159,11 @@ def test_cli_recommend_json_and_export_pick(study_dir: Path, tmp_path: Path) -> 
     assert f"Exported trial {advice['trial']} " in exported.output
     refused = CliRunner().invoke(app, ["recommend", str(study_dir), "--max-params", "lots"])
     assert refused.exit_code == 2 and "--max-params: cannot read 'lots'" in refused.output
+    roomy = CliRunner().invoke(app, ["recommend", str(study_dir), "--max-memory", "12gb"])
+    assert roomy.exit_code == 0 and roomy.output.startswith("Use trial"), roomy.output
+    tight = CliRunner().invoke(app, ["recommend", str(study_dir), "--max-memory", "1mb"])
+    assert tight.exit_code == 0 and "No trial meets all your constraints" in tight.output
+    assert "GB peak memory > " in tight.output
     none = CliRunner().invoke(
         app,
         [
