@@ -187,6 +187,8 @@ def _table(rows: list[dict[str, Any]], front: set[int]) -> str:
         "status",
         "error",
     )
+    if any((r.get("quantization") or "none") != "none" for r in rows):
+        columns = (*columns[:4], "quantization", *columns[4:])  # the base each trained on
     head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in columns)
     body = []
     for row in rows:

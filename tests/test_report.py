@@ -114,6 +114,8 @@ def test_the_report_charts_memory_against_accuracy() -> None:
     measured = page([{**r, "peak_memory_mb": 100.0 + r["trial"]} for r in ROWS])
     assert "Accuracy vs peak memory (MB)" in measured
     assert "Accuracy vs peak memory" not in page(ROWS)
+    assert "<th>quantization</th>" not in page(ROWS)
+    assert "<th>quantization</th>" in page([{**r, "quantization": "nf4"} for r in ROWS])
 
 
 def test_parse_flags() -> None:
