@@ -170,7 +170,7 @@ def _convergence(rows: list[dict[str, Any]], metric: str = "accuracy") -> Figure
 
 
 def _table(rows: list[dict[str, Any]], front: set[int]) -> str:
-    columns = (
+    columns: tuple[str, ...] = (
         "trial",
         "method",
         "params",
