@@ -270,7 +270,12 @@ class SearchLoop:
         records.save_constraint(candidate.trial, memory=excess)
         if plan.fits:
             return ""
-        line = memory_limit_line(plan, self.memory_limit_mb, self.memory_limit_configured)
+        line = memory_limit_line(
+            plan,
+            self.memory_limit_mb,
+            self.memory_limit_configured,
+            self.memory_model.headroom(),
+        )
         return f"not trained: out of memory predicted, {line}"
 
     def _infeasible(

@@ -313,7 +313,11 @@ def default_memory_limit_mb(
     return device_memory_mb / max(1, concurrent)
 
 
-def memory_limit_line(plan: MemoryPlan, limit_mb: float, configured: bool) -> str:
-    """Why a config did not train, in one line."""
+def memory_limit_line(
+    plan: MemoryPlan, limit_mb: float, configured: bool, headroom: float = 0.0
+) -> str:
+    """Why a config did not train, in one line (with the margin the plan kept)."""
     key = "resources.memory_per_trial_gb" if configured else "the memory per trial"
-    return f"needs about {plan.predicted_mb / 1024:.2f} GB; {key} is {limit_mb / 1024:.2f} GB"
+    need = plan.predicted_mb / 1024
+    margin = f" ({need * (1 + headroom):.2f} GB with a {headroom:.0%} margin)" if headroom else ""
+    return f"needs about {need:.2f} GB{margin}; {key} is {limit_mb / 1024:.2f} GB"
