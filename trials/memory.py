@@ -44,11 +44,13 @@ def _trim_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def release_memory(device: str) -> None:
+def release_memory(device: str, *, thorough: bool = True) -> None:
     """Free what dropped objects still hold: Python's cycles, the C heap, and on a GPU
     the caching allocator's blocks (after an out-of-memory error the next trial must
-    not inherit a full, fragmented cache)."""
-    gc.collect()
+    not inherit a full, fragmented cache). ``thorough=False`` collects only the young
+    generations: a full collection takes about 0.3 s in a process that has imported
+    torch, transformers and peft, too much to pay before every job."""
+    gc.collect() if thorough else gc.collect(1)
     _trim_heap()
     if device.startswith("cuda"):
         import torch
@@ -80,7 +82,7 @@ class PeakMemory:
     _resettable: bool = False
 
     def start(self) -> None:
-        release_memory(self.device)
+        release_memory(self.device, thorough=False)
         if self.device.startswith("cuda"):
             import torch
 
