@@ -375,7 +375,7 @@ class SearchLoop:
         result.estimated_seconds = records.estimate_of(trial)
         result.predicted_memory_mb = records.memory_of(trial)
         if candidate is not None and candidate.plan is not None and not result.memory_note:
-            levers = candidate.plan.levers(self.batch_size)
+            levers = candidate.plan.levers(self.batch_size, self.gradient_checkpointing)
             result.memory_note = f"to fit the memory: {levers}" if levers else None
         if self.budget is not None:
             self.budget.settle(result.number, result.device_seconds)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from peftsearch.trials.memory import eval_rows
+from peftsearch.trials.model import UNQUANTIZED_MODULES
 
 if TYPE_CHECKING:
     from torch import nn
@@ -53,7 +54,6 @@ MB = 2**20
 # each with a float32 scale)
 WEIGHT_BYTES = {"none": 4.0, "int8": 1.0 + 4 / 4096, "nf4": 0.5 + 4 / 64, "fp4": 0.5 + 4 / 64}
 STATE_BYTES = 16  # a trainable float32 weight, its gradient, AdamW's two moments
-_HEAD_MODULES = ("classifier", "score", "lm_head")
 
 
 def lowest_adapted_block(peft_config: dict[str, Any], num_layers: int) -> int:
@@ -110,7 +110,7 @@ def model_shape(meta: nn.Module, data: PreparedData, batch_size: int, eval_batch
             if id(param) in seen:
                 continue
             seen.add(id(param))
-            head = any(name == h or name.endswith("." + h) for h in _HEAD_MODULES)
+            head = any(name == h or name.endswith("." + h) for h in UNQUANTIZED_MODULES)
             if isinstance(module, nn.Linear) and not head and param.dim() == 2:
                 linear += param.numel()
             else:
@@ -161,13 +161,14 @@ class MemoryPlan:
     gradient_checkpointing: bool = False
     fits: bool = True
 
-    def levers(self, batch_size: int) -> str:
-        """The levers in words ('' when none)."""
+    def levers(self, batch_size: int, checkpointing_set: bool = False) -> str:
+        """The levers in words ('' when none); checkpointing already on by
+        ``training.gradient_checkpointing`` is not a lever."""
         parts = []
         if self.micro_batch_size and self.micro_batch_size < batch_size:
             pieces = -(-batch_size // self.micro_batch_size)
             parts.append(f"micro-batch {self.micro_batch_size} x {pieces} accumulated")
-        if self.gradient_checkpointing:
+        if self.gradient_checkpointing and not checkpointing_set:
             parts.append("gradient checkpointing")
         return " and ".join(parts)
 

@@ -209,6 +209,8 @@ def test_a_config_over_the_limit_gets_the_levers_in_order_or_does_not_fit() -> N
     fixed = model.base_mb("none") + model.states_mb(100_000)
     nothing = model.plan(need, fixed / 2)
     assert not nothing.fits and nothing.predicted_mb < as_is
+    assert checkpointed.levers(32).endswith("gradient checkpointing")
+    assert "checkpointing" not in checkpointed.levers(32, checkpointing_set=True)
 
 
 def test_the_headroom_follows_the_measured_misses() -> None:

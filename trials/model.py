@@ -32,6 +32,9 @@ __all__ = [
 HEAD_MODULES = ("classifier", "score")
 # How a base's linear layers may be stored (model.quantization), bitsandbytes' kinds.
 QUANTIZATIONS = ("none", "nf4", "fp4", "int8")
+# Linear layers a quantized base keeps in full precision: the heads (they train, and
+# peft saves them whole) and a causal LM's output layer
+UNQUANTIZED_MODULES = (*HEAD_MODULES, "lm_head")
 
 
 def quantization_config(quantization: str, device: str = "cpu") -> Any:
@@ -43,7 +46,7 @@ def quantization_config(quantization: str, device: str = "cpu") -> Any:
     import torch
     from transformers import BitsAndBytesConfig
 
-    skip = [*HEAD_MODULES, "lm_head"]
+    skip = list(UNQUANTIZED_MODULES)
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     compute = torch.bfloat16 if bf16 else torch.float32
     if quantization == "int8":
@@ -228,7 +231,7 @@ class BaseModelSource:
 def quantization_source(quantization: str) -> str:
     """``quantization_config(quantization)`` as Python source, for model cards (4-bit
     layers computing in float32, as the search did on CPUs; bf16 is the GPU choice)."""
-    skip = [*HEAD_MODULES, "lm_head"]
+    skip = list(UNQUANTIZED_MODULES)
     if quantization == "int8":
         return f"BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules={skip!r})"
     return (
