@@ -15,6 +15,12 @@ shuffled order, so a partial table is balanced across methods.
 Each row records the accuracy and macro-F1 at every rung of the default early-stopping
 schedule and at the end, trainable parameters, step and evaluation device-seconds, the
 peft config, the learning rate and the library versions.
+
+Training-seed spread (issue 23): ``--seeds 3 --seed-configs 24`` re-measures that many
+configs of the table (evenly spread over the accuracy ranks of the rows above
+``SEED_FLOOR``) with training seeds 1 and 2 (adapter and new-head init, dropout, batch
+order; the eval rows stay the same), as extra rows with their ``seed``; the first
+measurement is seed 0. Replays read seed-0 rows only.
 """
 
 from __future__ import annotations
@@ -219,7 +225,9 @@ COLUMNS = [
     "batch_size",
     "max_length",
     "versions",
+    "seed",
 ]
+SEED_FLOOR = 0.6  # configs at chance have no spread worth measuring
 
 
 def versions() -> str:
@@ -227,10 +235,12 @@ def versions() -> str:
     return json.dumps({name: version(name) for name in names})
 
 
-def to_row(params: dict[str, Any], choice: Any, result: Any, dataset: str) -> dict[str, Any]:
+def to_row(
+    params: dict[str, Any], choice: Any, result: Any, dataset: str, seed: int = 0
+) -> dict[str, Any]:
     rungs = result.rungs
     return {
-        "key": row_key(params),
+        "key": to_key(params, seed),
         "method": params["method"],
         "params": json.dumps(params, sort_keys=True),
         "lr": choice.learning_rate,
@@ -255,7 +265,12 @@ def to_row(params: dict[str, Any], choice: Any, result: Any, dataset: str) -> di
         "batch_size": BATCH,
         "max_length": MAX_LENGTH,
         "versions": versions(),
+        "seed": seed,
     }
+
+
+def to_key(params: dict[str, Any], seed: int) -> str:
+    return row_key(params) + (f" seed {seed}" if seed else "")
 
 
 def done_keys(path: Path) -> set[str]:
@@ -271,6 +286,42 @@ def done_keys(path: Path) -> set[str]:
         }
 
 
+def add_seed_column(path: Path) -> None:
+    """Tables measured before the seed column: their rows are seed 0."""
+    if not path.is_file():
+        return
+    with path.open() as handle:
+        reader = csv.DictReader(handle)
+        if "seed" in (reader.fieldnames or []):
+            return
+        rows = [{**row, "seed": 0} for row in reader]
+    temp = path.with_suffix(".tmp")
+    with temp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    temp.replace(path)
+
+
+def seed_configs(path: Path, count: int) -> list[dict[str, Any]]:
+    """``count`` configs of the table's COMPLETE seed-0 rows above ``SEED_FLOOR``, evenly
+    spread over their accuracy ranks (the best one included)."""
+    with path.open() as handle:
+        rows = [
+            r
+            for r in csv.DictReader(handle)
+            if r["status"] == "COMPLETE"
+            and int(r.get("seed") or 0) == 0
+            and float(r["accuracy"]) > SEED_FLOOR
+        ]
+    rows.sort(key=lambda r: (float(r["accuracy"]), r["key"]))
+    if len(rows) <= count:
+        picked = rows
+    else:
+        picked = [rows[round(i * (len(rows) - 1) / (count - 1))] for i in range(count)]
+    return [json.loads(r["params"]) for r in picked]
+
+
 def append(path: Path, row: dict[str, Any]) -> None:
     new = not path.is_file()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -282,7 +333,9 @@ def append(path: Path, row: dict[str, Any]) -> None:
         handle.flush()
 
 
-def measure(dataset: str, out: Path, limit: int | None, workers: int) -> None:
+def measure(
+    dataset: str, out: Path, limit: int | None, workers: int, seeds: int = 1, seed_count: int = 0
+) -> None:
     import optuna
 
     from peftsearch.config import parse_config
@@ -307,19 +360,23 @@ def measure(dataset: str, out: Path, limit: int | None, workers: int) -> None:
         grid = grid_params(dataset)
         random.Random(0).shuffle(grid)
         done = done_keys(out)
-        todo = [p for p in grid if row_key(p) not in done]
+        planned = [(p, 0) for p in grid]
+        if seeds > 1:  # the seed-spread rows: other seeds of configs measured already
+            add_seed_column(out)
+            planned = [(p, s) for p in seed_configs(out, seed_count) for s in range(1, seeds)]
+        todo = [(p, s) for p, s in planned if to_key(p, s) not in done]
         if limit is not None:
             todo = todo[: max(0, limit - len(done))]
         print(
-            f"{dataset}: {len(grid)} configs in the table space, {len(done)} measured, "
+            f"{dataset}: {len(planned)} rows planned, {len(done)} measured, "
             f"{len(todo)} to go; {workers} workers, rungs at {rungs} of {STEPS} steps",
             flush=True,
         )
         if not todo:
             return
         choices = {
-            n: (p, sample_choice(optuna.trial.FixedTrial(p), options, info))
-            for n, p in enumerate(todo)
+            n: (p, s, sample_choice(optuna.trial.FixedTrial(p), options, info))
+            for n, (p, s) in enumerate(todo)
         }
         setup = WorkerSetup(
             source=build_model_source(config, data),
@@ -333,7 +390,7 @@ def measure(dataset: str, out: Path, limit: int | None, workers: int) -> None:
                 setup, data, cpus_per_trial=1, gpus_per_trial=0, max_concurrent=workers
             )
             try:
-                for number, (_, choice) in choices.items():
+                for number, (_, seed, choice) in choices.items():
                     executor.submit(
                         TrialJob(
                             number,
@@ -342,17 +399,18 @@ def measure(dataset: str, out: Path, limit: int | None, workers: int) -> None:
                             choice.learning_rate,
                             None,
                             rungs=rungs,
+                            seed=seed or None,
                         )
                     )
                 while batch := executor.wait():
                     for result in batch:
-                        params, choice = choices[result.number]
-                        append(out, to_row(params, choice, result, dataset))
+                        params, seed, choice = choices[result.number]
+                        append(out, to_row(params, choice, result, dataset, seed))
                         finished += 1
                         rate = (time.time() - started) / finished
                         eta = rate * (len(todo) - finished) / 60
                         print(
-                            f"[{len(done) + finished}/{len(grid)}] {result.method} "
+                            f"[{len(done) + finished}/{len(planned)}] {result.method} "
                             f"{result.status} acc={result.accuracy} "
                             f"{result.device_seconds:.0f}s; ~{eta:.0f} min left",
                             flush=True,
@@ -367,9 +425,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="default tables/<dataset>.csv")
     parser.add_argument("--limit", type=int, default=None, help="stop at this many rows")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="training seeds per config (>1: seed-spread rows)"
+    )
+    parser.add_argument("--seed-configs", type=int, default=24, help="configs given --seeds")
     args = parser.parse_args()
     out = args.out or TABLES / f"{args.dataset}_minilm.csv"
-    measure(args.dataset, out, args.limit, args.workers)
+    measure(args.dataset, out, args.limit, args.workers, args.seeds, args.seed_configs)
     print(f"table: {out}", file=sys.stderr)
 
 

@@ -83,8 +83,8 @@ def load_table(path: Path) -> list[Row]:
     rows = []
     with path.open() as handle:
         for raw in csv.DictReader(handle):
-            if raw["status"] != "COMPLETE":
-                continue
+            if raw["status"] != "COMPLETE" or int(raw.get("seed") or 0):
+                continue  # other training seeds are the seed-spread rows (peft_table.py)
             steps = json.loads(raw["rung_steps"])
             rows.append(
                 Row(

@@ -206,3 +206,21 @@ def test_a_trial_pays_its_share_of_the_device(runner: TrialRunner) -> None:
         assert model.floor() == pytest.approx(wall * 0.5)
     finally:
         runner.share = saved
+
+
+def test_a_training_seed_draws_another_run_and_the_same_seed_the_same(
+    runner: TrialRunner,
+) -> None:
+    """Confirmation re-runs a config with new seeds (search/confirm.py): each seed is its
+    own draw of adapter init, new head, dropout and batch order, reproducible by seed;
+    no seed is the search's."""
+    runs = {
+        seed: runner.run(TrialJob(0, "lora", LORA, 1e-2, None, seed=seed))
+        for seed in (None, 0, 1, 2)
+    }
+    again = runner.run(TrialJob(0, "lora", LORA, 1e-2, None, seed=1))
+    assert all(r.status == "COMPLETE" for r in runs.values())
+    assert runs[None].losses == runs[0].losses  # search.seed is 0
+    assert runs[1].losses == again.losses and runs[1].accuracy == again.accuracy
+    assert runs[1].losses[0] != runs[0].losses[0] != runs[2].losses[0]
+    assert runs[1].job == "trial 0 seed 1" and runs[None].job == "trial 0"

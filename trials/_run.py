@@ -6,6 +6,7 @@ adapter on the test split."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
 import time
@@ -21,6 +22,7 @@ from peftsearch.trials.file_transfer import saved_adapter, write_folder
 from peftsearch.trials.frozen_cache import FrozenLayers, PrefixServer
 from peftsearch.trials.jobs import BaselineJob, CalibrationJob, Job, TestScoringJob, TrialJob
 from peftsearch.trials.memory import PeakMemory, device_memory_mb, eval_rows, release_memory
+from peftsearch.trials.model import redraw_new_head
 from peftsearch.trials.result import TrialResult
 from peftsearch.trials.train import TrainSettings, TrialDiverged, resolve_precision, train
 
@@ -426,11 +428,14 @@ class TrialRunner:
             last[0] = time.perf_counter()
             return True
 
+        settings = self.settings
+        if job.seed is not None:
+            settings = dataclasses.replace(settings, seed=job.seed)
         train(
             model,
             self.split("train"),
             learning_rate=job.learning_rate,
-            settings=self.settings,
+            settings=settings,
             pad_token_id=self.data.pad_token_id,
             device=self.device,
             after_step=after_step,
@@ -527,14 +532,18 @@ class TrialRunner:
 
     def _build(self, job: TrialJob | CalibrationJob, result: TrialResult) -> Any:
         """The peft model of the job's config on its base, its random draws (adapter
-        init, then the training's dropout) seeded by ``search.seed``: a config's result
-        does not depend on which trials its worker ran before."""
+        init, then the training's dropout) seeded by ``search.seed`` (or the job's own
+        seed, a confirmation re-run): a config's result does not depend on which trials
+        its worker ran before."""
         import torch
         from peft import get_peft_config, get_peft_model, prepare_model_for_kbit_training
 
-        torch.manual_seed(self.settings.seed)
+        seed = self.settings.seed if job.seed is None else job.seed
         config = dict(job.peft_config)
         base = self._base_copy(job.quantization)
+        torch.manual_seed(seed)
+        if seed != self.settings.seed:  # another training seed draws its new head anew
+            redraw_new_head(base, self.source.head_modules)
         checkpointing = job.gradient_checkpointing
         if checkpointing is None:
             checkpointing = self.settings.gradient_checkpointing

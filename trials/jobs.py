@@ -40,10 +40,13 @@ class TrialJob:
     # gradients up to the same batch, so the maths stays the same.
     micro_batch_size: int | None = None
     gradient_checkpointing: bool | None = None
+    # the training seed (adapter and new-head init, dropout, batch order); None: search.seed.
+    # Confirmation re-runs a front config with new seeds (search/confirm.py).
+    seed: int | None = None
 
     @property
     def key(self) -> str:
-        return f"trial {self.number}"
+        return f"trial {self.number}" if self.seed is None else f"trial {self.number} seed {self.seed}"
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class CalibrationJob:
     min_seconds = 0.0
     micro_batch_size = None
     gradient_checkpointing = None
+    seed = None
 
 
 @dataclass(frozen=True)

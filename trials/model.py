@@ -27,6 +27,7 @@ __all__ = [
     "load_tokenizer",
     "meta_model",
     "quiet_transformers",
+    "redraw_new_head",
 ]
 
 HEAD_MODULES = ("classifier", "score")
@@ -168,6 +169,7 @@ class BaseModelSource:
         self.seed = seed
         self._models: dict[str, nn.Module] = {}
         self.extra_modules: list[str] = []
+        self.head_modules: list[str] = []  # the new head's (the checkpoint lacked them)
         self.device = "cpu"  # where a quantized base loads (the runner sets its device)
 
     def _load(self, quantization: str) -> nn.Module:
@@ -197,9 +199,12 @@ class BaseModelSource:
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.pad_token_id = self.pad_token_id
         missing = {key.rsplit(".", 1)[0] for key in info.get("missing_keys", ())}
-        self.extra_modules = sorted(
-            m for m in missing if not any(m == h or m.endswith("." + h) for h in HEAD_MODULES)
-        )
+        def head(module: str) -> bool:
+            parts = module.split(".")
+            return any(h in parts for h in HEAD_MODULES)
+
+        self.extra_modules = sorted(m for m in missing if not head(m))
+        self.head_modules = sorted(m for m in missing if head(m))
         model.eval()
         return model
 
@@ -226,6 +231,22 @@ class BaseModelSource:
     def __getstate__(self) -> dict[str, Any]:
         # travels to workers without the loaded weights or tokenizer: each loads its own
         return {**self.__dict__, "_models": {}, "_tokenizer": None}
+
+
+def redraw_new_head(model: nn.Module, head_modules: list[str]) -> None:
+    """Draw the new head's linear weights again from the global torch generator, as
+    transformers initialises a new head (normal, ``initializer_range``; bias 0): a
+    training seed other than the source's gives another head, as a fresh run would."""
+    import torch
+
+    std = float(getattr(model.config, "initializer_range", 0.02))
+    for name in head_modules:
+        module = model.get_submodule(name)
+        for layer in (m for m in module.modules() if isinstance(m, torch.nn.Linear)):
+            with torch.no_grad():
+                layer.weight.normal_(0.0, std)
+                if layer.bias is not None:
+                    layer.bias.zero_()
 
 
 def quantization_source(quantization: str) -> str:
