@@ -46,7 +46,9 @@ class TrialJob:
 
     @property
     def key(self) -> str:
-        return f"trial {self.number}" if self.seed is None else f"trial {self.number} seed {self.seed}"
+        return (
+            f"trial {self.number}" if self.seed is None else f"trial {self.number} seed {self.seed}"
+        )
 
 
 @dataclass(frozen=True)

@@ -199,6 +199,7 @@ class BaseModelSource:
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.pad_token_id = self.pad_token_id
         missing = {key.rsplit(".", 1)[0] for key in info.get("missing_keys", ())}
+
         def head(module: str) -> bool:
             parts = module.split(".")
             return any(h in parts for h in HEAD_MODULES)
