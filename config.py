@@ -247,6 +247,38 @@ class EvaluationConfig(_Section):
         "task's first",
     )
     max_new_tokens: int = Field(32, ge=1, le=4096, description="exact_match: tokens generated")
+    forgetting: bool = Field(
+        True,
+        description="causal LMs: measure each trial's forgetting, the rise of the model's "
+        "loss on reference text over the base model's (trials/forgetting.py)",
+    )
+    reference_data: Path | None = Field(
+        None,
+        description="the reference text forgetting is measured on: a .txt file (one "
+        "passage a line) or a table with a text column; default: text the base model "
+        "writes itself from a few neutral prompts (offline, once per worker)",
+    )
+
+    @field_validator("reference_data")
+    @classmethod
+    def _reference_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_file():
+            raise ValueError(f"no such file: {value}; give a .txt or a table with a text column")
+        return value.expanduser().resolve() if value is not None else None
+
+
+class ConfirmConfig(_Section):
+    """Re-running the front's most promising configs with new training seeds after the
+    search (search/confirm.py): one training run per config leaves training-seed noise
+    out of the front, and the most accurate of many noisy runs looks better than it is."""
+
+    top: int = Field(3, ge=0, description="front configs re-run, the most accurate first (0: off)")
+    seeds: int = Field(1, ge=0, le=10, description="new training seeds per config (0: off)")
+
+    @property
+    def runs(self) -> int:
+        """Training runs confirmation adds at most (the budget keeps them back)."""
+        return self.top * self.seeds
 
 
 class SearchConfig(_Section):
@@ -259,6 +291,7 @@ class SearchConfig(_Section):
         "samples as random search in this conditional space (for comparisons)",
     )
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    confirm: ConfirmConfig = Field(default_factory=ConfirmConfig)
     initial_design: bool | None = Field(
         None,
         description="first try the smallest adapter of each method and target set at the "
@@ -323,6 +356,14 @@ class SearchConfig(_Section):
     def _switch(cls, value: Any) -> Any:
         """``early_stopping: false`` (or true) is shorthand for ``{enabled: ...}``."""
         return {"enabled": value} if isinstance(value, bool) else value
+
+    @field_validator("confirm", mode="before")
+    @classmethod
+    def _confirm_switch(cls, value: Any) -> Any:
+        """``confirm: false`` turns it off; ``true`` keeps the defaults."""
+        if value is False:
+            return {"top": 0}
+        return {} if value is True else value
 
 
 def parse_duration(value: Any) -> float | None:
@@ -571,6 +612,17 @@ class Config(_Section):
                         f"(model.quantization: {quantization}): {reason}; remove {name} "
                         "or set model.quantization: none"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _forgetting_needs_a_causal_lm(self) -> Config:
+        if self.model.task != "causal-lm" and "forgetting" in self.search.objectives:
+            raise ValueError(
+                "search.objectives: forgetting is measured for causal LMs only (model.task: "
+                f"causal-lm); this study's task is {self.model.task}: remove forgetting"
+            )
+        if not self.evaluation.forgetting and "forgetting" in self.search.objectives:
+            raise ValueError("search.objectives: forgetting needs evaluation.forgetting: true")
         return self
 
     @model_validator(mode="after")

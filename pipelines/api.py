@@ -86,13 +86,12 @@ class StudyResult:
         from peftsearch.search.objectives import objectives_of
 
         front = self.front_numbers
+        baseline = self.extra.get("summary", {}).get("baseline")
         limits = constraints(max_params, max_cost, min_accuracy, prefer, max_memory)
         if limits.max_memory_mb is not None:
             names = list(self.extra.get("objectives") or ("accuracy", "trainable_params", "cost"))
-            front = front_of(self.rows, objectives_of((*names, "peak_memory")))
-        return recommend(
-            self.rows, front, limits, baseline=self.extra.get("summary", {}).get("baseline")
-        )
+            front = front_of(self.rows, objectives_of((*names, "peak_memory")), baseline)
+        return recommend(self.rows, front, limits, baseline=baseline)
 
     def export(
         self,

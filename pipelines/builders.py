@@ -72,6 +72,7 @@ def build_settings(config: Config) -> TrainSettings:
         max_new_tokens=config.evaluation.max_new_tokens,
         cache_frozen_layers=t.cache_frozen_layers,
         cache_max_mb=t.cache_max_mb,
+        forgetting=config.evaluation.forgetting,
     )
 
 
@@ -83,9 +84,15 @@ def build_data(config: Config) -> PreparedData:
 
     tokenizer = load_tokenizer(build_checkpoint(config))
     with quiet_transformers():  # datasets' progress bars and notices, for this call only
-        return get_task(config.model.task).prepare(
+        data = get_task(config.model.task).prepare(
             config.data, seed=config.search.seed, tokenizer=tokenizer
         )
+    reference = config.evaluation.reference_data
+    if reference is not None and data.task == "causal-lm" and config.evaluation.forgetting:
+        from peftsearch.trials.data import read_reference
+
+        data.reference = read_reference(reference, tokenizer, config.data.max_length)
+    return data
 
 
 def build_model_info(config: Config, label_names: list[str]) -> tuple[ModelInfo, nn.Module]:
@@ -257,6 +264,7 @@ def build_loop(
         gradient_checkpointing=config.training.gradient_checkpointing,
         batch_size=config.training.batch_size,
         gpus_per_trial=gpus_per_trial,
+        confirm_runs=config.search.confirm.runs,
     )
 
 
@@ -451,7 +459,7 @@ def build_budget(
     return budget, cost_model
 
 
-def describe_budget(budget: Budget, cost_model: CostModel) -> str:
+def describe_budget(budget: Budget, cost_model: CostModel, confirm_runs: int = 0) -> str:
     from peftsearch.results.front import display_name
 
     s = budget.summary()
@@ -462,9 +470,15 @@ def describe_budget(budget: Budget, cost_model: CostModel) -> str:
         parts.append(f"{budget.limits.wall_seconds:.0f} s of wall time")
     if budget.limits.trials is not None:
         parts.append(f"{budget.limits.trials} trials")
+    kept = ""
+    if confirm_runs and (budget.limits.device_seconds or budget.limits.wall_seconds):
+        kept = (
+            f" It keeps back the cost of {confirm_runs} training run(s), the median trial's "
+            "(at most a quarter of it), to confirm the front with new seeds (search.confirm)."
+        )
     return (
         f"Budget: {', '.join(parts)}; spent so far ${s['spent_usd']:.4f} "
         f"(calibration included). A {display_name(cost_model.method)} step takes about "
         f"{cost_model.step_seconds:.2f} s, "
-        f"an evaluation {cost_model.eval_seconds:.1f} s."
+        f"an evaluation {cost_model.eval_seconds:.1f} s.{kept}"
     )

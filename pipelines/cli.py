@@ -154,7 +154,11 @@ def status(study_dir: StudyDir) -> None:
 
     config = load_study_config(study_dir)
     study = load_existing_study(config.search.study_name, config.storage_url)
-    _console().print(progress_from_study(study, config.search.n_trials).line())
+    from peftsearch.pipelines.run import explain_best
+
+    console = _console()
+    console.print(progress_from_study(study, config.search.n_trials).line())
+    explain_best(study, console)
 
 
 def _summary(result: Any) -> None:
@@ -163,6 +167,8 @@ def _summary(result: Any) -> None:
     console = _console()
     front = [r for r in result.rows if r["trial"] in result.front_numbers]
     console.print(front_table(front, front_title(result.rows, len(front))))
+    if not front and any(r["status"] == "COMPLETE" for r in result.rows):
+        console.print(result.recommend().text, markup=False)  # nothing beats no adapter
     console.print(
         f"Results: {result.study_dir} (pareto.csv, pareto.json, trials.csv, adapters/, "
         "report.html)\n"

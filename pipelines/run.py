@@ -45,7 +45,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Inputs",
+    "confirm",
     "drive",
+    "explain_best",
     "finish",
     "load_inputs",
     "queue_first",
@@ -165,7 +167,7 @@ def start_budget(
         budget, cost_model = build_budget(
             config, study, executor, inputs.info, len(inputs.data.eval)
         )
-    console.print(describe_budget(budget, cost_model))
+    console.print(describe_budget(budget, cost_model, config.search.confirm.runs))
     return budget, cost_model
 
 
@@ -217,6 +219,46 @@ def drive(loop: SearchLoop, progress: SearchProgress, console: Console) -> str:
     console.print(progress.line())
     console.print(f"[bold]Search stopped[/bold] ({reason}).")
     return reason
+
+
+def explain_best(study: optuna.Study, console: Console) -> None:
+    """Phase 7c: the most accurate trial measured, and why the front leaves it out if
+    it does (results.front.best_trial_line)."""
+    from peftsearch.results import trial_rows
+    from peftsearch.results.front import best_trial_line
+    from peftsearch.search.objectives import study_objectives
+    from peftsearch.search.records import baseline_of
+
+    line = best_trial_line(trial_rows(study), study_objectives(study), baseline_of(study))
+    if line:
+        console.print(line, markup=False)
+
+
+def confirm(
+    config: Config,
+    study: optuna.Study,
+    executor: TrialExecutor,
+    budget: Budget | None,
+    console: Console,
+) -> None:
+    """Phase 7a: re-run the front's most accurate configs with new training seeds
+    (search.confirm, search/confirm.py), inside what the budget kept back for them."""
+    from peftsearch.results import pareto_numbers
+    from peftsearch.search.confirm import confirm_front, confirm_seeds
+
+    plan = config.search.confirm
+    if not plan.runs:
+        return
+    with console.status("Confirming the front with new training seeds..."):
+        outcome = confirm_front(
+            study,
+            executor,
+            pareto_numbers(study),
+            top=plan.top,
+            seeds=confirm_seeds(config.search.seed, plan.seeds),
+            budget=budget,
+        )
+    console.print(outcome.line())
 
 
 def score_on_test(
@@ -352,7 +394,9 @@ def _search(  # the phases in order; each is tested alone
             )
             schedule_baseline(loop, study, inputs, console, config.model.quantizations[0])
             reason = drive(loop, progress, console)
+            confirm(config, study, executor, budget, console)
             score_on_test(config, study, executor, inputs, budget, cost_model, console)
+            explain_best(study, console)
     except BaseException:
         tracker.end(parent, "KILLED")
         raise

@@ -5,11 +5,29 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-__all__ = ["baseline_line", "front_table", "front_title", "trial_line"]
+__all__ = ["baseline_line", "file_size", "front_table", "front_title", "trial_line"]
 
 
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def file_size(size: float | None) -> str:
+    """``1.3 MB``, ``12 kB``: an adapter's files."""
+    if size is None:
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size:.0f} B"
+
+
+def _score(row: dict[str, Any]) -> str:
+    """The accuracy, with the seeds it averages when confirmation re-ran it."""
+    text = _fmt(row["accuracy"], ".3f")
+    if (row.get("seeds") or 1) > 1:
+        text += f" ({row['seeds']} seeds, sd {row['accuracy_sd']:.3f})"
+    return text
 
 
 def front_title(rows: list[dict[str, Any]], on_front: int) -> str:
@@ -45,6 +63,7 @@ def front_table(rows: list[dict[str, Any]], title: str) -> Any:
         (metric_name(rows[0]) if rows else "accuracy", "right"),
         ("perplexity" if lm else "macro-F1", "right"),
         ("trainable", "right"),
+        ("adapter", "right"),
         ("cost", "right"),
         ("device time", "right"),
     ):
@@ -55,9 +74,10 @@ def front_table(rows: list[dict[str, Any]], title: str) -> Any:
             row["method"],
             row["params"],
             _fmt(row["lr"], ".1e"),
-            _fmt(row["accuracy"], ".3f"),
+            _score(row),
             _fmt(row.get("perplexity"), ".2f") if lm else _fmt(row["macro_f1"], ".3f"),
             f"{_fmt(row['trainable_params'], ',')} ({_fmt(row['trainable_pct'], '.2f')}%)",
+            file_size(row.get("adapter_bytes")),
             f"${_fmt(row['cost_usd'], '.4f')}",
             f"{_fmt(row['device_seconds'], '.0f')} s",
         )
@@ -77,9 +97,12 @@ def trial_line(result: Any, done: int, total: int) -> str:
         else ""
     )
     note = f" ({result.memory_note})" if getattr(result, "memory_note", None) else ""
+    size = getattr(result, "adapter_bytes", None)
+    size = f", {file_size(size)} on disk" if size else ""
     return (
         f"{head}: {metric} {result.accuracy:.3f}, "
-        f"{result.trainable_params:,} trainable ({result.trainable_pct:.2f}%), "
+        f"{result.trainable_params:,} trainable ({result.trainable_pct:.2f}%"
+        f"{size}), "
         f"${result.cost_usd:.4f}, {result.wall_seconds:.0f} s{memory}{note}"
     )
 

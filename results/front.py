@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from peftsearch.search.records import TrialRecord, read_records
@@ -13,6 +14,9 @@ if TYPE_CHECKING:
     from peftsearch.search.objectives import Objective
 
 __all__ = [
+    "Verdict",
+    "baseline_bound",
+    "best_trial_line",
     "columns",
     "describe_params",
     "display_name",
@@ -23,6 +27,7 @@ __all__ = [
     "plain_settings",
     "trial_rows",
     "unit_of",
+    "verdict",
 ]
 
 
@@ -47,6 +52,12 @@ BASE_COLUMNS = (
     "task",
     "metric",  # what ``accuracy`` measures: the task's searched metric
     "accuracy_se",  # its standard error, where the task measures one (else binomial)
+    # confirmation (search/confirm.py): the training seeds ``accuracy`` averages, its
+    # spread between them, and the search's own single run
+    "seeds",
+    "accuracy_mean",
+    "accuracy_sd",
+    "search_accuracy",
     "test_accuracy",
     "test_rows",
 )
@@ -57,6 +68,7 @@ TAIL_COLUMNS = (
     "micro_batch_size",
     "memory_note",
     "peak_allocated_mb",
+    "step_jitter",
     "cached_layers",
     "status",
     "error",
@@ -78,7 +90,7 @@ def columns(rows: list[dict[str, Any]] | None = None) -> tuple[str, ...]:
     columns."""
     shown = [
         c
-        for c in (*objective_columns(), *metric_columns())
+        for c in (*objective_columns(), "forgetting_se", *metric_columns())
         if rows is None or any(r.get(c) is not None for r in rows)
     ]
     return (*BASE_COLUMNS, *dict.fromkeys(shown), *TAIL_COLUMNS)
@@ -141,19 +153,28 @@ def _cell(value: Any) -> Any:
 
 
 def _row(record: TrialRecord) -> dict[str, Any]:
+    import statistics
+
     metrics = record.result.get("metrics") or {}
+    scores = record.seed_scores
+    measured = {
+        c: record.measurement(c) for c in (*MEASUREMENTS, "estimated_seconds", "steps", "eval_rows")
+    }
+    if len(scores) > 1:  # the front and the noise rule use the mean over the seeds
+        measured["accuracy"] = statistics.fmean(scores)
     return {
         "trial": record.number,
         "method": record.method,
         "params": describe_params(record.summary),
         "lr": record.summary.get("lr"),
-        **{
-            c: record.measurement(c)
-            for c in (*MEASUREMENTS, "estimated_seconds", "steps", "eval_rows")
-        },
+        **measured,
         "task": record.result.get("task"),
         "metric": metrics.get("metric"),
         "accuracy_se": metrics.get("score_error"),
+        "seeds": len(scores) or None,
+        "accuracy_mean": statistics.fmean(scores) if scores else None,
+        "accuracy_sd": statistics.stdev(scores) if len(scores) > 1 else None,
+        "search_accuracy": record.measurement("accuracy"),
         "test_accuracy": record.test.get("accuracy"),
         "test_rows": record.test.get("rows"),
         **{c: _cell(metrics.get(c)) for c in metric_columns()},
@@ -161,6 +182,8 @@ def _row(record: TrialRecord) -> dict[str, Any]:
         "precision": record.result.get("precision"),
         "quantization": record.result.get("quantization", "none"),
         "peak_allocated_mb": record.result.get("peak_allocated_mb"),
+        "step_jitter": record.result.get("step_jitter"),
+        "forgetting_se": record.result.get("forgetting_se"),
         "micro_batch_size": record.result.get("micro_batch_size"),
         "memory_note": record.result.get("memory_note"),
         "gradient_checkpointing": record.result.get("gradient_checkpointing"),
@@ -178,28 +201,63 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
 
 def pareto_numbers(study: optuna.Study) -> list[int]:
     """Trial numbers on the front of the study's trained trials (``front_of``), over the
-    objectives the study was created with."""
+    objectives the study was created with, bounded by its no-adapter baseline."""
     from peftsearch.search.objectives import study_objectives
+    from peftsearch.search.records import baseline_of
 
-    return front_of(trial_rows(study), study_objectives(study))
+    return front_of(trial_rows(study), study_objectives(study), baseline_of(study))
 
 
 def front_of(
-    rows: list[dict[str, Any]], objectives: tuple[Objective, ...] | None = None
+    rows: list[dict[str, Any]],
+    objectives: tuple[Objective, ...] | None = None,
+    baseline: dict[str, Any] | None = None,
 ) -> list[int]:
-    """Trained, COMPLETE trials that no trial *on the front* dominates once evaluation and
-    timing noise are allowed for (the rule is in ``results/noise.py``). Failed, pruned
-    and infeasible trials never enter it.
+    """The trial numbers of ``verdict(rows, objectives, baseline).front``."""
+    return verdict(rows, objectives, baseline).front
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Where each trained trial stands: on the ``front``, ``beaten`` by the no-adapter
+    baseline, or dominated by the front members in ``dominated_by``."""
+
+    front: list[int]
+    beaten: set[int] = field(default_factory=set)
+    dominated_by: dict[int, list[int]] = field(default_factory=dict)
+    bound: dict[str, Any] | None = None  # the baseline entry that bounds the front
+
+
+def baseline_bound(baseline: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The best of a study's no-adapter scores (the base model as it is, or a model-free
+    answer such as the majority class), as a row the noise rule compares: what every
+    trial on the front must beat."""
+    entries = [b for b in (baseline or {}).values() if b.get("accuracy") is not None]
+    return max(entries, key=lambda b: b["accuracy"]) if entries else None
+
+
+def verdict(
+    rows: list[dict[str, Any]],
+    objectives: tuple[Objective, ...] | None = None,
+    baseline: dict[str, Any] | None = None,
+) -> Verdict:
+    """Trained, COMPLETE trials that beat the ``baseline`` (``baseline_bound``) beyond
+    the noise and that no trial *on the front* dominates once evaluation, training-seed
+    and timing noise are allowed for (the rule is in ``results/noise.py``). Failed,
+    pruned and infeasible trials never enter it; with no trial beating the baseline it
+    is empty.
 
     Dominance within the noise is not transitive: A may beat B, and B beat C, while A
     does not beat C. Counting a trial out because a trial that is itself out beats it
     would hide C, even when C is clearly better than everything left (the most accurate
     trial of a demo went missing that way). So trials are decided once every trial that
     dominates them is: a trial joins the front unless a front member dominates it."""
-    from peftsearch.results.noise import Tolerances, dominates
+    from peftsearch.results.noise import Tolerances, beats, dominates
     from peftsearch.search.objectives import DEFAULT_OBJECTIVES, objectives_of
 
     objectives = objectives or objectives_of(DEFAULT_OBJECTIVES)
+    tolerances = Tolerances.from_rows(rows)
+    bound = baseline_bound(baseline)
     trained = sorted(
         (
             r
@@ -208,7 +266,8 @@ def front_of(
         ),
         key=lambda r: r["trial"],
     )
-    tolerances = Tolerances.from_rows(rows)
+    beaten = {r["trial"] for r in trained if bound is not None and not beats(r, bound, tolerances)}
+    trained = [r for r in trained if r["trial"] not in beaten]
     beaten_by = {
         r["trial"]: [
             o["trial"] for o in trained if o is not r and dominates(o, r, tolerances, objectives)
@@ -227,4 +286,45 @@ def front_of(
                 front.add(trial)
             decided.add(trial)
         waiting = [t for t in waiting if t not in decided]
-    return sorted(front)
+    dominated = {t: sorted(front.intersection(by)) for t, by in beaten_by.items() if t not in front}
+    return Verdict(sorted(front), beaten, dominated, bound)
+
+
+def best_trial_line(
+    rows: list[dict[str, Any]],
+    objectives: tuple[Objective, ...] | None = None,
+    baseline: dict[str, Any] | None = None,
+) -> str | None:
+    """The most accurate trial measured and, when the front leaves it out, why, in one
+    line: "tied with trial 10 within noise; trial 10 is smaller". None before any."""
+    from peftsearch.results.noise import Tolerances, clearly_better
+    from peftsearch.search.objectives import DEFAULT_OBJECTIVES, objectives_of
+
+    objectives = objectives or objectives_of(DEFAULT_OBJECTIVES)
+    trained = [r for r in rows if r["status"] == "COMPLETE" and r.get("accuracy") is not None]
+    if not trained:
+        return None
+    best = max(trained, key=lambda r: (r["accuracy"], -r["trial"]))
+    name = metric_name(best)
+    head = f"Most accurate trial: {best['trial']} ({name} {best['accuracy']:.3f})"
+    judged = verdict(rows, objectives, baseline)
+    if best["trial"] in judged.front:
+        return f"{head}, on the front."
+    if best["trial"] in judged.beaten and judged.bound is not None:
+        return (
+            f"{head}; not on the front: it does not beat the model with no adapter "
+            f"({judged.bound['accuracy']:.3f}) beyond the noise."
+        )
+    by = {r["trial"]: r for r in trained}
+    winners = [by[n] for n in judged.dominated_by.get(best["trial"], []) if n in by]
+    if not winners:
+        return f"{head}; not on the front."
+    tolerances = Tolerances.from_rows(rows)
+    winner = max(winners, key=lambda r: (r["accuracy"], -r["trial"]))
+    words = [o.better for o in objectives if clearly_better(o, winner, best, tolerances)]
+    why = " and ".join(words) or "no worse"
+    # a trial that dominates the most accurate one is tied with it on accuracy
+    return (
+        f"{head}; not on the front: tied with trial {winner['trial']} within noise; "
+        f"trial {winner['trial']} is {why}."
+    )

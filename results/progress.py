@@ -23,6 +23,7 @@ class SearchProgress:
     running: int = 0
     failed: int = 0
     best_accuracy: float | None = None  # of the task's metric (``metric`` names it)
+    best_trial: int | None = None  # the trial that measured it
     metric: str | None = None
     fewest_params: int | None = None
     lowest_cost: float | None = None
@@ -39,6 +40,7 @@ class SearchProgress:
         params: int | None,
         cost: float | None,
         metric: str | None = None,
+        trial: int | None = None,
     ) -> None:
         """Fold in one finished trial that counts against ``search.n_trials``."""
         self.done += 1
@@ -46,7 +48,8 @@ class SearchProgress:
         self.failed += status == "FAIL"
         if status != "COMPLETE" or accuracy is None or params is None or cost is None:
             return
-        self.best_accuracy = max(self.best_accuracy or 0.0, accuracy)
+        if self.best_accuracy is None or accuracy > self.best_accuracy:
+            self.best_accuracy, self.best_trial = accuracy, trial
         self.fewest_params = min(self.fewest_params or params, params)
         self.lowest_cost = min(self.lowest_cost if self.lowest_cost is not None else cost, cost)
 
@@ -56,7 +59,14 @@ class SearchProgress:
             self.out_of_memory += bool(result.out_of_memory or "memory" in (result.error or ""))
             return
         metric = (result.metrics or {}).get("metric")
-        self.add(result.status, result.accuracy, result.trainable_params, result.cost_usd, metric)
+        self.add(
+            result.status,
+            result.accuracy,
+            result.trainable_params,
+            result.cost_usd,
+            metric,
+            result.number,
+        )
 
     def line(self) -> str:
         from peftsearch.trials.tasks import metric_label
@@ -68,7 +78,9 @@ class SearchProgress:
             f"trials {self.done}/{self.total}",
             f"running {self.running}",
             f"failed {self.failed}",
-            best + ("-" if self.best_accuracy is None else f"{self.best_accuracy:.3f}"),
+            best
+            + ("-" if self.best_accuracy is None else f"{self.best_accuracy:.3f}")
+            + ("" if self.best_trial is None else f" (trial {self.best_trial})"),
             "fewest params " + ("-" if self.fewest_params is None else f"{self.fewest_params:,}"),
             "lowest cost " + ("-" if self.lowest_cost is None else f"${self.lowest_cost:.4f}"),
             f"elapsed {minutes}:{seconds:02d}",
@@ -104,5 +116,6 @@ def progress_from_study(study: optuna.Study, total: int) -> SearchProgress:
                 record.measurement("trainable_params"),
                 record.measurement("cost_usd"),
                 (record.measurement("metrics") or {}).get("metric"),
+                record.number,
             )
     return progress

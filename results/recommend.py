@@ -7,8 +7,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from peftsearch.errors import UserError
-from peftsearch.results.front import display_name, metric_name, plain_settings, unit_of
-from peftsearch.results.noise import Tolerances, accuracy_error, tied
+from peftsearch.results.front import (
+    baseline_bound,
+    display_name,
+    metric_name,
+    plain_settings,
+    unit_of,
+)
+from peftsearch.results.noise import Tolerances, beats, tied
 
 __all__ = [
     "Constraints",
@@ -131,9 +137,11 @@ def describe_choice(row: dict[str, Any]) -> str:
     return plain_settings(row["method"], {**settings, "lr": row.get("lr")})
 
 
-def _facts(row: dict[str, Any]) -> str:
-    error = accuracy_error(row)
+def _facts(row: dict[str, Any], tolerances: Tolerances | None = None) -> str:
+    error = (tolerances or Tolerances()).error(row)
     spread = f" ± {error:.3f}" if error else ""
+    if (row.get("seeds") or 1) > 1:
+        spread += f" (mean of {row['seeds']} training seeds, sd {row['accuracy_sd']:.3f})"
     if row.get("test_accuracy") is not None:
         spread += f" (on the held-out test set {row['test_accuracy']:.3f})"
     rows = row.get("eval_rows")
@@ -178,7 +186,13 @@ def recommend(
     """Pick from the front; say what was traded away, which options sit nearby and, given
     the study's ``baseline`` (the model with no adapter), what fine-tuning bought."""
     trained = [r for r in rows if r["status"] == "COMPLETE" and r["accuracy"] is not None]
-    options = [r for r in trained if r["trial"] in front]
+    tolerances = Tolerances.from_rows(rows)
+    bound = baseline_bound(baseline)
+    options = [
+        r for r in trained if r["trial"] in front and (bound is None or beats(r, bound, tolerances))
+    ]
+    if not options and trained and bound is not None:
+        return _nothing_beats(trained, bound, tolerances)
     if not options:
         return Recommendation(
             False, None, "No trial finished, so there is nothing to recommend yet."
@@ -193,11 +207,11 @@ def recommend(
             closest=closest,
             text=(
                 "No trial meets all your constraints. The closest is trial "
-                f"{closest['trial']}: {describe_choice(closest)} ({_facts(closest)}), "
+                f"{closest['trial']}: {describe_choice(closest)} "
+                f"({_facts(closest, tolerances)}), "
                 f"which misses on {why}."
             ),
         )
-    tolerances = Tolerances.from_rows(rows)
     pick, ties = _pick(fitting, constraints.prefer, tolerances)
     best = max(trained, key=lambda r: r["accuracy"])
     name = metric_name(pick)
@@ -225,9 +239,8 @@ def recommend(
             f"{smallest['trial']}, {name} {smallest['accuracy']:.3f})"
         )
     text = (
-        f"Use trial {pick['trial']}: {describe_choice(pick)}. It reaches {_facts(pick)}; "
-        + "; ".join(traded)
-        + "."
+        f"Use trial {pick['trial']}: {describe_choice(pick)}. "
+        f"It reaches {_facts(pick, tolerances)}; " + "; ".join(traded) + "."
     )
     if baseline:
         plain = max(baseline.values(), key=lambda b: b["accuracy"])
@@ -248,7 +261,7 @@ def recommend(
         lead = (pick["accuracy"] - rival["accuracy"]) * 100
         text += f" It beat {display_name(rival['method'])} by {lead:.1f} points at similar size."
     alternatives = [
-        f"trial {r['trial']}: {describe_choice(r)} ({_facts(r)})"
+        f"trial {r['trial']}: {describe_choice(r)} ({_facts(r, tolerances)})"
         for r in sorted(options, key=lambda r: -r["accuracy"])
         if r["trial"] != pick["trial"]
     ][:3]
@@ -260,6 +273,29 @@ def recommend(
         traded=traded,
         alternatives=alternatives,
         tied=sorted(r["trial"] for r in ties),
+    )
+
+
+def _nothing_beats(
+    trained: list[dict[str, Any]], bound: dict[str, Any], tolerances: Tolerances
+) -> Recommendation:
+    """Every trained trial is within the noise of (or below) the model with no adapter."""
+    best = max(trained, key=lambda r: r["accuracy"])
+    name = metric_name(best)
+    gap = tolerances.error(best) or 0.0
+    return Recommendation(
+        met=False,
+        trial=None,
+        closest=best,
+        text=(
+            f"No trial beats the model with no adapter ({bound['method']}: {name} "
+            f"{bound['accuracy']:.3f}) beyond the noise, so fine-tuning has not shown a "
+            f"measurable gain here. The best trial, {best['trial']} "
+            f"({display_name(best['method'])}), reaches {name} {best['accuracy']:.3f} "
+            f"± {gap:.3f}. Keep the model as it is, or search further: more steps "
+            "(training.max_steps), more data (data.max_train_samples), or other methods and "
+            "learning rates."
+        ),
     )
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from peftsearch.results.front import metric_name
-from peftsearch.results.noise import accuracy_error
+from peftsearch.results.noise import Tolerances
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
@@ -32,31 +33,62 @@ def plotted_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _spread(row: dict[str, Any]) -> str:
-    error = accuracy_error(row)
-    return f" ± {error:.3f}" if error else ""
+def _spread(row: dict[str, Any], tolerances: Tolerances) -> str:
+    error = tolerances.error(row)
+    text = f" ± {error:.3f}" if error else ""
+    if (row.get("seeds") or 1) > 1:
+        text += f" (mean of {row['seeds']} seeds)"
+    return text
 
 
-def _hover(row: dict[str, Any]) -> str:
+def _hover(row: dict[str, Any], tolerances: Tolerances) -> str:
     return (
         f"trial {row['trial']} ({row['status'].lower()})<br>{row['method']} {row['params']}"
-        f"<br>lr {row['lr']:.2e}<br>{metric_name(row)} {row['accuracy']:.3f}{_spread(row)}"
+        f"<br>lr {row['lr']:.2e}<br>{metric_name(row)} {row['accuracy']:.3f}"
+        f"{_spread(row, tolerances)}"
         f"<br>{row['trainable_params']:,} trainable ({row['trainable_pct']:.3f}%)"
         f"<br>${row['cost_usd']:.4f}, {row['device_seconds']:.0f} device-s"
     )
 
 
+def _baseline_line(figure: Figure, bound: dict[str, Any] | None) -> None:
+    """The model with no adapter, as a dashed line across an accuracy chart: a trial
+    must clear it beyond the noise to count."""
+    if bound is not None:
+        figure.add_hline(
+            y=bound["accuracy"],
+            line_dash="dash",
+            line_color="#555",
+            annotation_text=f"no adapter {bound['accuracy']:.3f}",
+            annotation_position="bottom right",
+        )
+
+
+@dataclass(frozen=True)
+class _Marks:
+    """What every chart marks: the front, the trials the baseline beats, the most
+    accurate trial, the baseline's level, and the study's noise."""
+
+    front: set[int]
+    beaten: set[int]
+    best: int | None
+    bound: dict[str, Any] | None
+    tolerances: Tolerances
+
+
 def _projection(
     rows: list[dict[str, Any]],
-    front: set[int],
+    marks: _Marks,
     x: str,
     title: str,
     log_x: bool,
     metric: str = "accuracy",
 ) -> Figure:
-    """Front trials colored by method, the rest grey: one trace per group, one point per trial."""
+    """Front trials colored by method, the rest grey: one trace per group, one point per
+    trial; the most accurate trial ringed, the no-adapter baseline a dashed line."""
     import plotly.graph_objects as go
 
+    front, tolerances = marks.front, marks.tolerances
     figure = go.Figure()
     methods = sorted({r["method"] for r in rows})
     groups: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = []
@@ -68,8 +100,19 @@ def _projection(
     groups.append(
         (
             "dominated",
-            [r for r in rows if r["trial"] not in front and r["status"] == "COMPLETE"],
+            [
+                r
+                for r in rows
+                if r["trial"] not in front | marks.beaten and r["status"] == "COMPLETE"
+            ],
             {"color": GREY, "size": 8},
+        )
+    )
+    groups.append(
+        (
+            "no better than no adapter",
+            [r for r in rows if r["trial"] in marks.beaten],
+            {"color": GREY, "size": 8, "symbol": "triangle-down"},
         )
     )
     groups.append(
@@ -88,17 +131,30 @@ def _projection(
                     # One standard error of each accuracy (results/noise.py).
                     error_y={
                         "type": "data",
-                        "array": [accuracy_error(r) or 0.0 for r in members],
+                        "array": [tolerances.error(r) or 0.0 for r in members],
                         "thickness": 1,
                         "width": 0,
                     },
                     mode="markers",
                     name=name,
                     marker=marker,
-                    hovertext=[_hover(r) for r in members],
+                    hovertext=[_hover(r, tolerances) for r in members],
                     hoverinfo="text",
                 )
             )
+    best = [r for r in rows if r["trial"] == marks.best]
+    if best:
+        figure.add_trace(
+            go.Scatter(
+                x=[best[0][x]],
+                y=[best[0]["accuracy"]],
+                mode="markers",
+                name=f"most accurate (trial {marks.best})",
+                marker={"size": 20, "color": "rgba(0,0,0,0)", "line": {"width": 2}},
+                hoverinfo="skip",
+            )
+        )
+    _baseline_line(figure, marks.bound)
     figure.update_layout(
         title=title,
         xaxis_title=x.replace("_", " "),
@@ -112,7 +168,7 @@ def _projection(
     return figure
 
 
-def _by_method(rows: list[dict[str, Any]], metric: str = "accuracy") -> Figure:
+def _by_method(rows: list[dict[str, Any]], marks: _Marks, metric: str = "accuracy") -> Figure:
     import plotly.graph_objects as go
 
     figure = go.Figure()
@@ -125,10 +181,11 @@ def _by_method(rows: list[dict[str, Any]], metric: str = "accuracy") -> Figure:
                     name=method,
                     boxpoints="all",
                     marker={"color": PALETTE[i % len(PALETTE)]},
-                    hovertext=[_hover(r) for r in members],
+                    hovertext=[_hover(r, marks.tolerances) for r in members],
                     hoverinfo="text",
                 )
             )
+    _baseline_line(figure, marks.bound)
     figure.update_layout(
         title=f"{metric.capitalize()} by method (completed trials)",
         yaxis_title=metric,
@@ -139,7 +196,7 @@ def _by_method(rows: list[dict[str, Any]], metric: str = "accuracy") -> Figure:
     return figure
 
 
-def _convergence(rows: list[dict[str, Any]], metric: str = "accuracy") -> Figure:
+def _convergence(rows: list[dict[str, Any]], marks: _Marks, metric: str = "accuracy") -> Figure:
     """Accuracy against the money spent so far, with the best-so-far line: flat means
     the search has stopped finding better adapters."""
     import plotly.graph_objects as go
@@ -159,6 +216,7 @@ def _convergence(rows: list[dict[str, Any]], metric: str = "accuracy") -> Figure
     figure.add_trace(
         go.Scatter(x=line_x, y=line_y, mode="lines", name="best so far", line={"shape": "hv"})
     )
+    _baseline_line(figure, marks.bound)
     figure.update_layout(
         title=f"Has the search converged? {metric.capitalize()} against budget spent",
         xaxis_title="cumulative cost (USD)",
@@ -169,7 +227,7 @@ def _convergence(rows: list[dict[str, Any]], metric: str = "accuracy") -> Figure
     return figure
 
 
-def _table(rows: list[dict[str, Any]], front: set[int]) -> str:
+def _table(rows: list[dict[str, Any]], marks: _Marks) -> str:
     columns: tuple[str, ...] = (
         "trial",
         "method",
@@ -177,10 +235,14 @@ def _table(rows: list[dict[str, Any]], front: set[int]) -> str:
         "lr",
         "accuracy",
         "± (1 s.e.)",
+        "seeds",
+        "accuracy_sd",
         "test_accuracy",
         "macro_f1",
+        "forgetting",
         "trainable_params",
         "trainable_pct",
+        "adapter_bytes",
         "cost_usd",
         "device_seconds",
         "peak_memory_mb",
@@ -189,16 +251,22 @@ def _table(rows: list[dict[str, Any]], front: set[int]) -> str:
     )
     if any((r.get("quantization") or "none") != "none" for r in rows):
         columns = (*columns[:4], "quantization", *columns[4:])  # the base each trained on
+    # a column no row has (seeds without confirmation, forgetting for a classifier)
+    columns = tuple(
+        c for c in columns if c.startswith("±") or any(r.get(c) is not None for r in rows)
+    )
     head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in columns)
     body = []
     for row in rows:
         cells = []
         for column in columns:
-            value = accuracy_error(row) if column.startswith("±") else row.get(column)
+            value = marks.tolerances.error(row) if column.startswith("±") else row.get(column)
+            if column == "status" and row["trial"] in marks.beaten:
+                value = "COMPLETE, no better than no adapter"
             if isinstance(value, float):
                 value = f"{value:.4g}"
             cells.append(f"<td>{html.escape('' if value is None else str(value))}</td>")
-        css = ' class="front"' if row["trial"] in front else ""
+        css = ' class="front"' if row["trial"] in marks.front else ""
         body.append(f"<tr{css}>{''.join(cells)}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -275,9 +343,21 @@ def render_report(
     against peak memory whenever trials measured it (an objective or not)."""
     import plotly.io as pio
 
+    from peftsearch.results.front import best_trial_line, verdict
     from peftsearch.search.objectives import DEFAULT_OBJECTIVES, objectives_of
 
-    front_set = set(front)
+    baseline = summary.get("baseline")
+    judged = verdict(rows, objectives, baseline)
+    complete = [r for r in rows if r["status"] == "COMPLETE" and r["accuracy"] is not None]
+    best = max(complete, key=lambda r: (r["accuracy"], -r["trial"]), default=None)
+    marks = _Marks(
+        set(front),
+        judged.beaten,
+        best["trial"] if best else None,
+        judged.bound,
+        Tolerances.from_rows(rows),
+    )
+    best_line = best_trial_line(rows, objectives, baseline) or ""
     shown = plotted_rows(rows)
     metric = metric_name(next((r for r in rows if r.get("metric")), {}))
     title_word = metric.capitalize()
@@ -287,11 +367,11 @@ def render_report(
     ):
         charted += objectives_of(("peak_memory",))
     figures = [
-        _projection(shown, front_set, o.column, f"{title_word} vs {o.label}", o.log_scale, metric)
+        _projection(shown, marks, o.column, f"{title_word} vs {o.label}", o.log_scale, metric)
         for o in charted
         if o.column != "accuracy"
     ]
-    figures += [_by_method(shown, metric), _convergence(rows, metric)]
+    figures += [_by_method(shown, marks, metric), _convergence(rows, marks, metric)]
     example = _example(rows, recommendation)
     divs = [
         pio.to_html(f, full_html=False, include_plotlyjs=(i == 0), div_id=f"plot-{i}")
@@ -312,14 +392,18 @@ def render_report(
 {example}
 <h2>The trade-off</h2>
 <p>Each coloured point is on the Pareto front: no other trial is at once more accurate, smaller
-and cheaper by more than the measurement noise. Grey points are beaten; crosses were stopped
-early. Bars show one standard error of each accuracy (from the number of evaluation rows):
-trials whose bars overlap are tied. Hover for details.</p>
+and cheaper by more than the measurement noise, and it beats the model with no adapter (the
+dashed line) beyond that noise. Grey points are beaten; triangles are no better than no
+adapter; crosses were stopped early; the ring marks the most accurate trial. Bars show one
+standard error of each accuracy (the evaluation rows and, where configs were re-run with new
+training seeds, the seed-to-seed spread): trials whose bars overlap are tied. Hover for
+details.</p>
+<p class="best">{html.escape(best_line)}</p>
 {charts}
 <h2>Budget</h2>
 {_budget(summary, budget, stop_reason, metric)}
 <h2>All trials</h2>
-{_table(rows, front_set)}
+{_table(rows, marks)}
 </body></html>
 """
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peftsearch.search import records
+from peftsearch.search.confirm import keep_back_for, run_cost
 from peftsearch.search.cost_model import features_of
 from peftsearch.search.memory_model import (
     MemoryNeed,
@@ -113,7 +114,12 @@ class SearchLoop:
     gpus_per_trial: float = 0.0
     # what the study optimises, in its values' order (search/objectives.py)
     objectives: tuple[Objective, ...] = objectives_of(DEFAULT_OBJECTIVES)
+    # re-runs confirmation adds after the search (search/confirm.py): the budget keeps
+    # back their expected cost, the median full trial's, so the search leaves it
+    confirm_runs: int = 0
     stop_reason: str | None = None
+    _costs: list[float] = field(default_factory=list)  # full trials' run_cost
+    _estimates: list[float] = field(default_factory=list)  # launched trials' estimates
     _inflight: dict[int, tuple[optuna.Trial, str, _Candidate | None]] = field(default_factory=dict)
     _side: dict[str, SideJob] = field(default_factory=dict)
 
@@ -317,6 +323,8 @@ class SearchLoop:
             estimate = self.cost_model.predict(candidate.features, self.max_steps, evaluations)
             records.save_estimate(trial, estimate)
         if self.budget is not None and estimate is not None:
+            self._estimates.append(estimate)
+            self._keep_back()
             allowance = self.budget.allowance(estimate)
             if allowance is None:
                 return False
@@ -340,6 +348,12 @@ class SearchLoop:
             )
         )
         return True
+
+    def _keep_back(self) -> None:
+        if self.budget is not None and self.confirm_runs:
+            keep_back_for(
+                self.budget, self.confirm_runs, self._costs, self._estimates, self.executor.slots
+            )
 
     def _not_launched(self, candidate: _Candidate) -> None:
         import optuna
@@ -379,6 +393,9 @@ class SearchLoop:
             result.memory_note = f"to fit the memory: {levers}" if levers else None
         if self.budget is not None:
             self.budget.settle(result.number, result.device_seconds)
+            if result.status == "COMPLETE" and result.steps >= self.max_steps:
+                self._costs.append(run_cost(result))
+            self._keep_back()
         if self.cost_model is not None and candidate is not None:
             self.cost_model.observe(candidate.features, result)
         if self.memory_model is not None and candidate is not None and candidate.need:

@@ -79,6 +79,8 @@ def record_baseline(
             "device_seconds": result.device_seconds,
             "eval_rows": result.eval_rows,
         }
+        if data.task == "causal-lm":  # the rise of the base's own loss over itself
+            baseline["base_model"]["forgetting"] = 0.0
     if baseline:
         records.save_baseline(study, baseline)
     return baseline or None

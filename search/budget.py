@@ -2,9 +2,11 @@
 
 Every launched trial reserves an allowance before it starts, and stops itself before the
 step that would cross it. Spent plus reserved never exceeds the limit, so neither does
-spent. Work outside the trials (the baseline, test scoring) starts only when its estimate
-fits, and beside running trials it holds up to twice that estimate. The clock is
-injected so the guarantee is tested with fake time.
+spent. Work outside the trials (the baseline, test scoring, confirmation re-runs) starts
+only when its estimate fits, and beside running trials it holds up to twice that
+estimate. Confirmation is planned from the start: the budget keeps its runs back
+(``keep_back``) so the search stops early enough to leave them. The clock is injected so
+the guarantee is tested with fake time.
 """
 
 from __future__ import annotations
@@ -74,6 +76,10 @@ class Budget:
     # device-seconds a trial accrues per wall second (its share of a device): a trial
     # that must end within the wall time left may use that many device-seconds
     share: float = 1.0
+    # set aside for the confirmation re-runs after the search (search/confirm.py):
+    # trials may not spend it; ``keep_back(0, 0)`` hands it over when they start
+    kept_device: float = 0.0
+    kept_wall: float = 0.0
 
     def __post_init__(self) -> None:
         if self.started is None:
@@ -86,14 +92,22 @@ class Budget:
         return self.limits.wall_seconds - (self.clock() - self.started)
 
     def wall_room(self) -> float:
-        """The wall time left, in the device-seconds one trial can accrue in it."""
-        return self.wall_left() * self.share
+        """The wall time left (less what is kept back), in the device-seconds one trial
+        can accrue in it."""
+        return (self.wall_left() - self.kept_wall) * self.share
 
     def device_left(self) -> float:
         if self.limits.device_seconds is None:
             return math.inf
-        committed = sum(self.reserved.values()) + sum(self.held.values())
+        committed = sum(self.reserved.values()) + sum(self.held.values()) + self.kept_device
         return self.limits.device_seconds - self.spent - committed
+
+    def keep_back(self, device_seconds: float, wall_seconds: float) -> None:
+        """Set device time (and wall time) aside for work planned after the search; only
+        the limits that are set keep anything back."""
+        limited = self.limits.device_seconds is not None
+        self.kept_device = device_seconds if limited else 0.0
+        self.kept_wall = wall_seconds if self.limits.wall_seconds is not None else 0.0
 
     def allowance(self, estimate: float) -> float | None:
         """Device-seconds a new trial may use (``inf``: no time limit is set), or None
@@ -162,16 +176,28 @@ class Budget:
                 f"budget: {self.limits.trials} trials done in this run; raise "
                 "budget.max_trials to go on"
             )
+        kept = self._kept_words()
         if self.wall_room() < cheapest_estimate:
-            return "budget: wall time used up; raise budget.max_wall_time to go on"
+            return f"budget: wall time used up{kept}; raise budget.max_wall_time to go on"
         if (
             self.limits.device_seconds is not None
-            and self.limits.device_seconds - self.spent < cheapest_estimate
+            and self.limits.device_seconds - self.spent - self.kept_device < cheapest_estimate
         ):
             return (
-                f"budget: {self._device_words()} used up; raise {self.limits.device_key} to go on"
+                f"budget: {self._device_words()} used up{kept}; raise "
+                f"{self.limits.device_key} to go on"
             )
         return None
+
+    def _kept_words(self) -> str:
+        if not (self.kept_device or self.kept_wall):
+            return ""
+        kept = (
+            f"{self.kept_device:.0f} device-seconds"
+            if self.kept_device
+            else f"{self.kept_wall:.0f} s of wall time"
+        )
+        return f" ({kept} kept back to confirm the front, search.confirm)"
 
     def no_room(self, estimate: float) -> str:
         """Why a trial estimated at ``estimate`` device-seconds was not launched."""
@@ -184,13 +210,13 @@ class Budget:
             wall = estimate / self.share
             return (
                 f"budget: the next trial (about {wall:.0f} s) does not fit in the "
-                f"{max(0.0, self.wall_left()):.0f} s of wall time left; raise "
-                "budget.max_wall_time to go on"
+                f"{max(0.0, self.wall_left()):.0f} s of wall time left{self._kept_words()}; "
+                "raise budget.max_wall_time to go on"
             )
         key, left = self.limits.device_key, self._device_words(left=True)
         return (
             f"budget: the next trial (about {estimate:.0f} device-seconds) does not fit in "
-            f"the {left} left; raise {key} to go on"
+            f"the {left} left{self._kept_words()}; raise {key} to go on"
         )
 
     def _device_words(self, left: bool = False) -> str:
@@ -213,6 +239,7 @@ class Budget:
             "left_device_seconds": None if limit is None else limit - self.spent,
             "left_usd": None if limit is None else (limit - self.spent) / 3600 * price,
             "wall_seconds": None if self.started is None else self.clock() - self.started,
+            "kept_back_device_seconds": self.kept_device,
         }
 
 

@@ -5,8 +5,7 @@ in that order in Optuna's values. ``accuracy`` means the task's searched metric
 (``evaluation.metric``: exact match for a causal LM, entity F1 for a tagger...). The
 loop tells these values, the study stores their names (``set_metric_names``), and the
 front, the noise rule and the report read them from here. A new objective is one
-``register_objective`` call: the next ones (forgetting, adapter size) add
-an entry each, with the trial-row column that holds it.
+``register_objective`` call, with the trial-row column that holds it.
 """
 
 from __future__ import annotations
@@ -33,8 +32,9 @@ Direction = Literal["maximize", "minimize"]
 # How a difference between two trials counts as real (results/noise.py):
 # score: beyond one standard error of the difference of two evaluation scores;
 # timing: beyond the cost model's measured relative error (run-to-run timing noise);
-# relative: beyond a fixed 5%; exact: any difference (counts, sizes).
-Noise = Literal["score", "timing", "relative", "exact"]
+# relative: beyond a fixed 5%; exact: any difference (counts, sizes); measured: beyond
+# one standard error of the difference, from the ``<column>_se`` each row measured.
+Noise = Literal["score", "timing", "relative", "exact", "measured"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Objective:
     label: str
     noise: Noise
     log_scale: bool = False
+    better: str = "better"  # how a trial that wins on it is said to be: "smaller"
 
     @property
     def maximize(self) -> bool:
@@ -87,7 +88,9 @@ def objectives_of(names: list[str] | tuple[str, ...]) -> tuple[Objective, ...]:
 
 
 ACCURACY = register_objective(
-    Objective("accuracy", "accuracy", "maximize", "the task's metric", "score")
+    Objective(
+        "accuracy", "accuracy", "maximize", "the task's metric", "score", better="more accurate"
+    )
 )
 register_objective(
     Objective(
@@ -97,12 +100,47 @@ register_objective(
         "trainable parameters",
         "exact",
         log_scale=True,
+        better="smaller",
     )
 )
-register_objective(Objective("cost", "cost_usd", "minimize", "cost per trial", "timing"))
+register_objective(
+    Objective("cost", "cost_usd", "minimize", "cost per trial", "timing", better="cheaper")
+)
 # measured per trial (trials/memory.py); allocator and page-level noise: 5% either way
 register_objective(
-    Objective("peak_memory", "peak_memory_mb", "minimize", "peak memory (MB)", "relative")
+    Objective(
+        "peak_memory",
+        "peak_memory_mb",
+        "minimize",
+        "peak memory (MB)",
+        "relative",
+        better="uses less memory",
+    )
+)
+
+# the saved adapter's files (trials/_run.py): size does not follow parameter count for
+# every method (a bottleneck adapter saves its layer norms, prompt tuning its embedding)
+register_objective(
+    Objective(
+        "adapter_bytes",
+        "adapter_bytes",
+        "minimize",
+        "adapter size (bytes)",
+        "exact",
+        log_scale=True,
+        better="smaller on disk",
+    )
+)
+# causal LMs: the rise of the model's loss on reference text (trials/forgetting.py)
+register_objective(
+    Objective(
+        "forgetting",
+        "forgetting",
+        "minimize",
+        "forgetting (loss rise, nats)",
+        "measured",
+        better="forgets less",
+    )
 )
 
 DEFAULT_OBJECTIVES = ("accuracy", "trainable_params", "cost")

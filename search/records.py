@@ -24,6 +24,7 @@ __all__ = [
     "TrialRecord",
     "add_overhead",
     "baseline_of",
+    "confirmations_of",
     "constraint_of",
     "estimate_of",
     "initial_design_attrs",
@@ -34,6 +35,7 @@ __all__ = [
     "requeue_attrs",
     "save_baseline",
     "save_choice",
+    "save_confirmation",
     "save_constraint",
     "save_estimate",
     "save_memory",
@@ -66,6 +68,8 @@ _OVERHEAD = "overhead_device_seconds"
 _TEST_SCORES = "test_scores"
 # Study user attr: the model without an adapter, scored once per study.
 _BASELINE = "baseline"
+# Study user attr: trial number -> its confirmation re-runs, one per new training seed.
+_CONFIRMATIONS = "confirmations"
 
 _FINISHED = ("COMPLETE", "FAIL", "PRUNED")
 
@@ -174,6 +178,30 @@ def save_test_score(study: optuna.Study, number: int, result: TrialResult) -> No
     study.set_user_attr(_TEST_SCORES, scores)
 
 
+def save_confirmation(study: optuna.Study, number: int, seed: int, result: TrialResult) -> None:
+    """One confirmation re-run of trial ``number`` with training seed ``seed``."""
+    stored = dict(study.user_attrs.get(_CONFIRMATIONS, {}))
+    runs = [r for r in stored.get(str(number), []) if r["seed"] != seed]
+    metrics = {k: v for k, v in result.metrics.items() if k != "example"}
+    runs.append(
+        {
+            "seed": seed,
+            "status": result.status,
+            "accuracy": result.accuracy,
+            "metrics": metrics,
+            "device_seconds": result.device_seconds,
+            "error": result.error,
+        }
+    )
+    stored[str(number)] = sorted(runs, key=lambda r: r["seed"])
+    study.set_user_attr(_CONFIRMATIONS, stored)
+
+
+def confirmations_of(study: optuna.Study) -> dict[int, list[dict[str, Any]]]:
+    """Trial number -> its confirmation re-runs (``save_confirmation``)."""
+    return {int(k): list(v) for k, v in study.user_attrs.get(_CONFIRMATIONS, {}).items()}
+
+
 def save_baseline(study: optuna.Study, baseline: dict[str, Any]) -> None:
     study.set_user_attr(_BASELINE, baseline)
 
@@ -208,6 +236,8 @@ class TrialRecord:
     warm_start_from: str | None = None
     initial_design: str | None = None
     test: dict[str, Any] = field(default_factory=dict)
+    # its re-runs with new training seeds (search/confirm.py), COMPLETE or not
+    confirmations: list[dict[str, Any]] = field(default_factory=list)
     run_id: str | None = None
     estimated_seconds: float | None = None
     started: float | None = None
@@ -249,6 +279,17 @@ class TrialRecord:
     def measurement(self, name: str) -> Any:
         return self.result.get(name)
 
+    @property
+    def seed_scores(self) -> list[float]:
+        """Its accuracy at every training seed that completed: the search's run first."""
+        first = self.result.get("accuracy")
+        again = [
+            float(r["accuracy"])
+            for r in self.confirmations
+            if r["status"] == "COMPLETE" and r.get("accuracy") is not None
+        ]
+        return ([float(first)] if first is not None else []) + again
+
     def to_result(self) -> TrialResult:
         from peftsearch.trials import TrialResult
 
@@ -256,7 +297,10 @@ class TrialRecord:
 
 
 def _record(
-    trial: optuna.trial.FrozenTrial, interrupted: dict[str, str], tests: dict[str, Any]
+    trial: optuna.trial.FrozenTrial,
+    interrupted: dict[str, str],
+    tests: dict[str, Any],
+    confirmations: dict[str, Any],
 ) -> TrialRecord:
     attrs = trial.user_attrs
     result = dict(attrs.get(_RESULT, {}))
@@ -277,6 +321,7 @@ def _record(
         warm_start_from=attrs.get(_WARM_START),
         initial_design=attrs.get(_INITIAL_DESIGN),
         test=dict(tests.get(str(trial.number), {})),
+        confirmations=list(confirmations.get(str(trial.number), [])),
         run_id=attrs.get(_RUN_ID),
         estimated_seconds=attrs.get(_ESTIMATE),
         started=trial.datetime_start.timestamp() if trial.datetime_start else None,
@@ -288,4 +333,5 @@ def read_records(study: optuna.Study) -> list[TrialRecord]:
     """Every trial of the study, in number order."""
     interrupted = study.user_attrs.get(_INTERRUPTED, {})
     tests = study.user_attrs.get(_TEST_SCORES, {})
-    return [_record(t, interrupted, tests) for t in study.get_trials(deepcopy=False)]
+    confirmed = study.user_attrs.get(_CONFIRMATIONS, {})
+    return [_record(t, interrupted, tests, confirmed) for t in study.get_trials(deepcopy=False)]

@@ -13,7 +13,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def save_tiny_bert(folder: Path, initializer_range: float) -> Path:
+def save_tiny_bert(folder: Path, initializer_range: float, dropout: float = 0.1) -> Path:
     """A 2-layer BERT with hidden size 32 and a word-level vocab, saved like a hub model."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -29,6 +29,8 @@ def save_tiny_bert(folder: Path, initializer_range: float) -> Path:
         intermediate_size=64,
         max_position_embeddings=64,
         initializer_range=initializer_range,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
@@ -37,9 +39,10 @@ def save_tiny_bert(folder: Path, initializer_range: float) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny BERT; a wide init makes token identity reach [CLS], so LoRA can learn to
-    classify within a few steps."""
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), initializer_range=0.3)
+    """The tiny BERT; a wider init than BERT's makes token identity reach [CLS] (and no
+    dropout keeps six steps steady), so LoRA learns ``tiny_data`` within a few steps:
+    accuracy 0.9 to 1.0 at learning rates 2e-2 to 6e-2, against 0.5 with no adapter."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), initializer_range=0.15, dropout=0.0)
 
 
 @pytest.fixture(scope="session")

@@ -31,12 +31,15 @@ LM_LORA = {
 
 
 def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
-    """Short texts whose label is carried by one sentiment word among fillers."""
+    """Short texts whose label is carried by three sentiment words beside a filler: the
+    tiny BERT learns them within a few steps (at LoRA's larger learning rates), so a
+    study's trials beat the model with no adapter, as real ones do."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         label = "pos" if i % 2 == 0 else "neg"
-        words = [*rng.sample(FILLER, 5), rng.choice(POSITIVE if label == "pos" else NEGATIVE)]
+        cues = rng.choices(POSITIVE if label == "pos" else NEGATIVE, k=3)
+        words = [*rng.sample(FILLER, 1), *cues]
         rng.shuffle(words)
         rows.append((" ".join(words), label))
     return rows
@@ -49,8 +52,14 @@ def tiny_config(
     config: dict[str, Any] = {
         "model": {"name_or_path": str(model_dir)},
         "data": {"train": str(data["train"]), "eval": str(data["eval"]), "max_length": 16},
-        "search": {"study_name": "tiny", "n_trials": 3, "seed": 0},
-        "space": {"methods": ["lora", "ia3", "prompt_tuning"]},
+        # confirmation (search/confirm.py) has its own tests; off here, for speed
+        "search": {"study_name": "tiny", "n_trials": 3, "seed": 0, "confirm": False},
+        # the tiny BERT learns at these (tiny_model_dir); real models want the defaults
+        "space": {
+            "methods": ["lora", "ia3", "prompt_tuning"],
+            "lora": {"lr": {"low": 2e-2, "high": 6e-2}},
+            "ia3": {"lr": {"low": 1e-2, "high": 3e-2}},
+        },
         "resources": {"use_ray": False},
         "training": {"max_steps": 6, "batch_size": 8, "eval_batch_size": 32, "device": "cpu"},
         "output_dir": str(out),

@@ -71,6 +71,15 @@ class WorkerSetup:
         )
 
 
+def jitter(times: list[float]) -> float | None:
+    """sd / mean of step times (None with fewer than three)."""
+    import statistics
+
+    if len(times) < 3 or not statistics.fmean(times):
+        return None
+    return statistics.stdev(times) / statistics.fmean(times)
+
+
 def _count(model: Any) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
@@ -167,6 +176,8 @@ class TrialRunner:
         )
         # the slowest adapter save on this worker: the deadline keeps room for it
         self._save_seconds: float | None = None
+        # per base (quantization): the forgetting reference and the base's losses on it
+        self._references: dict[str, Any] = {}
         self.device_memory_mb = device_memory_mb(device)
         self.memory_limit_mb = memory_limit_mb
         if device.startswith("cuda") and memory_limit_mb and self.device_memory_mb:
@@ -257,6 +268,7 @@ class TrialRunner:
                 + result.cache_seconds
                 + result.load_seconds
                 + result.lost_seconds
+                + result.reference_seconds
             )
             config_seconds = (result.wall_seconds - overhead) * self.share
             result.cost_usd = config_seconds / 3600 * self.price
@@ -369,12 +381,51 @@ class TrialRunner:
             if server is not None:
                 result.cached_layers = server.boundary
                 result.cache_seconds = server.seconds
+        if isinstance(job, TrialJob):
+            self._forgetting(model, job.quantization, result)
         if job.adapter_dir:  # saved from the whole model, outside the server
             # shipped back as bytes: the driver's folder may not exist on this node
             began = time.perf_counter()
             result.adapter_files = saved_adapter(model)
+            result.adapter_bytes = sum(len(data) for data in result.adapter_files.values())
             saving = time.perf_counter() - began
             self._save_seconds = max(self._save_seconds or 0.0, saving)
+
+    def _forgetting(self, model: Any, quantization: str, result: TrialResult) -> None:
+        """A causal LM's forgetting (trials/forgetting.py): its loss on the reference
+        text with the adapter, less the base's (the adapter disabled; derived once per
+        worker and base)."""
+        from peftsearch.trials.forgetting import (
+            Reference,
+            forgetting_of,
+            generated_reference,
+            passage_losses,
+            reference_from_tokens,
+        )
+        from peftsearch.trials.train import evaluation_mode
+
+        if self.data.task != "causal-lm" or not self.settings.forgetting:
+            return
+        began = time.perf_counter()
+        reference = self._references.get(quantization)
+        with evaluation_mode(model):
+            if reference is None:
+                with model.disable_adapter():
+                    found = (
+                        reference_from_tokens(self.data.reference)
+                        if self.data.reference
+                        else generated_reference(model, self.source.tokenizer(), self.device)
+                    )
+                    base = passage_losses(model, found, self.device)
+                reference = Reference(found.sequences, found.starts, base)
+                self._references[quantization] = reference
+                result.reference_seconds = time.perf_counter() - began
+            if not reference.sequences:
+                return
+            adapted = passage_losses(model, reference, self.device)
+        assert reference.base_losses is not None
+        result.forgetting, result.forgetting_se = forgetting_of(adapted, reference.base_losses)
+        result.forgetting_seconds = time.perf_counter() - began - result.reference_seconds
 
     def _train(
         self,
@@ -445,6 +496,7 @@ class TrialRunner:
             widest=widest,
         )
         result.train_seconds = sum(deadline.step_times)
+        result.step_jitter = jitter(deadline.step_times[1:])
         result.train_tokens = widest[0]
 
     def _load_base(self, quantization: str) -> float:

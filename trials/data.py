@@ -22,6 +22,7 @@ __all__ = [
     "hold_out",
     "load_table",
     "missing_column",
+    "read_reference",
     "read_table",
     "subsample",
 ]
@@ -43,6 +44,9 @@ class PreparedData:
     task: str
     stats: dict[str, Any] = field(default_factory=dict)
     test: datasets.Dataset | None = None  # never used for selection (data.test)
+    # evaluation.reference_data, tokenized: the text forgetting is measured on
+    # (trials/forgetting.py); None: the base model's own text
+    reference: list[list[int]] | None = None
 
     @property
     def num_labels(self) -> int:
@@ -69,6 +73,27 @@ def _read_file(path: str) -> pd.DataFrame:
     if name.endswith(".parquet"):
         return pd.read_parquet(path)
     raise UserError(f"unsupported file type {Path(path).name!r}", where=path)
+
+
+def read_reference(path: Path, tokenizer: Any, max_length: int) -> list[list[int]]:
+    """``evaluation.reference_data`` tokenized: a .txt file's non-empty lines, or a
+    table's ``text`` column, each passage cut to ``max_length`` tokens."""
+    key = "evaluation.reference_data"
+    if path.suffix.lower() == ".txt":
+        passages = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    else:
+        frame = _read_file(str(path))
+        if "text" not in frame.columns:
+            raise UserError(
+                f"no 'text' column in {path.name} (columns: {', '.join(map(str, frame.columns))})",
+                where=key,
+            )
+        passages = [str(t) for t in frame["text"].dropna() if str(t).strip()]
+    if not passages:
+        raise UserError(f"{path.name} holds no text", where=key)
+    return [
+        list(tokenizer(p, truncation=True, max_length=max_length)["input_ids"]) for p in passages
+    ]
 
 
 def load_table(spec: str, *, key: str, dataset_config: str | None = None) -> pd.DataFrame:

@@ -14,6 +14,7 @@ MEASUREMENTS = (
     "accuracy",
     "trainable_params",
     "trainable_pct",
+    "adapter_bytes",
     "cost_usd",
     "spent_usd",
     "device_seconds",
@@ -37,6 +38,15 @@ class TrialResult:
     trainable_params: int | None = None
     total_params: int | None = None
     trainable_pct: float | None = None
+    adapter_bytes: int | None = None  # the saved adapter's files, in bytes
+    # causal LMs: the rise of the model's mean loss per token on reference text over the
+    # base model's (trials/forgetting.py), and its standard error
+    forgetting: float | None = None
+    forgetting_se: float | None = None
+    forgetting_seconds: float = 0.0  # of device_seconds: scoring the reference text
+    # of device_seconds: deriving the reference and the base's losses on it (once per
+    # worker: overhead, not the config's cost)
+    reference_seconds: float = 0.0
     device: str = "cpu"
     # every device-second the trial held: what the budget is charged
     device_seconds: float = 0.0
@@ -66,6 +76,9 @@ class TrialResult:
     lost_seconds: float = 0.0  # of device_seconds: an attempt lost to an out-of-memory error
     steps: int = 0
     train_seconds: float = 0.0
+    # the relative spread of its step times (sd / mean, the first step left out): the
+    # timing noise of the machine it ran on, for the cost tie rule (results/noise.py)
+    step_jitter: float | None = None
     eval_seconds: float = 0.0
     evaluations: int = 0
     eval_rows: int | None = None

@@ -51,6 +51,7 @@ class TrainSettings:
     max_new_tokens: int = 32
     cache_frozen_layers: bool = True  # trials/frozen_cache.py
     cache_max_mb: int = 2048  # per worker
+    forgetting: bool = True  # causal LMs: measure it per trial (trials/forgetting.py)
 
 
 def resolve_precision(precision: str, device: str) -> str:

@@ -1,0 +1,197 @@
+"""Confirming the front: its most promising configs re-run with new training seeds.
+
+A front built from one training run per config is optimistic twice over: training-seed
+noise (often 2 to 3 points) is left out of its tie rule, and the most accurate of many
+noisy runs is picked for being lucky as much as good. After the search, the ``top``
+most accurate front configs are trained again with ``seeds`` new training seeds each
+(``search.confirm``), on the same data and eval rows, to the full steps, without early
+stopping. Their mean is what the front, the tie rule (with the study's pooled seed
+variance, results/noise.py), ``recommend``, the report and the model card use.
+
+The re-runs are charged inside the budget: while the search runs, the budget keeps back
+their expected cost (``keep_back_for``), so the search stops early enough to leave it;
+once it ends, the kept time is handed over and each re-run holds its own estimate
+(``Budget.hold``) like any work outside the trials. A re-run that no longer fits is
+skipped and said so. The device time is added to the study's overhead, so a continued
+study's budget counts it too.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from peftsearch.search import records
+
+if TYPE_CHECKING:
+    import optuna
+
+    from peftsearch.search.budget import Budget
+    from peftsearch.search.executor import TrialExecutor
+    from peftsearch.search.records import TrialRecord
+    from peftsearch.trials import TrialJob, TrialResult
+
+__all__ = [
+    "Confirmation",
+    "confirm_front",
+    "confirm_seeds",
+    "keep_back_for",
+    "rerun_job",
+    "run_cost",
+]
+
+# At most this share of a budget is kept back for confirmation: a small budget confirms
+# fewer configs rather than searching hardly at all.
+MAX_KEPT_SHARE = 0.25
+
+
+@dataclass
+class Confirmation:
+    """What confirmation did: re-runs per trial, and what it could not do."""
+
+    runs: dict[int, int] = field(default_factory=dict)  # trial -> completed re-runs
+    skipped: int = 0  # re-runs the budget had no room for
+    failed: dict[str, str] = field(default_factory=dict)  # job key -> error
+    device_seconds: float = 0.0
+
+    def line(self) -> str:
+        """One line for the console."""
+        if not self.runs and not self.skipped and not self.failed:
+            return "Confirmation: nothing to confirm (no trial on the front)."
+        done = sum(self.runs.values())
+        trials = ", ".join(str(n) for n in sorted(self.runs))
+        text = (
+            f"Confirmed the front: {done} re-run(s) with new training seeds of trial(s) "
+            f"{trials or '-'} ({self.device_seconds:.0f} device-seconds)"
+        )
+        if self.skipped:
+            text += f"; {self.skipped} skipped, no budget left for them"
+        if self.failed:
+            text += f"; {len(self.failed)} failed ({next(iter(self.failed.values()))})"
+        return text + "."
+
+
+def confirm_seeds(search_seed: int, seeds: int) -> list[int]:
+    """The new training seeds: the search trained every trial with ``search.seed``."""
+    return [search_seed + k for k in range(1, seeds + 1)]
+
+
+def run_cost(result: TrialResult | dict[str, float]) -> float:
+    """Device-seconds a re-run of a finished trial should take: its own time without
+    the search's overhead (loading the model, rung evaluations, the frozen-layer cache,
+    an attempt lost to memory)."""
+    get = result.get if isinstance(result, dict) else lambda k, d=0.0: getattr(result, k, d)
+    overhead = sum(
+        float(get(k, 0.0) or 0.0)
+        for k in ("load_seconds", "rung_seconds", "cache_seconds", "lost_seconds")
+    )
+    return max(0.0, float(get("device_seconds", 0.0) or 0.0) - overhead)
+
+
+def keep_back_for(
+    budget: Budget, runs: int, costs: list[float], estimates: list[float], slots: int
+) -> None:
+    """Keep back the cost of ``runs`` re-runs of a typical trial: the median of the full
+    trials' ``costs`` so far (else of the launched trials' ``estimates``), in device
+    time and, ``slots`` at a time, in wall time; at most ``MAX_KEPT_SHARE`` of each
+    limit."""
+    if runs <= 0:
+        budget.keep_back(0.0, 0.0)
+        return
+    sample = costs or estimates
+    typical = statistics.median(sample) if sample else 0.0
+    device = runs * typical
+    wall = math.ceil(runs / max(1, slots)) * typical / max(budget.share, 1e-9)
+    if budget.limits.device_seconds is not None:
+        device = min(device, MAX_KEPT_SHARE * budget.limits.device_seconds)
+    if budget.limits.wall_seconds is not None:
+        wall = min(wall, MAX_KEPT_SHARE * budget.limits.wall_seconds)
+    budget.keep_back(device, wall)
+
+
+def rerun_job(record: TrialRecord, seed: int, allowance: float | None) -> TrialJob:
+    """Trial ``record``'s config again with training seed ``seed``, as it last trained
+    (its base, and the memory levers it needed), to the full steps, saving nothing."""
+    from peftsearch.trials import TrialJob
+
+    result = record.result
+    return TrialJob(
+        number=record.number,
+        method=record.method,
+        peft_config=dict(record.peft_config or {}),
+        learning_rate=float(record.summary["lr"]),
+        adapter_dir=None,
+        max_seconds=allowance,
+        quantization=result.get("quantization") or "none",
+        micro_batch_size=result.get("micro_batch_size"),
+        gradient_checkpointing=result.get("gradient_checkpointing"),
+        seed=seed,
+    )
+
+
+def confirm_front(
+    study: optuna.Study,
+    executor: TrialExecutor,
+    front: list[int],
+    *,
+    top: int,
+    seeds: list[int],
+    budget: Budget | None,
+) -> Confirmation:
+    """Re-run the ``top`` most accurate trials of ``front`` once per seed in ``seeds``
+    (a re-run stored already is not repeated), ``executor.slots`` at a time, each
+    estimated at its trial's own cost (``run_cost``). Results are stored per trial
+    (``records.save_confirmation``) and their device time as the study's overhead."""
+    outcome = Confirmation()
+    stored = {r.number: r for r in records.read_records(study)}
+    ranked = sorted(
+        (n for n in front if n in stored and stored[n].measurement("accuracy") is not None),
+        key=lambda n: (-float(stored[n].measurement("accuracy")), n),
+    )[:top]
+    if budget is not None:
+        budget.keep_back(0.0, 0.0)  # the search is over: what it kept is confirmation's
+    todo = [
+        (number, seed)
+        for number in ranked
+        for seed in seeds
+        if seed
+        not in {r["seed"] for r in stored[number].confirmations if r["status"] == "COMPLETE"}
+    ]
+    running: set[str] = set()
+    while todo or running:
+        while todo and len(running) < executor.slots:
+            number, seed = todo.pop(0)
+            record = stored[number]
+            allowance = None
+            if budget is not None:
+                key = f"trial {number} seed {seed}"
+                if not budget.hold(key, run_cost(record.result)):
+                    outcome.skipped += 1
+                    continue
+                allowance = None if math.isinf(budget.held[key]) else budget.held[key]
+            job = rerun_job(record, seed, allowance)
+            running.add(job.key)
+            executor.submit(job)
+        if not running:
+            break
+        for result in executor.wait():
+            running.discard(result.job)
+            number, seed = result.number, _seed_of(result.job)
+            assert number is not None
+            if budget is not None:
+                budget.release(result.job, result.device_seconds)
+            records.add_overhead(study, result.device_seconds)
+            records.save_confirmation(study, number, seed, result)
+            outcome.device_seconds += result.device_seconds
+            if result.status == "COMPLETE":
+                outcome.runs[number] = outcome.runs.get(number, 0) + 1
+            else:
+                outcome.failed[result.job] = str(result.error)
+    return outcome
+
+
+def _seed_of(key: str) -> int:
+    """The seed of a re-run's job key (``trial 3 seed 1``)."""
+    return int(key.rsplit(" ", 1)[1])
