@@ -304,14 +304,27 @@ def finish(
 ) -> StudyResult:
     """Phase 8: tables, front adapters, report; all of it logged to the parent run."""
     from peftsearch.pipelines.api import StudyResult
-    from peftsearch.results import StudyFolder, pareto_numbers, summarize, trial_rows
+    from peftsearch.results import StudyFolder, summarize, trial_rows
+    from peftsearch.results.front import best_trial_line, verdict
     from peftsearch.search import read_records
-    from peftsearch.search.records import baseline_of
+    from peftsearch.search.objectives import study_objectives
+    from peftsearch.search.records import baseline_of, confirmations_of
 
     folder = StudyFolder(config.study_dir)
     rows = trial_rows(study)
-    front = pareto_numbers(study)
-    summary = {**summarize(study.study_name, rows), "baseline": baseline_of(study)}
+    baseline = baseline_of(study)
+    judged = verdict(rows, study_objectives(study), baseline)
+    front = judged.front
+    reruns = [r for runs in confirmations_of(study).values() for r in runs]
+    summary = {
+        **summarize(study.study_name, rows),
+        "baseline": baseline,
+        # trials no better than the model with no adapter, beyond the noise
+        "below_baseline": sorted(judged.beaten),
+        "most_accurate": best_trial_line(rows, study_objectives(study), baseline),
+        "confirmation_runs": len(reruns),
+        "confirmation_device_seconds": sum(r["device_seconds"] or 0.0 for r in reruns),
+    }
     extra = {
         "metric": config.metric,
         "objectives": list(config.search.objectives),

@@ -75,6 +75,13 @@ def _results(row: dict[str, Any], task: Task) -> str:
         f"| {metric_label(row.get('metric'))} on {row.get('eval_rows')} eval {task.unit} | "
         f"{_num(row['accuracy'])} |"
     ]
+    if (row.get("seeds") or 1) > 1:  # confirmation re-ran it (search.confirm)
+        lines[0] = (
+            f"| {metric_label(row.get('metric'))} on {row.get('eval_rows')} eval {task.unit}, "
+            f"mean of {row['seeds']} training seeds | {_num(row['accuracy'])} "
+            f"(sd {_num(row.get('accuracy_sd'))}; this adapter, the search's seed: "
+            f"{_num(row.get('search_accuracy'))}) |"
+        )
     for column in task.columns:
         if isinstance(row.get(column), int | float) and column != row.get("metric"):
             lines.append(f"| {metric_label(column)} | {_num(row[column])} |")
@@ -83,10 +90,17 @@ def _results(row: dict[str, Any], task: Task) -> str:
             f"| {metric_label(row.get('metric'))} on the held-out test set "
             f"({row['test_rows']} rows) | {row['test_accuracy']:.4f} |"
         )
+    if row.get("forgetting") is not None:
+        lines.append(
+            "| forgetting: rise of the loss on reference text over the base model's "
+            f"(nats per token) | {_num(row['forgetting'])} ± {_num(row.get('forgetting_se'))} |"
+        )
     lines.append(
         f"| trainable parameters | {row['trainable_params']:,} ({row['trainable_pct']:.3f}% of "
         "the model) |"
     )
+    if row.get("adapter_bytes"):
+        lines.append(f"| adapter files | {row['adapter_bytes']:,} bytes |")
     lines.append(
         f"| training cost | ${row['cost_usd']:.4f} ({row['device_seconds']:.0f} device-seconds) |"
     )

@@ -146,10 +146,23 @@ def _facts(row: dict[str, Any], tolerances: Tolerances | None = None) -> str:
         spread += f" (on the held-out test set {row['test_accuracy']:.3f})"
     rows = row.get("eval_rows")
     scope = f" on {rows} eval {unit_of(row)}" if rows else ""
+    from peftsearch.results.console import file_size
+
+    size = (
+        f", {file_size(row['adapter_bytes'])} of adapter files" if row.get("adapter_bytes") else ""
+    )
+    forgetting = ""
+    if row.get("forgetting") is not None:
+        error = f" ± {row['forgetting_se']:.3f}" if row.get("forgetting_se") is not None else ""
+        forgetting = (
+            f", forgetting {row['forgetting']:.3f}{error} (its loss on reference text rises "
+            "that much over the base model's, nats per token)"
+        )
     return (
         f"{metric_name(row)} {row['accuracy']:.3f}{spread}{scope}, "
         f"{row['trainable_pct']:.2f}% of parameters "
-        f"trainable ({row['trainable_params']:,}), ${row['cost_usd']:.4f} per run"
+        f"trainable ({row['trainable_params']:,}{size}), ${row['cost_usd']:.4f} per run"
+        f"{forgetting}"
     )
 
 

@@ -142,7 +142,8 @@ def confirm_front(
 ) -> Confirmation:
     """Re-run the ``top`` most accurate trials of ``front`` once per seed in ``seeds``
     (a re-run stored already is not repeated), ``executor.slots`` at a time, each
-    estimated at its trial's own cost (``run_cost``). Results are stored per trial
+    estimated at its trial's own cost (``run_cost``) or the cost model's estimate of it,
+    whichever is larger. Results are stored per trial
     (``records.save_confirmation``) and their device time as the study's overhead."""
     outcome = Confirmation()
     stored = {r.number: r for r in records.read_records(study)}
@@ -167,7 +168,9 @@ def confirm_front(
             allowance = None
             if budget is not None:
                 key = f"trial {number} seed {seed}"
-                if not budget.hold(key, run_cost(record.result)):
+                # what it cost, or what the cost model expected of it (setup included)
+                estimate = max(run_cost(record.result), record.estimated_seconds or 0.0)
+                if not budget.hold(key, estimate):
                     outcome.skipped += 1
                     continue
                 allowance = None if math.isinf(budget.held[key]) else budget.held[key]

@@ -165,7 +165,8 @@ class Tracker:
         metrics = [
             Metric("train_loss", loss, now, step) for step, loss in enumerate(result.losses, 1)
         ]
-        for name in (*MEASUREMENTS, "setup_seconds", "attempts", "rung_seconds"):
+        extra = ("setup_seconds", "attempts", "rung_seconds", "forgetting", "forgetting_se")
+        for name in (*MEASUREMENTS, *extra):
             value = getattr(result, name)
             if value is not None:
                 metrics.append(Metric(name, float(value), now, 0))

@@ -59,17 +59,26 @@ def run_attempt(
     return clock.now - started, False
 
 
-def simulate(seed: int, death_rate: float = 0.0) -> tuple[float, float, int]:
+def simulate(
+    seed: int, death_rate: float = 0.0, confirm_runs: int = 0, reruns: list[int] | None = None
+) -> tuple[float, float, int]:
     """One search on fake time: trials with noisy costs run under a random budget. With
     ``death_rate``, workers die mid-trial and the trial is retried once on what is left of
-    its allowance (``retry_allowance``, as the Ray executor does). Returns (spent, limit,
-    trials)."""
+    its allowance (``retry_allowance``, as the Ray executor does). With ``confirm_runs``
+    the budget keeps them back during the search (``keep_back_for``, as the loop does),
+    and they run after it, each holding its trial's measured cost (as
+    ``search.confirm.confirm_front`` does). Returns (spent, limit, trials and re-runs)."""
+    from peftsearch.search.confirm import keep_back_for
+
     rng = random.Random(seed)
     clock = FakeClock()
     limit = rng.uniform(20, 2000)
     limits = BudgetLimits(device_seconds=limit, usd_per_device_hour=1.0)
     budget = Budget(limits, clock=clock, spent=rng.uniform(0, 5))  # the calibration
     ran = 0
+    costs: list[float] = []
+    estimates: list[float] = []
+    shapes: list[tuple[int, float, float, float]] = []
     while budget.exhausted(cheapest_estimate=FLOOR) is None:
         steps = rng.randint(5, 60)
         step = rng.uniform(0.1, 3.0)
@@ -77,6 +86,9 @@ def simulate(seed: int, death_rate: float = 0.0) -> tuple[float, float, int]:
         setup = rng.uniform(0.1, 2.0)
         # Estimates are off by up to 3x either way.
         estimate = (setup + steps * step + evaluation) * rng.uniform(0.33, 3.0)
+        if confirm_runs:
+            estimates.append(estimate)
+            keep_back_for(budget, confirm_runs, costs, estimates, slots=1)
         allowance = budget.allowance(estimate)
         if allowance is None:
             break
@@ -98,7 +110,25 @@ def simulate(seed: int, death_rate: float = 0.0) -> tuple[float, float, int]:
             if left is not None and left < FLOOR:  # too little left for a useful retry
                 break
         budget.settle(ran, used)
+        costs.append(used)
+        shapes.append((steps, step, evaluation, setup))
+        if confirm_runs:
+            keep_back_for(budget, confirm_runs, costs, estimates, slots=1)
         ran += 1
+    done = 0
+    if confirm_runs and shapes:
+        budget.keep_back(0.0, 0.0)  # the search is over
+        for k in range(confirm_runs):
+            pick = k % len(shapes)
+            if not budget.hold(f"rerun {k}", costs[pick]):
+                continue
+            seconds, _ = run_attempt(
+                rng, clock, budget.held[f"rerun {k}"], *shapes[pick], dies_after=None
+            )
+            budget.release(f"rerun {k}", seconds)
+            done += 1
+    if reruns is not None:
+        reruns.append(done)
     return budget.spent, limit, ran
 
 
@@ -120,6 +150,38 @@ def test_no_overshoot_when_workers_die() -> None:
         assert spent <= limit, (seed, spent, limit)
         worst = max(worst, spent / limit)
     assert worst > 0.5
+
+
+def test_no_overshoot_with_confirmation_reruns() -> None:
+    """Confirmation re-runs are charged inside the budget: kept back during the search,
+    each holding its estimate after it."""
+    worst, reruns = 0.0, []
+    for seed in range(200):
+        spent, limit, _ = simulate(seed, confirm_runs=3, reruns=reruns)
+        assert spent <= limit, (seed, spent, limit)
+        worst = max(worst, spent / limit)
+    assert worst > 0.5
+    # the search left room for them: most searches run all three (the rest had trials
+    # whose costs were far from the median, or a limit a quarter of which is too small)
+    assert sum(done == 3 for done in reruns) > 120 and sum(done > 0 for done in reruns) > 180
+
+
+def test_the_budget_keeps_back_confirmations_cost() -> None:
+    """Three re-runs of a 10 s trial keep 30 s back: the search stops that much early,
+    the stop reason says so, and the kept time is there after it."""
+    from peftsearch.search.confirm import keep_back_for
+
+    budget = Budget(BudgetLimits(device_seconds=200, usd_per_device_hour=1.0), clock=FakeClock())
+    keep_back_for(budget, 3, [10.0], [], slots=1)
+    assert budget.kept_device == 30 and budget.device_left() == 170
+    budget.spent = 165
+    assert budget.allowance(10.0) is None
+    assert "kept back to confirm the front" in budget.no_room(10.0)
+    budget.keep_back(0.0, 0.0)
+    assert budget.hold("trial 0 seed 1", 10.0) and budget.hold("trial 1 seed 1", 10.0)
+    # at most a quarter of the budget is kept back, so a small budget still searches
+    keep_back_for(budget, 100, [10.0], [], slots=1)
+    assert budget.kept_device == 50
 
 
 def test_retry_allowance() -> None:

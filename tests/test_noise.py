@@ -113,3 +113,82 @@ def test_the_noise_front_is_never_empty_and_has_no_cycles() -> None:
             beaten = any(dominates(o, r, tolerances) for o in on)
             assert (r["trial"] not in front) == beaten
         assert not any(dominates(a, b, tolerances) for a in on for b in on)
+
+
+BASELINE = {
+    "base_model": {"method": "no adapter: the base model", "accuracy": 0.70, "eval_rows": 400},
+    "majority_class": {"method": "no adapter: always 'pos'", "accuracy": 0.52, "eval_rows": 400},
+}
+
+
+def test_a_trial_that_does_not_beat_the_baseline_is_off_the_front_and_not_recommended() -> None:
+    """Prompt tuning at 0.50 with 8k params is on the strict front (the smallest); the
+    model with no adapter scores 0.70, so it never is. 0.72 is within the noise of 0.70
+    (one standard error of the difference is 3.2 points): off too."""
+    from peftsearch.results.front import verdict
+
+    rows = [
+        row(0, 0.50, 8_000, 20.0, method="prompt_tuning"),
+        row(1, 0.72, 20_000, 20.0),
+        row(2, 0.85, 80_000, 30.0, method="dora"),
+    ]
+    assert front_of(rows) == [0, 1, 2]
+    judged = verdict(rows, baseline=BASELINE)
+    assert judged.front == [2] and judged.beaten == {0, 1}
+    assert judged.bound == BASELINE["base_model"]  # the best of the no-adapter scores
+    advice = recommend(rows, [0, 1, 2], Constraints(prefer="params"), baseline=BASELINE)
+    assert advice.trial == 2  # the caller's front is bounded again
+
+
+def test_when_nothing_beats_the_baseline_recommend_says_so() -> None:
+    rows = [row(0, 0.50, 8_000, 20.0), row(1, 0.71, 20_000, 20.0)]
+    assert front_of(rows, baseline=BASELINE) == []
+    advice = recommend(rows, [], Constraints(), baseline=BASELINE)
+    assert not advice.met and advice.trial is None
+    assert advice.text.startswith("No trial beats the model with no adapter")
+    assert "accuracy 0.700" in advice.text and "trial, 1" in advice.text
+
+
+def test_the_cost_tolerance_is_the_studys_timing_noise() -> None:
+    """Five LoRA trials of identical shape took 12.1 to 14.1 device-seconds (held-out
+    data): a trial at 0.277 must not stay on the front beside one at 0.56 of the same
+    size because it ran 6% faster."""
+    same = [
+        row(n, 0.56 if n == 0 else 0.40, 5_000, s, estimated_seconds=None, steps=60)
+        for n, s in enumerate((13.0, 12.1, 14.1, 13.4, 12.6))
+    ]
+    tolerance = Tolerances.from_rows(same).cost
+    assert 0.08 < tolerance < 0.12  # one sd of the relative difference of two runs
+    slow, fast = same[0], row(9, 0.277, 5_000, 13.0 / 1.06, estimated_seconds=None, steps=60)
+    rows = [*same, fast]
+    assert 9 not in front_of(rows)
+    # with nothing repeated and no estimates, the trials' own step-time jitter sets it
+    lone = [row(0, 0.8, 1, 30, estimated_seconds=None, step_jitter=0.09)]
+    assert Tolerances.from_rows(lone).cost == pytest.approx(0.09)
+    assert slow["trial"] in front_of(rows)
+
+
+def test_the_most_accurate_trial_is_explained() -> None:
+    from peftsearch.results.front import best_trial_line
+
+    dora = row(17, 0.797, 79_000, 40.0, method="dora")
+    lora = row(10, 0.790, 9_000, 40.0)
+    line = best_trial_line([dora, lora])
+    assert line == (
+        "Most accurate trial: 17 (accuracy 0.797); not on the front: tied with trial 10 "
+        "within noise; trial 10 is smaller."
+    )
+    assert best_trial_line([dora]) == "Most accurate trial: 17 (accuracy 0.797), on the front."
+    assert "does not beat the model with no adapter (0.900)" in str(
+        best_trial_line([dora, lora], baseline={"b": {"accuracy": 0.9, "eval_rows": 400}})
+    )
+
+
+def test_forgetting_ties_within_its_measured_error() -> None:
+    from peftsearch.search.objectives import objectives_of
+
+    names = objectives_of(("accuracy", "trainable_params", "forgetting"))
+    a = row(0, 0.80, 5_000, 20.0, forgetting=0.10, forgetting_se=0.03)
+    b = row(1, 0.80, 5_000, 20.0, forgetting=0.14, forgetting_se=0.03)
+    c = row(2, 0.80, 5_000, 20.0, forgetting=0.30, forgetting_se=0.03)
+    assert front_of([a, b, c], names) == [0, 1]  # 0.04 apart is within 0.042; 0.20 is not

@@ -53,6 +53,7 @@ def test_complete_trial_measures_everything(runner: TrialRunner, tmp_path: Path)
     # the adapter comes back as bytes; the runner never writes to the driver's folder
     assert not (tmp_path / "adapter").exists()
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(result.adapter_files)
+    assert result.adapter_bytes == sum(len(data) for data in result.adapter_files.values())
 
 
 def test_a_classifier_can_search_macro_f1(
