@@ -239,6 +239,7 @@ def confirm(
     study: optuna.Study,
     executor: TrialExecutor,
     budget: Budget | None,
+    cost_model: CostModel | None,
     console: Console,
 ) -> None:
     """Phase 7a: re-run the front's most accurate configs with new training seeds
@@ -257,6 +258,7 @@ def confirm(
             top=plan.top,
             seeds=confirm_seeds(config.search.seed, plan.seeds),
             budget=budget,
+            min_seconds=cost_model.floor() if cost_model is not None else 0.0,
         )
     console.print(outcome.line())
 
@@ -407,7 +409,7 @@ def _search(  # the phases in order; each is tested alone
             )
             schedule_baseline(loop, study, inputs, console, config.model.quantizations[0])
             reason = drive(loop, progress, console)
-            confirm(config, study, executor, budget, console)
+            confirm(config, study, executor, budget, cost_model, console)
             score_on_test(config, study, executor, inputs, budget, cost_model, console)
             explain_best(study, console)
     except BaseException:

@@ -275,7 +275,10 @@ def _example(rows: list[dict[str, Any]], recommendation: Recommendation) -> str:
     """A causal LM's answer to one evaluation prompt, next to the reference answer."""
     import json
 
-    row = next((r for r in rows if r["trial"] == recommendation.trial), None)
+    shown = recommendation.trial
+    if shown is None and recommendation.closest:  # nothing recommended: the closest one
+        shown = recommendation.closest["trial"]
+    row = next((r for r in rows if r["trial"] == shown), None)
     if not row or not row.get("example"):
         return ""
     example = json.loads(row["example"])

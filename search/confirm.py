@@ -111,9 +111,13 @@ def keep_back_for(
     budget.keep_back(device, wall)
 
 
-def rerun_job(record: TrialRecord, seed: int, allowance: float | None) -> TrialJob:
+def rerun_job(
+    record: TrialRecord, seed: int, allowance: float | None, min_seconds: float = 0.0
+) -> TrialJob:
     """Trial ``record``'s config again with training seed ``seed``, as it last trained
-    (its base, and the memory levers it needed), to the full steps, saving nothing."""
+    (its base, and the memory levers it needed), to the full steps, saving nothing; like
+    a trial, it does not start on an allowance below ``min_seconds`` (the cost model's
+    least useful run)."""
     from peftsearch.trials import TrialJob
 
     result = record.result
@@ -124,6 +128,7 @@ def rerun_job(record: TrialRecord, seed: int, allowance: float | None) -> TrialJ
         learning_rate=float(record.summary["lr"]),
         adapter_dir=None,
         max_seconds=allowance,
+        min_seconds=min_seconds,
         quantization=result.get("quantization") or "none",
         micro_batch_size=result.get("micro_batch_size"),
         gradient_checkpointing=result.get("gradient_checkpointing"),
@@ -139,6 +144,7 @@ def confirm_front(
     top: int,
     seeds: list[int],
     budget: Budget | None,
+    min_seconds: float = 0.0,
 ) -> Confirmation:
     """Re-run the ``top`` most accurate trials of ``front`` once per seed in ``seeds``
     (a re-run stored already is not repeated), ``executor.slots`` at a time, each
@@ -169,12 +175,14 @@ def confirm_front(
             if budget is not None:
                 key = f"trial {number} seed {seed}"
                 # what it cost, or what the cost model expected of it (setup included)
-                estimate = max(run_cost(record.result), record.estimated_seconds or 0.0)
+                estimate = max(
+                    run_cost(record.result), record.estimated_seconds or 0.0, min_seconds
+                )
                 if not budget.hold(key, estimate):
                     outcome.skipped += 1
                     continue
                 allowance = None if math.isinf(budget.held[key]) else budget.held[key]
-            job = rerun_job(record, seed, allowance)
+            job = rerun_job(record, seed, allowance, min_seconds)
             running.add(job.key)
             executor.submit(job)
         if not running:

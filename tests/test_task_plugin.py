@@ -27,16 +27,19 @@ def throwaway() -> Iterator[str]:
 
 
 def pairs(path: Path, n: int) -> Path:
-    """Two words; the label says whether they agree in sentiment."""
+    """Two words; the label says whether they agree in sentiment. Agreeing pairs are two
+    positive words and the others a negative then a positive one, so the first word tells
+    (the tiny BERT learns that within a few steps; comparing the two it does not)."""
     import random
 
     rng = random.Random(n)
     lines = ["first,second,pair_label"]
     for i in range(n):
-        a = rng.choice(POSITIVE if i % 2 else NEGATIVE)
-        same = i % 4 < 2
-        pool = (POSITIVE if i % 2 else NEGATIVE) if same else (NEGATIVE if i % 2 else POSITIVE)
-        lines.append(f"{rng.choice(FILLER)} {a},{rng.choice(pool)},{'same' if same else 'differ'}")
+        same = i % 2 == 0
+        a = rng.choice(POSITIVE if same else NEGATIVE)
+        lines.append(
+            f"{rng.choice(FILLER)} {a} {a},{rng.choice(POSITIVE)},{'same' if same else 'differ'}"
+        )
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -51,9 +54,9 @@ def test_a_new_task_in_one_file(throwaway: str, tiny_model_dir: Path, tmp_path: 
             "max_length": 16,
         },
         "search": {"study_name": "pairs", "n_trials": 2, "seed": 0},
-        "space": {"methods": ["lora"]},
+        "space": {"methods": ["lora"], "lora": {"lr": {"low": 2e-2, "high": 6e-2}}},
         "resources": {"use_ray": False},
-        "training": {"max_steps": 6, "batch_size": 8, "device": "cpu"},
+        "training": {"max_steps": 12, "batch_size": 8, "device": "cpu"},
         "output_dir": str(tmp_path / "out"),
     }
     result = peftsearch.run(config, quiet=True)

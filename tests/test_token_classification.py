@@ -253,7 +253,9 @@ def test_a_tagging_search_recommends_and_exports(
 
     again = task_scores(model, build_data(result.config), "entity_f1")
     picked = rows.loc[advice.trial]
-    assert again["score"] == pytest.approx(picked["accuracy"], abs=1e-9)
+    # the exported adapter is the search's own run (confirmation re-ran its config with
+    # other seeds: ``accuracy`` is their mean when it did)
+    assert again["score"] == pytest.approx(picked["search_accuracy"], abs=1e-9)
 
 
 def test_a_byte_level_tokenizer_reads_words_with_a_prefix_space(tmp_path: Path) -> None:

@@ -100,6 +100,8 @@ def passage_losses(model: nn.Module, reference: Reference, device: str) -> list[
         for tokens, start in zip(reference.sequences, reference.starts, strict=True):
             ids = torch.tensor([tokens], device=device)
             logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+            # prompt tuning puts its virtual tokens' logits first: the passage's are last
+            logits = logits[:, -ids.shape[1] :]
             # the logits at position t predict token t + 1
             predicted = logits[0, start - 1 : -1].float()
             losses.append(float(torch.nn.functional.cross_entropy(predicted, ids[0, start:])))
