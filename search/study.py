@@ -33,6 +33,11 @@ def quiet_optuna() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # optuna 5 deprecates the samplers' constraints_func (for Trial.set_constraint,
+            # removed in 7); it still works, and the user cannot act on the notice
+            warnings.filterwarnings(
+                "ignore", message=".*constraints_func.*deprecated", category=FutureWarning
+            )
             yield
     finally:
         optuna.logging.set_verbosity(level)

@@ -200,12 +200,11 @@ class BaseModelSource:
             model.generation_config.pad_token_id = self.pad_token_id
         missing = {key.rsplit(".", 1)[0] for key in info.get("missing_keys", ())}
 
-        def head(module: str) -> bool:
-            parts = module.split(".")
-            return any(h in parts for h in HEAD_MODULES)
+        def in_head(module: str) -> bool:
+            return any(h in module.split(".") for h in HEAD_MODULES)
 
-        self.extra_modules = sorted(m for m in missing if not head(m))
-        self.head_modules = sorted(m for m in missing if head(m))
+        self.extra_modules = sorted(m for m in missing if not in_head(m))
+        self.head_modules = sorted(m for m in missing if in_head(m))
         model.eval()
         return model
 
