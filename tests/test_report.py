@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -154,6 +155,14 @@ def test_cli_recommend_json_and_export_pick(study_dir: Path, tmp_path: Path) -> 
         and isinstance(advice["trial"], int)
         and advice["text"].startswith("Use trial")
     )
+    # trials no better than the model with no adapter: off the front, never recommended
+    pareto = json.loads((study_dir / "pareto.json").read_text())
+    floor = max(b["accuracy"] for b in pareto["summary"]["baseline"].values())
+    rows = list(csv.DictReader((study_dir / "trials.csv").open()))
+    at_floor = {int(r["trial"]) for r in rows if r["accuracy"] and float(r["accuracy"]) <= floor}
+    assert at_floor and at_floor <= set(pareto["summary"]["below_baseline"])
+    assert not at_floor & {r["trial"] for r in pareto["pareto"]}
+    assert advice["trial"] not in at_floor
     exported = CliRunner().invoke(
         app, ["export", str(study_dir), "--pick", "recommended", "--out", str(tmp_path / "a")]
     )
