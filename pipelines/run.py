@@ -26,6 +26,7 @@ from peftsearch.pipelines.builders import (
     describe_budget,
 )
 from peftsearch.pipelines.studies import build_warm_start, write_study_files
+from peftsearch.search.test_scoring import planned_test_seconds
 
 if TYPE_CHECKING:
     import optuna
@@ -254,7 +255,7 @@ def confirm(
         outcome = confirm_front(
             study,
             executor,
-            pareto_numbers(study),
+            lambda: pareto_numbers(study),
             top=plan.top,
             seeds=confirm_seeds(config.search.seed, plan.seeds),
             budget=budget,
@@ -276,6 +277,7 @@ def score_on_test(
     (search/test_scoring.py)."""
     from peftsearch.results import StudyFolder, pareto_numbers
     from peftsearch.search.test_scoring import score_on_test as score
+    from peftsearch.search.test_scoring import test_scoring_seconds
     from peftsearch.trials.file_transfer import read_folder
 
     test = inputs.data.test
@@ -284,7 +286,7 @@ def score_on_test(
     folder = StudyFolder(config.study_dir)
     estimate = 0.0
     if cost_model is not None:
-        estimate = cost_model.eval_seconds * len(test) / max(1, len(inputs.data.eval))
+        estimate = test_scoring_seconds(cost_model.eval_seconds, len(test), len(inputs.data.eval))
 
     def adapter_of(number: int) -> dict[str, bytes] | None:
         return read_folder(folder.trial_adapter(number)) if folder.has_adapter(number) else None
@@ -407,6 +409,7 @@ def _search(  # the phases in order; each is tested alone
                 memory_model=memory_model,
                 device_memory_mb=device_memory,
             )
+            loop.kept_for_test = planned_test_seconds(cost_model, inputs.data)
             schedule_baseline(loop, study, inputs, console, config.model.quantizations[0])
             reason = drive(loop, progress, console)
             confirm(config, study, executor, budget, cost_model, console)

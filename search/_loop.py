@@ -117,6 +117,9 @@ class SearchLoop:
     # re-runs confirmation adds after the search (search/confirm.py): the budget keeps
     # back their expected cost, the median full trial's, so the search leaves it
     confirm_runs: int = 0
+    # device-seconds of other work after the search the budget keeps back (scoring the
+    # front on data.test, search/test_scoring.py)
+    kept_for_test: float = 0.0
     stop_reason: str | None = None
     _costs: list[float] = field(default_factory=list)  # full trials' run_cost
     _estimates: list[float] = field(default_factory=list)  # launched trials' estimates
@@ -350,9 +353,14 @@ class SearchLoop:
         return True
 
     def _keep_back(self) -> None:
-        if self.budget is not None and self.confirm_runs:
+        if self.budget is not None and (self.confirm_runs or self.kept_for_test):
             keep_back_for(
-                self.budget, self.confirm_runs, self._costs, self._estimates, self.executor.slots
+                self.budget,
+                self.confirm_runs,
+                self._costs,
+                self._estimates,
+                self.executor.slots,
+                self.kept_for_test,
             )
 
     def _not_launched(self, candidate: _Candidate) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -91,19 +92,22 @@ def run_cost(result: TrialResult | dict[str, float]) -> float:
 
 
 def keep_back_for(
-    budget: Budget, runs: int, costs: list[float], estimates: list[float], slots: int
+    budget: Budget,
+    runs: int,
+    costs: list[float],
+    estimates: list[float],
+    slots: int,
+    extra: float = 0.0,
 ) -> None:
     """Keep back the cost of ``runs`` re-runs of a typical trial: the median of the full
     trials' ``costs`` so far (else of the launched trials' ``estimates``), in device
-    time and, ``slots`` at a time, in wall time; at most ``MAX_KEPT_SHARE`` of each
-    limit."""
-    if runs <= 0:
-        budget.keep_back(0.0, 0.0)
-        return
+    time and, ``slots`` at a time, in wall time; plus ``extra`` device-seconds of other
+    work after the search (scoring the front on ``data.test``); at most
+    ``MAX_KEPT_SHARE`` of each limit."""
     sample = costs or estimates
-    typical = statistics.median(sample) if sample else 0.0
-    device = runs * typical
-    wall = math.ceil(runs / max(1, slots)) * typical / max(budget.share, 1e-9)
+    typical = statistics.median(sample) if sample and runs > 0 else 0.0
+    device = runs * typical + extra
+    wall = (math.ceil(runs / max(1, slots)) * typical + extra) / max(budget.share, 1e-9)
     if budget.limits.device_seconds is not None:
         device = min(device, MAX_KEPT_SHARE * budget.limits.device_seconds)
     if budget.limits.wall_seconds is not None:
@@ -139,34 +143,59 @@ def rerun_job(
 def confirm_front(
     study: optuna.Study,
     executor: TrialExecutor,
-    front: list[int],
+    front: Callable[[], list[int]],
     *,
     top: int,
     seeds: list[int],
     budget: Budget | None,
     min_seconds: float = 0.0,
 ) -> Confirmation:
-    """Re-run the ``top`` most accurate trials of ``front`` once per seed in ``seeds``
-    (a re-run stored already is not repeated), ``executor.slots`` at a time, each
-    estimated at its trial's own cost (``run_cost``) or the cost model's estimate of it,
-    whichever is larger. Results are stored per trial
-    (``records.save_confirmation``) and their device time as the study's overhead."""
+    """Re-run the ``top`` most accurate trials of the front once per seed in ``seeds``,
+    ``executor.slots`` at a time, until the ``top`` most accurate of the front as it then
+    stands (``front()``, ranked by their mean over seeds) are all confirmed: a config
+    whose new seeds pull its mean down makes room for the next one, which is confirmed in
+    turn, so the recommendation is not an unconfirmed lucky run. At most ``2 x top``
+    configs are confirmed, and none once the budget has no room. Each re-run is estimated
+    at its trial's own cost (``run_cost``) or the cost model's estimate of it, whichever
+    is larger. Results are stored per trial (``records.save_confirmation``) and their
+    device time as the study's overhead."""
     outcome = Confirmation()
-    stored = {r.number: r for r in records.read_records(study)}
-    ranked = sorted(
-        (n for n in front if n in stored and stored[n].measurement("accuracy") is not None),
-        key=lambda n: (-float(stored[n].measurement("accuracy")), n),
-    )[:top]
     if budget is not None:
         budget.keep_back(0.0, 0.0)  # the search is over: what it kept is confirmation's
-    todo = [
-        (number, seed)
-        for number in ranked
-        for seed in seeds
-        if seed
-        not in {r["seed"] for r in stored[number].confirmations if r["status"] == "COMPLETE"}
-    ]
+    confirmed: set[int] = set()
+    while len(confirmed) < 2 * top:
+        stored = {r.number: r for r in records.read_records(study)}
+        ranked = sorted(
+            (n for n in front() if n in stored), key=lambda n: (-_mean_score(stored[n]), n)
+        )[:top]
+        todo = [
+            (number, seed)
+            for number in ranked
+            for seed in seeds
+            if seed not in {r["seed"] for r in stored[number].confirmations}
+        ][: max(0, 2 * top - len(confirmed)) * len(seeds)]
+        if not todo:
+            break
+        confirmed.update(number for number, _ in todo)
+        skipped = outcome.skipped
+        _run_reruns(study, executor, stored, todo, budget, min_seconds, outcome)
+        if outcome.skipped > skipped:  # the budget is spent: no further round
+            break
+    return outcome
+
+
+def _run_reruns(
+    study: optuna.Study,
+    executor: TrialExecutor,
+    stored: dict[int, TrialRecord],
+    todo: list[tuple[int, int]],
+    budget: Budget | None,
+    min_seconds: float,
+    outcome: Confirmation,
+) -> None:
+    """Run the (trial, seed) re-runs of ``todo``, each holding its estimate."""
     running: set[str] = set()
+    todo = list(todo)
     while todo or running:
         while todo and len(running) < executor.slots:
             number, seed = todo.pop(0)
@@ -200,7 +229,11 @@ def confirm_front(
                 outcome.runs[number] = outcome.runs.get(number, 0) + 1
             else:
                 outcome.failed[result.job] = str(result.error)
-    return outcome
+
+
+def _mean_score(record: TrialRecord) -> float:
+    scores = record.seed_scores
+    return statistics.fmean(scores) if scores else -math.inf
 
 
 def _seed_of(key: str) -> int:

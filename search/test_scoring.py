@@ -17,10 +17,35 @@ if TYPE_CHECKING:
     import optuna
 
     from peftsearch.search.budget import Budget
+    from peftsearch.search.cost_model import CostModel
     from peftsearch.search.executor import TrialExecutor
-    from peftsearch.trials import Job, TrialResult
+    from peftsearch.trials import Job, PreparedData, TrialResult
 
-__all__ = ["TestScoring", "run_charged", "score_on_test"]
+__all__ = [
+    "TestScoring",
+    "planned_test_seconds",
+    "run_charged",
+    "score_on_test",
+    "test_scoring_seconds",
+]
+
+# front trials the budget plans to score on data.test (it keeps their cost back)
+PLANNED_TEST_SCORES = 5
+
+
+def test_scoring_seconds(eval_seconds: float, test_rows: int, eval_rows: int) -> float:
+    """Device-seconds one scoring on ``test_rows`` takes, from an evaluation's
+    ``eval_seconds`` on ``eval_rows``."""
+    return eval_seconds * test_rows / max(1, eval_rows)
+
+
+def planned_test_seconds(cost_model: CostModel | None, data: PreparedData) -> float:
+    """What the budget keeps back to score the front on ``data.test`` after the search:
+    ``PLANNED_TEST_SCORES`` scorings (0 without a test split or a cost model)."""
+    if data.test is None or cost_model is None:
+        return 0.0
+    one = test_scoring_seconds(cost_model.eval_seconds, len(data.test), len(data.eval))
+    return PLANNED_TEST_SCORES * one
 
 
 @dataclass

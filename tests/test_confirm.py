@@ -157,3 +157,58 @@ def test_adapter_bytes_are_the_saved_files_sizes(confirmed_study: Path) -> None:
             assert int(row["adapter_bytes"]) == files
             checked += 1
     assert checked >= 2
+
+
+class ScriptedExecutor:
+    """Runs re-runs instantly with the accuracy the test scripts per (trial, seed)."""
+
+    slots = 2
+
+    def __init__(self, scores: dict[tuple[int, int], float]) -> None:
+        self.scores, self.queue, self.jobs = scores, [], []
+
+    def submit(self, job: object) -> None:
+        self.jobs.append(job)
+        self.queue.append(job)
+
+    def wait(self) -> list[TrialResult]:
+        done, self.queue = self.queue, []
+        return [
+            TrialResult(
+                j.number,
+                j.method,
+                "COMPLETE",
+                job=j.key,
+                accuracy=self.scores[j.number, j.seed],
+                device_seconds=1.0,
+            )
+            for j in done
+        ]
+
+
+def test_confirmation_goes_on_until_the_final_top_configs_are_confirmed() -> None:
+    """Trial 0 (0.90) drops to 0.70 on a new seed: its mean, 0.80, falls below trial 1's
+    0.85, which is then confirmed in turn (0.84: mean 0.845) and stays on top; trial 2
+    is never re-run. The recommendation is not an unconfirmed lucky run."""
+    from peftsearch.search.confirm import confirm_front
+
+    study = optuna.create_study(directions=[o.direction for o in DEFAULT])
+    numbers = [stored_trial(study, a, 5_000 + i) for i, a in enumerate((0.90, 0.85, 0.80))]
+    executor = ScriptedExecutor({(0, 1): 0.70, (1, 1): 0.84, (2, 1): 0.80})
+    outcome = confirm_front(
+        study,
+        executor,
+        lambda: numbers,
+        top=1,
+        seeds=[1],
+        budget=None,  # type: ignore[arg-type]
+    )
+    assert outcome.runs == {0: 1, 1: 1}
+    assert [(j.number, j.seed, j.adapter_dir) for j in executor.jobs] == [
+        (0, 1, None),
+        (1, 1, None),
+    ]
+    rows = {r["trial"]: r for r in trial_rows(study)}
+    assert rows[0]["accuracy"] == pytest.approx(0.80) and rows[1]["accuracy"] == pytest.approx(
+        0.845
+    )
