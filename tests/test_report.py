@@ -267,3 +267,21 @@ def test_report_renders_in_chromium(study_dir: Path, tmp_path: Path) -> None:
         assert errors == []
     finally:
         driver.quit()
+
+
+def test_the_report_draws_the_baseline_and_explains_the_best_trial() -> None:
+    """The no-adapter score is a dashed line on every accuracy chart; a trial below it
+    is marked so in the table; the most accurate trial is ringed and explained."""
+    from peftsearch.results.recommend import Recommendation
+    from peftsearch.results.report import render_report
+
+    baseline = {"majority_class": {"method": "always 'pos'", "accuracy": 0.5, "eval_rows": 400}}
+    rows = [*ROWS, {**ROWS[1], "trial": 5, "accuracy": 0.49, "method": "prompt_tuning"}]
+    page = render_report(
+        title="s", rows=rows, front=FRONT, recommendation=Recommendation(True, 0, "Use trial 0."),
+        summary={"baseline": baseline}, budget=None, stop_reason=None,
+    )  # fmt: skip
+    assert page.count("no adapter 0.500") >= 3  # each projection, by method, convergence
+    assert "COMPLETE, no better than no adapter" in page
+    assert "most accurate (trial 3)" in page
+    assert "Most accurate trial: 3 (accuracy 0.920)" in page
