@@ -288,6 +288,9 @@ def test_a_causal_lm_search_names_its_metric_and_its_zero_shot_baseline(
     assert zero_shot["eval_rows"] == 24 and "perplexity" in zero_shot
     assert zero_shot["method"] == "no adapter: the base model, zero-shot"
     assert zero_shot["forgetting"] == 0.0  # the base model, by definition
+    # 12 answers, each twice among the 24 eval prompts: always giving one scores 2/24
+    common = pareto["summary"]["baseline"]["most_common_answer"]
+    assert common["accuracy"] == pytest.approx(2 / 24) and common["eval_rows"] == 24
     import csv
 
     rows = [r for r in csv.DictReader((study / "trials.csv").open()) if r["status"] == "COMPLETE"]

@@ -178,6 +178,32 @@ class CausalLMTask(TaskBase):
         )
         return {**metrics, "score": float(metrics.pop("accuracy"))}
 
+    def baselines(self, data: PreparedData, metric: str) -> dict[str, dict[str, Any]]:
+        """Exact match: always answering the most frequent training answer (instruction
+        data with a few short answers is a classifier in disguise: an adapter that learns
+        only that answer has learned nothing of the task)."""
+        from collections import Counter
+
+        from peftsearch.trials.lm_eval import normalise_answer
+
+        if metric != "exact_match" or "answer" not in data.train.column_names:
+            return {}
+        counts = Counter(normalise_answer(a) for a in data.train["answer"])
+        if not counts:
+            return {}
+        common, _ = counts.most_common(1)[0]
+        gold = [normalise_answer(a) for a in data.eval["answer"]]
+        score = sum(g == common for g in gold) / len(gold)
+        return {
+            "most_common_answer": {
+                "method": f"no adapter: always answering {common!r}",
+                "metric": metric,
+                "accuracy": score,
+                "exact_match": score,
+                "eval_rows": len(gold),
+            }
+        }
+
     def describe_data(self, data: PreparedData, metric: str) -> str:
         words = f"prompt/response pairs, scored by {self.metric(metric).label}"
         dropped, cut = data.stats.get("too_long_rows", 0), data.stats.get("truncated_prompts", 0)
