@@ -301,8 +301,8 @@ def test_a_causal_lm_search_names_its_metric_and_its_zero_shot_baseline(
     advice = runner.invoke(app, ["recommend", str(study)])
     assert advice.exit_code == 0, advice.output
     said = " ".join(advice.output.split())
-    assert said.startswith("No trial beats the model with no adapter (no adapter: the base")
-    assert "exact match 0.000" in said
+    assert said.startswith("No trial beats the model with no adapter (no adapter: always")
+    assert "exact match 0.083" in said
     assert pareto["pareto"] == [] and pareto["summary"]["below_baseline"]
     # export: the card's code loads the adapter and generates the trial's own example
     row = next(r for r in trial_rows_of(study) if r["status"] == "COMPLETE")
