@@ -239,6 +239,7 @@ def confirm(
     config: Config,
     study: optuna.Study,
     executor: TrialExecutor,
+    data: PreparedData,
     budget: Budget | None,
     cost_model: CostModel | None,
     console: Console,
@@ -260,6 +261,7 @@ def confirm(
             seeds=confirm_seeds(config.search.seed, plan.seeds),
             budget=budget,
             min_seconds=cost_model.floor() if cost_model is not None else 0.0,
+            keep=planned_test_seconds(cost_model, data),
         )
     console.print(outcome.line())
 
@@ -291,6 +293,8 @@ def score_on_test(
     def adapter_of(number: int) -> dict[str, bytes] | None:
         return read_folder(folder.trial_adapter(number)) if folder.has_adapter(number) else None
 
+    if budget is not None:  # what the search kept back for this, it may now spend
+        budget.keep_back(0.0, 0.0)
     outcome = score(study, executor, pareto_numbers(study), adapter_of, budget, estimate)
     for number, error in outcome.failed.items():
         console.print(f"[yellow]Test scoring of trial {number} failed: {error}")
@@ -412,7 +416,7 @@ def _search(  # the phases in order; each is tested alone
             loop.kept_for_test = planned_test_seconds(cost_model, inputs.data)
             schedule_baseline(loop, study, inputs, console, config.model.quantizations[0])
             reason = drive(loop, progress, console)
-            confirm(config, study, executor, budget, cost_model, console)
+            confirm(config, study, executor, inputs.data, budget, cost_model, console)
             score_on_test(config, study, executor, inputs, budget, cost_model, console)
             explain_best(study, console)
     except BaseException:

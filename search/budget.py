@@ -151,12 +151,12 @@ class Budget:
             counts.append(self.limits.trials - self.trials - len(self.reserved))
         return max(0.0, min(counts))
 
-    def hold(self, job: str, estimate: float) -> bool:
+    def hold(self, job: str, estimate: float, slack: float = SLACK) -> bool:
         """Set device time aside for work outside the trials that runs beside them
-        (up to ``SLACK`` times ``estimate``); False when ``estimate`` does not fit."""
+        (up to ``slack`` times ``estimate``); False when ``estimate`` does not fit."""
         if not self.fits(estimate):
             return False
-        self.held[job] = min(self.device_left(), estimate * SLACK)
+        self.held[job] = min(self.device_left(), estimate * slack)
         return True
 
     def release(self, job: str, device_seconds: float) -> None:
@@ -197,7 +197,7 @@ class Budget:
             if self.kept_device
             else f"{self.kept_wall:.0f} s of wall time"
         )
-        return f" ({kept} kept back to confirm the front, search.confirm)"
+        return f" ({kept} kept back for after the search: search.confirm, data.test)"
 
     def no_room(self, estimate: float) -> str:
         """Why a trial estimated at ``estimate`` device-seconds was not launched."""

@@ -46,6 +46,9 @@ __all__ = [
 # At most this share of a budget is kept back for confirmation: a small budget confirms
 # fewer configs rather than searching hardly at all.
 MAX_KEPT_SHARE = 0.25
+# A re-run may use up to this multiple of its trial's measured cost (a trial's allowance
+# is twice a cost model's estimate; a re-run's is known better: the same config ran)
+RERUN_SLACK = 1.5
 
 
 @dataclass
@@ -99,13 +102,13 @@ def keep_back_for(
     slots: int,
     extra: float = 0.0,
 ) -> None:
-    """Keep back the cost of ``runs`` re-runs of a typical trial: the median of the full
-    trials' ``costs`` so far (else of the launched trials' ``estimates``), in device
-    time and, ``slots`` at a time, in wall time; plus ``extra`` device-seconds of other
-    work after the search (scoring the front on ``data.test``); at most
-    ``MAX_KEPT_SHARE`` of each limit."""
+    """Keep back the allowance of ``runs`` re-runs of a typical trial (``RERUN_SLACK``
+    times the median of the full trials' ``costs`` so far, else of the launched trials'
+    ``estimates``), in device time and, ``slots`` at a time, in wall time; plus
+    ``extra`` device-seconds of other work after the search (scoring the front on
+    ``data.test``); at most ``MAX_KEPT_SHARE`` of each limit."""
     sample = costs or estimates
-    typical = statistics.median(sample) if sample and runs > 0 else 0.0
+    typical = statistics.median(sample) * RERUN_SLACK if sample and runs > 0 else 0.0
     device = runs * typical + extra
     wall = (math.ceil(runs / max(1, slots)) * typical + extra) / max(budget.share, 1e-9)
     if budget.limits.device_seconds is not None:
@@ -149,6 +152,7 @@ def confirm_front(
     seeds: list[int],
     budget: Budget | None,
     min_seconds: float = 0.0,
+    keep: float = 0.0,
 ) -> Confirmation:
     """Re-run the ``top`` most accurate trials of the front once per seed in ``seeds``,
     ``executor.slots`` at a time, until the ``top`` most accurate of the front as it then
@@ -158,10 +162,11 @@ def confirm_front(
     configs are confirmed, and none once the budget has no room. Each re-run is estimated
     at its trial's own cost (``run_cost``) or the cost model's estimate of it, whichever
     is larger. Results are stored per trial (``records.save_confirmation``) and their
-    device time as the study's overhead."""
+    device time as the study's overhead. ``keep``: device-seconds the budget goes on
+    keeping back for later work (scoring the front on ``data.test``)."""
     outcome = Confirmation()
-    if budget is not None:
-        budget.keep_back(0.0, 0.0)  # the search is over: what it kept is confirmation's
+    if budget is not None:  # the search is over: what it kept is confirmation's
+        budget.keep_back(keep, keep / max(budget.share, 1e-9))
     confirmed: set[int] = set()
     while len(confirmed) < 2 * top:
         stored = {r.number: r for r in records.read_records(study)}
@@ -207,7 +212,7 @@ def _run_reruns(
                 estimate = max(
                     run_cost(record.result), record.estimated_seconds or 0.0, min_seconds
                 )
-                if not budget.hold(key, estimate):
+                if not budget.hold(key, estimate, RERUN_SLACK):
                     outcome.skipped += 1
                     continue
                 allowance = None if math.isinf(budget.held[key]) else budget.held[key]

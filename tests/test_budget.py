@@ -68,7 +68,7 @@ def simulate(
     the budget keeps them back during the search (``keep_back_for``, as the loop does),
     and they run after it, each holding its trial's measured cost (as
     ``search.confirm.confirm_front`` does). Returns (spent, limit, trials and re-runs)."""
-    from peftsearch.search.confirm import keep_back_for
+    from peftsearch.search.confirm import RERUN_SLACK, keep_back_for
 
     rng = random.Random(seed)
     clock = FakeClock()
@@ -120,7 +120,7 @@ def simulate(
         budget.keep_back(0.0, 0.0)  # the search is over
         for k in range(confirm_runs):
             pick = k % len(shapes)
-            if not budget.hold(f"rerun {k}", costs[pick]):
+            if not budget.hold(f"rerun {k}", costs[pick], RERUN_SLACK):
                 continue
             seconds, _ = run_attempt(
                 rng, clock, budget.held[f"rerun {k}"], *shapes[pick], dies_after=None
@@ -167,21 +167,27 @@ def test_no_overshoot_with_confirmation_reruns() -> None:
 
 
 def test_the_budget_keeps_back_confirmations_cost() -> None:
-    """Three re-runs of a 10 s trial keep 30 s back: the search stops that much early,
-    the stop reason says so, and the kept time is there after it."""
-    from peftsearch.search.confirm import keep_back_for
+    """Three re-runs of a 10 s trial keep 45 s back (each may use 1.5x its trial's cost):
+    the search stops that much early, the stop reason says so, and the kept time is
+    there after it."""
+    from peftsearch.search.confirm import RERUN_SLACK, keep_back_for
 
     budget = Budget(BudgetLimits(device_seconds=200, usd_per_device_hour=1.0), clock=FakeClock())
     keep_back_for(budget, 3, [10.0], [], slots=1)
-    assert budget.kept_device == 30 and budget.device_left() == 170
-    budget.spent = 165
+    assert budget.kept_device == 3 * 10 * RERUN_SLACK == 45 and budget.device_left() == 155
+    budget.spent = 150
     assert budget.allowance(10.0) is None
-    assert "kept back to confirm the front" in budget.no_room(10.0)
+    assert "45 device-seconds kept back for after the search" in budget.no_room(10.0)
     budget.keep_back(0.0, 0.0)
-    assert budget.hold("trial 0 seed 1", 10.0) and budget.hold("trial 1 seed 1", 10.0)
+    for k in range(3):
+        assert budget.hold(f"trial {k} seed 1", 10.0, RERUN_SLACK)
+    assert sum(budget.held.values()) == 45
     # at most a quarter of the budget is kept back, so a small budget still searches
     keep_back_for(budget, 100, [10.0], [], slots=1)
     assert budget.kept_device == 50
+    # test scoring is kept back beside it
+    keep_back_for(budget, 1, [10.0], [], slots=1, extra=5.0)
+    assert budget.kept_device == 20
 
 
 def test_retry_allowance() -> None:
