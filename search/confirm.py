@@ -140,6 +140,9 @@ def rerun_job(
         micro_batch_size=result.get("micro_batch_size"),
         gradient_checkpointing=result.get("gradient_checkpointing"),
         seed=seed,
+        eval_hint=result["eval_seconds"] / result["evaluations"]
+        if result.get("evaluations") and result.get("eval_seconds")
+        else None,
     )
 
 

@@ -440,6 +440,7 @@ class TrialRunner:
     ) -> None:
         last = [time.perf_counter()]
         widest = [0]
+        hint = job.eval_hint if isinstance(job, TrialJob) else None
 
         def stop_unless_room(need: float, step: int) -> None:
             if not deadline.has_room(need):
@@ -453,7 +454,7 @@ class TrialRunner:
             result.losses.append(loss)
             result.steps = step
             if isinstance(job, TrialJob) and step in job.rungs and step < total:
-                stop_unless_room(self._eval_guess(result, deadline.next_step), step)
+                stop_unless_room(self._eval_guess(result, deadline.next_step, hint), step)
                 began, filling = time.perf_counter(), server.seconds if server else 0.0
                 self._evaluate(
                     model, table, result, rung=True, server=server, micro=job.micro_batch_size
@@ -474,7 +475,8 @@ class TrialRunner:
             if step < total:  # room for one more step and the final evaluation?
                 # the step, the final evaluation, and saving the adapter afterwards
                 saving = (self._save_seconds or 0.0) * STEP_SAFETY if job.adapter_dir else 0.0
-                need = deadline.next_step + self._eval_guess(result, deadline.next_step) + saving
+                guess = self._eval_guess(result, deadline.next_step, hint)
+                need = deadline.next_step + guess + saving
                 stop_unless_room(need, step)
             last[0] = time.perf_counter()
             return True
@@ -508,11 +510,16 @@ class TrialRunner:
         self.source.load(quantization)
         return time.perf_counter() - began
 
-    def _eval_guess(self, result: TrialResult, step_seconds: float) -> float:
-        """Time the evaluation will take: measured once it ran, else from the step time
-        (a forward pass costs about a third of a training step per row)."""
+    def _eval_guess(
+        self, result: TrialResult, step_seconds: float, hint: float | None = None
+    ) -> float:
+        """Time the evaluation will take: measured once it ran, else what it took when
+        this config ran before (``hint``: a re-run knows it), else from the step time (a
+        forward pass costs about a third of a training step per row)."""
         if result.evaluations:
             return result.eval_seconds / result.evaluations * STEP_SAFETY
+        if hint:
+            return hint * STEP_SAFETY
         return step_seconds * len(self.data.eval) / self.settings.batch_size * 0.6
 
     def _score_on_test(self, job: TestScoringJob, result: TrialResult, started: float) -> None:

@@ -43,6 +43,9 @@ class TrialJob:
     # the training seed (adapter and new-head init, dropout, batch order); None: search.seed.
     # Confirmation re-runs a front config with new seeds (search/confirm.py).
     seed: int | None = None
+    # seconds one evaluation took when this config ran before (a re-run knows it): the
+    # deadline's guess before its own evaluation is measured
+    eval_hint: float | None = None
 
     @property
     def key(self) -> str:
