@@ -172,7 +172,9 @@ def _pick(
     """The pick, and the other candidates tied with it on accuracy within noise.
 
     Of the trials tied with the most accurate one, the smallest wins (the cheapest with
-    ``prefer="cost"``): the evaluation cannot tell them apart, their size can.
+    ``prefer="cost"``): the evaluation cannot tell them apart, their size can. Of equal
+    size, the one measured on more training seeds (confirmation) goes first: a cost
+    difference within a tie is timing noise, the extra seeds are evidence.
     """
 
     def accurate(r: dict[str, Any]) -> tuple[float, float, float]:
@@ -181,7 +183,15 @@ def _pick(
     if prefer == "accuracy":
         top = min(candidates, key=accurate)
         ties = [r for r in candidates if tied(r, top, tolerances)]
-        pick = min(ties, key=lambda r: (r["trainable_params"], r["cost_usd"], -r["accuracy"]))
+        pick = min(
+            ties,
+            key=lambda r: (
+                r["trainable_params"],
+                -(r.get("seeds") or 1),
+                r["cost_usd"],
+                -r["accuracy"],
+            ),
+        )
         return pick, [r for r in ties if r["trial"] != pick["trial"]]
     best = max(r["accuracy"] for r in candidates)
     near = [r for r in candidates if r["accuracy"] >= best - NEAR_BEST]

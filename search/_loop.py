@@ -402,7 +402,8 @@ class SearchLoop:
         if self.budget is not None:
             self.budget.settle(result.number, result.device_seconds)
             if result.status == "COMPLETE" and result.steps >= self.max_steps:
-                self._costs.append(run_cost(result))
+                # as a re-run is held: its cost, or the estimate of it if that is larger
+                self._costs.append(max(run_cost(result), result.estimated_seconds or 0.0))
             self._keep_back()
         if self.cost_model is not None and candidate is not None:
             self.cost_model.observe(candidate.features, result)

@@ -192,3 +192,12 @@ def test_forgetting_ties_within_its_measured_error() -> None:
     b = row(1, 0.80, 5_000, 20.0, forgetting=0.14, forgetting_se=0.03)
     c = row(2, 0.80, 5_000, 20.0, forgetting=0.30, forgetting_se=0.03)
     assert front_of([a, b, c], names) == [0, 1]  # 0.04 apart is within 0.042; 0.20 is not
+
+
+def test_of_tied_trials_of_equal_size_the_confirmed_one_is_recommended() -> None:
+    """0.801 over two seeds and 0.797 on one, the same size, the unconfirmed one 3%
+    cheaper: the cost gap is timing noise, the second seed is evidence."""
+    confirmed = row(7, 0.801, 6_918, 40.0, seeds=2, accuracy_sd=0.017)
+    single = row(12, 0.797, 6_918, 38.8)
+    advice = recommend([confirmed, single], [7, 12], Constraints())
+    assert advice.trial == 7 and advice.tied == [12]
