@@ -212,3 +212,12 @@ def test_confirmation_goes_on_until_the_final_top_configs_are_confirmed() -> Non
     assert rows[0]["accuracy"] == pytest.approx(0.80) and rows[1]["accuracy"] == pytest.approx(
         0.845
     )
+
+
+def test_confirmation_is_off_by_default_and_true_is_top_3_with_one_seed() -> None:
+    from peftsearch.config import SearchConfig
+
+    assert SearchConfig().confirm.runs == 0
+    on = SearchConfig(confirm=True)  # type: ignore[arg-type]
+    assert (on.confirm.top, on.confirm.seeds, on.confirm.runs) == (3, 1, 3)
+    assert SearchConfig(confirm=False).confirm.runs == 0  # type: ignore[arg-type]
