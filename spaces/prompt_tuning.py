@@ -37,8 +37,11 @@ class PromptTuningOptions(MethodOptions):
 
     lr: LearningRateRange = LearningRateRange(low=5e-2, high=3e-1)
     num_virtual_tokens: list[VirtualTokens] = Field(default=[8, 16, 32], min_length=1)
+    # random first: the initial design takes the first, and at the top of the learning-rate
+    # range the tables agree (8 tokens at 0.3: SST-2 0.668 random vs 0.621 from vocabulary,
+    # TREC 0.883 vs 0.535; a vocabulary start stayed at chance in the demo)
     init: list[Literal["random", "sample_vocab"]] = Field(
-        default=["sample_vocab", "random"], min_length=1
+        default=["random", "sample_vocab"], min_length=1
     )
 
 
