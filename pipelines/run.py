@@ -329,7 +329,7 @@ def finish(
         "baseline": baseline,
         # trials no better than the model with no adapter, beyond the noise
         "below_baseline": sorted(judged.beaten),
-        "most_accurate": best_trial_line(rows, study_objectives(study), baseline),
+        "most_accurate": best_trial_line(rows, study_objectives(study), baseline, judged),
         "confirmation_runs": len(reruns),
         "confirmation_device_seconds": sum(r["device_seconds"] or 0.0 for r in reruns),
     }

@@ -23,6 +23,7 @@ __all__ = [
     "front_of",
     "metric_columns",
     "metric_name",
+    "most_accurate",
     "pareto_numbers",
     "plain_settings",
     "trial_rows",
@@ -294,24 +295,32 @@ def verdict(
     return Verdict(sorted(front), beaten, dominated, bound)
 
 
+def most_accurate(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The complete trial with the highest accuracy (the earlier one of equals)."""
+    trained = [r for r in rows if r["status"] == "COMPLETE" and r.get("accuracy") is not None]
+    return max(trained, key=lambda r: (r["accuracy"], -r["trial"]), default=None)
+
+
 def best_trial_line(
     rows: list[dict[str, Any]],
     objectives: tuple[Objective, ...] | None = None,
     baseline: dict[str, Any] | None = None,
+    judged: Verdict | None = None,
 ) -> str | None:
     """The most accurate trial measured and, when the front leaves it out, why, in one
-    line: "tied with trial 10 within noise; trial 10 is smaller". None before any."""
+    line: "tied with trial 10 within noise; trial 10 is smaller". None before any.
+    ``judged``: the rows' verdict, when the caller has it already."""
     from peftsearch.results.noise import Tolerances, clearly_better
     from peftsearch.search.objectives import DEFAULT_OBJECTIVES, objectives_of
 
     objectives = objectives or objectives_of(DEFAULT_OBJECTIVES)
-    trained = [r for r in rows if r["status"] == "COMPLETE" and r.get("accuracy") is not None]
-    if not trained:
+    best = most_accurate(rows)
+    if best is None:
         return None
-    best = max(trained, key=lambda r: (r["accuracy"], -r["trial"]))
+    trained = [r for r in rows if r["status"] == "COMPLETE" and r.get("accuracy") is not None]
     name = metric_name(best)
     head = f"Most accurate trial: {best['trial']} ({name} {best['accuracy']:.3f})"
-    judged = verdict(rows, objectives, baseline)
+    judged = judged or verdict(rows, objectives, baseline)
     if best["trial"] in judged.front:
         return f"{head}, on the front."
     if best["trial"] in judged.beaten and judged.bound is not None:

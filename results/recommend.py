@@ -265,12 +265,11 @@ def recommend(
         f"Use trial {pick['trial']}: {describe_choice(pick)}. "
         f"It reaches {_facts(pick, tolerances)}; " + "; ".join(traded) + "."
     )
-    if baseline:
-        plain = max(baseline.values(), key=lambda b: b["accuracy"])
-        gain = (pick["accuracy"] - plain["accuracy"]) * 100
+    if bound is not None:
+        gain = (pick["accuracy"] - bound["accuracy"]) * 100
         text += (
             f" Fine-tuning adds {gain:.1f} points of {name} over the model as it is "
-            f"({plain['method']}: {name} {plain['accuracy']:.3f})."
+            f"({bound['method']}: {name} {bound['accuracy']:.3f})."
         )
     if ties:
         names = ", ".join(str(r["trial"]) for r in sorted(ties, key=lambda r: r["trial"]))

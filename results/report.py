@@ -346,13 +346,12 @@ def render_report(
     against peak memory whenever trials measured it (an objective or not)."""
     import plotly.io as pio
 
-    from peftsearch.results.front import best_trial_line, verdict
+    from peftsearch.results.front import best_trial_line, most_accurate, verdict
     from peftsearch.search.objectives import DEFAULT_OBJECTIVES, objectives_of
 
     baseline = summary.get("baseline")
     judged = verdict(rows, objectives, baseline)
-    complete = [r for r in rows if r["status"] == "COMPLETE" and r["accuracy"] is not None]
-    best = max(complete, key=lambda r: (r["accuracy"], -r["trial"]), default=None)
+    best = most_accurate(rows)
     marks = _Marks(
         set(front),
         judged.beaten,
@@ -360,7 +359,7 @@ def render_report(
         judged.bound,
         Tolerances.from_rows(rows),
     )
-    best_line = best_trial_line(rows, objectives, baseline) or ""
+    best_line = best_trial_line(rows, objectives, baseline, judged) or ""
     shown = plotted_rows(rows)
     metric = metric_name(next((r for r in rows if r.get("metric")), {}))
     title_word = metric.capitalize()
