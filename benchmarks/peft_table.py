@@ -16,6 +16,13 @@ Each row records the accuracy and macro-F1 at every rung of the default early-st
 schedule and at the end, trainable parameters, step and evaluation device-seconds, the
 peft config, the learning rate and the library versions.
 
+Variants (issue 24): ``--variants`` measures peft's LoRA variants (rsLoRA, LoRA+, the
+Gaussian, PiSSA, OLoRA and EVA initialisations) on a LoRA sub-grid (``LORA_SUBGRID``:
+ranks 4 and 16, both target sets, every block, the three grid learning rates the default
+range snaps to) with one variant on per row, and two newer methods (VeRA, HRA) on their
+own grids, into ``tables/<dataset>_minilm_variants.csv``. The main table stays as it was
+measured; the variant replay (benchmarks/variant_replay.py) joins the two.
+
 Training-seed spread (issue 23): ``--seeds 3 --seed-configs 24`` re-measures that many
 configs of the table (evenly spread over the accuracy ranks of the rows above
 ``SEED_FLOOR``) with training seeds 1 and 2 (adapter and new-head init, dropout, batch
@@ -101,6 +108,61 @@ SECOND_TABLE_SPACE: dict[str, dict[str, list[Any]]] = {
     for method, knobs in TABLE_SPACE.items()
 }
 DATASETS = ("sst2", "trec", "sms")
+
+# The variant rows: LoRA on this sub-grid of the main table's, at the main grid's learning
+# rates the product's default LoRA range snaps to (it never reaches the lowest, 2e-4).
+LORA_SUBGRID: dict[str, list[Any]] = {
+    "rank": [4, 16],
+    "alpha_ratio": [2.0],
+    "dropout": [0.0],
+    "targets": ["qv", "attention+mlp"],
+    "layers": ["all"],
+}
+LORA_SUBGRID_LRS = [2.71e-3, 7.37e-4, 1e-2]  # = lr_grid(*TABLE_LR["lora"])[1:]
+# Each variant: the LoRA option that turns it on, as a searched list (plain value first).
+VARIANTS: dict[str, dict[str, list[Any]]] = {
+    "rslora": {"use_rslora": [False, True]},
+    "loraplus": {"loraplus_lr_ratio": [1.0, 16.0]},
+    "gaussian": {"init_lora_weights": [True, "gaussian"]},
+    "pissa": {"init_lora_weights": [True, "pissa"]},
+    "olora": {"init_lora_weights": [True, "olora"]},
+    "eva": {"init_lora_weights": [True, "eva"]},
+}
+# Newer methods, each on its own grid; learning rates spread over a span around the
+# method papers' values (VeRA trains scaling vectors only, so it wants larger steps).
+NEW_METHODS: dict[str, dict[str, list[Any]]] = {
+    "vera": {"rank": [64, 256], "targets": ["qv", "attention+mlp"], "layers": ["all"]},
+    "hra": {"rank": [4, 16], "targets": ["qv", "attention+mlp"], "layers": ["all"]},
+}
+NEW_METHOD_LR: dict[str, tuple[float, float]] = {"vera": (3e-3, 1e-1), "hra": (1e-3, 3e-2)}
+
+
+def variant_options(name: str) -> dict[str, Any]:
+    """The ``space`` options (one method) under which variant ``name``'s rows sample:
+    the LoRA sub-grid with the variant searched, or the new method's grid."""
+    if name in NEW_METHODS:
+        low, high = NEW_METHOD_LR[name]
+        return {name: {**NEW_METHODS[name], "lr": {"low": low, "high": high}}}
+    return {"lora": {**LORA_SUBGRID, **VARIANTS[name], "lr": {"low": 2e-4, "high": 1e-2}}}
+
+
+def variant_params() -> list[tuple[str, dict[str, Any]]]:
+    """(variant, Optuna params) of every variant row: the variant's value on (never the
+    plain one: those rows are in the main table)."""
+    rows = []
+    for name, knobs in VARIANTS.items():
+        axes = {f"lora.{k}": v for k, v in LORA_SUBGRID.items()}
+        axes["lora.lr"] = sorted(LORA_SUBGRID_LRS)
+        for knob, values in knobs.items():
+            axes[f"lora.{knob}"] = values[1:]
+        for values in itertools.product(*axes.values()):
+            rows.append((name, {"method": "lora", **dict(zip(axes, values, strict=True))}))
+    for method, knobs in NEW_METHODS.items():
+        axes = {f"{method}.{k}": v for k, v in knobs.items()}
+        axes[f"{method}.lr"] = lr_grid(*NEW_METHOD_LR[method], 3)
+        for values in itertools.product(*axes.values()):
+            rows.append((method, {"method": method, **dict(zip(axes, values, strict=True))}))
+    return rows
 
 
 def table_space(dataset: str) -> tuple[dict[str, dict[str, list[Any]]], int]:
@@ -334,7 +396,13 @@ def append(path: Path, row: dict[str, Any]) -> None:
 
 
 def measure(
-    dataset: str, out: Path, limit: int | None, workers: int, seeds: int = 1, seed_count: int = 0
+    dataset: str,
+    out: Path,
+    limit: int | None,
+    workers: int,
+    seeds: int = 1,
+    seed_count: int = 0,
+    variants: bool = False,
 ) -> None:
     import optuna
 
@@ -361,6 +429,21 @@ def measure(
         random.Random(0).shuffle(grid)
         done = done_keys(out)
         planned = [(p, 0) for p in grid]
+        options_of: dict[str, dict[str, Any]] = {}  # a variant row's own options
+        if variants:
+            from peftsearch.config import parse_config as parse
+
+            named = variant_params()
+            random.Random(0).shuffle(named)
+            planned = [(p, 0) for _, p in named]
+            for name, params in named:
+                section = parse(
+                    {
+                        **table_config(dataset, Path(temp)),
+                        "space": {"methods": [params["method"]], **variant_options(name)},
+                    }
+                )
+                options_of[row_key(params)] = section.method_options()
         if seeds > 1:  # the seed-spread rows: other seeds of configs measured already
             add_seed_column(out)
             planned = [(p, s) for p in seed_configs(out, seed_count) for s in range(1, seeds)]
@@ -375,7 +458,13 @@ def measure(
         if not todo:
             return
         choices = {
-            n: (p, s, sample_choice(optuna.trial.FixedTrial(p), options, info))
+            n: (
+                p,
+                s,
+                sample_choice(
+                    optuna.trial.FixedTrial(p), options_of.get(row_key(p), options), info
+                ),
+            )
             for n, (p, s) in enumerate(todo)
         }
         setup = WorkerSetup(
@@ -400,6 +489,7 @@ def measure(
                             None,
                             rungs=rungs,
                             seed=seed or None,
+                            loraplus_lr_ratio=choice.loraplus_lr_ratio,
                         )
                     )
                 while batch := executor.wait():
@@ -429,9 +519,17 @@ def main() -> None:
         "--seeds", type=int, default=1, help="training seeds per config (>1: seed-spread rows)"
     )
     parser.add_argument("--seed-configs", type=int, default=24, help="configs given --seeds")
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="measure the LoRA variants and newer methods (tables/<dataset>_minilm_variants.csv)",
+    )
     args = parser.parse_args()
-    out = args.out or TABLES / f"{args.dataset}_minilm.csv"
-    measure(args.dataset, out, args.limit, args.workers, args.seeds, args.seed_configs)
+    name = f"{args.dataset}_minilm" + ("_variants" if args.variants else "")
+    out = args.out or TABLES / f"{name}.csv"
+    measure(
+        args.dataset, out, args.limit, args.workers, args.seeds, args.seed_configs, args.variants
+    )
     print(f"table: {out}", file=sys.stderr)
 
 

@@ -348,6 +348,7 @@ class SearchLoop:
                 quantization=choice.quantization,
                 micro_batch_size=plan.micro_batch_size if plan else None,
                 gradient_checkpointing=plan.gradient_checkpointing if plan else None,
+                loraplus_lr_ratio=choice.loraplus_lr_ratio,
             )
         )
         return True

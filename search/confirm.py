@@ -133,6 +133,7 @@ def rerun_job(
         method=record.method,
         peft_config=dict(record.peft_config or {}),
         learning_rate=float(record.summary["lr"]),
+        loraplus_lr_ratio=record.summary.get("loraplus_lr_ratio"),
         adapter_dir=None,
         max_seconds=allowance,
         min_seconds=min_seconds,

@@ -19,6 +19,8 @@ __all__ = [
     "LAYER_WORDS",
     "TARGET_WORDS",
     "LayerSubset",
+    "Probability",
+    "Rank",
     "RankedOptions",
     "TargetSet",
     "describe_placement",

@@ -19,6 +19,7 @@ __all__ = [
     "PeftChoice",
     "get_method",
     "method_names",
+    "pick",
     "register",
     "suggest_lr",
     "unregister",
@@ -69,6 +70,8 @@ class PeftChoice(BaseModel):
     learning_rate: float
     summary: dict[str, Any] = Field(default_factory=dict)
     quantization: str = "none"  # the base it trains on (model.quantization)
+    # LoRA+ (peft.optimizers.create_loraplus_optimizer): B's learning rate over A's
+    loraplus_lr_ratio: float | None = None
 
 
 class MethodSpace(Protocol):
@@ -169,3 +172,11 @@ def unregister(name: str) -> None:
 
 def suggest_lr(trial: optuna.Trial, method: str, lr: LearningRateRange) -> float:
     return trial.suggest_float(f"{method}.lr", lr.low, lr.high, log=True)
+
+
+def pick(trial: optuna.Trial, name: str, values: list[Any]) -> Any:
+    """A categorical knob, searched only when it offers a choice: a single value is
+    used as it is and stays out of the trial's params (and the sampler's model)."""
+    if len(values) == 1:
+        return values[0]
+    return trial.suggest_categorical(name, values)

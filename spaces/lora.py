@@ -1,10 +1,13 @@
-"""LoRA (Hu et al., 2021): low-rank updates on chosen linear layers."""
+"""LoRA (Hu et al., 2021): low-rank updates on chosen linear layers, with peft's variants
+as searched dimensions: rank-stabilised scaling (rsLoRA), LoRA+ learning rates, and the
+initialisations (Gaussian, PiSSA, OLoRA, EVA)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import re
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from peftsearch.spaces._placement import (
     Probability,
@@ -19,6 +22,7 @@ from peftsearch.spaces._registry import (
     MethodOptions,
     MethodSpaceBase,
     PeftChoice,
+    pick,
     register,
     suggest_lr,
 )
@@ -28,7 +32,33 @@ if TYPE_CHECKING:
 
     from peftsearch.spaces._model_info import ModelInfo
 
-__all__ = ["LoraOptions", "LoraSpace"]
+__all__ = ["LoraOptions", "LoraSpace", "changes_base_weights"]
+
+# peft's ``init_lora_weights`` values that searches offer (peft/tuners/lora/config.py):
+# true is LoRA's own (B = 0); PiSSA and OLoRA start from the base weights' principal or
+# orthonormal directions and subtract them from the base; EVA starts from the principal
+# directions of the layers' inputs over a few training batches.
+INITS = ("gaussian", "pissa", "olora", "eva")
+INIT_WORDS = {"gaussian": "Gaussian", "pissa": "PiSSA", "olora": "OLoRA", "eva": "EVA"}
+
+
+def _init(value: bool | str) -> bool | str:
+    if value is True or value in INITS or re.fullmatch(r"pissa_niter_[1-9][0-9]*", str(value)):
+        return value
+    raise ValueError(
+        f"unknown init_lora_weights {value!r}; choose from true, {', '.join(INITS)} or "
+        "pissa_niter_<n> (PiSSA by fast SVD with n iterations)"
+    )
+
+
+LoraInit = Annotated[bool | str, AfterValidator(_init)]
+
+
+def changes_base_weights(peft_config: dict[str, Any]) -> bool:
+    """PiSSA and OLoRA move part of the base weights into the adapter: the adapter as
+    trained only works on that changed base, and peft converts it before export."""
+    init = str(peft_config.get("init_lora_weights", True)).lower()
+    return init.startswith(("pissa", "olora", "corda"))
 
 
 class LoraOptions(RankedOptions):
@@ -40,10 +70,21 @@ class LoraOptions(RankedOptions):
             and 7e-4 stayed at chance, 2.7e-3 was best and 1e-2 diverged half the time.
             Long LLM runs want ~1e-4 to 3e-4: set ``lr`` for those.
         dropout: LoRA dropout values to try, in [0, 1).
+        use_rslora: peft's rank-stabilised scaling alpha/sqrt(r) instead of alpha/r.
+        init_lora_weights: peft's initialisations to try: true (LoRA's own), gaussian,
+            pissa (or pissa_niter_<n>), olora, eva. PiSSA and OLoRA exports are converted
+            by peft into a plain LoRA (of twice the rank) for the unchanged base.
+        loraplus_lr_ratio: LoRA+ (peft.optimizers.create_loraplus_optimizer): B learns at
+            this multiple of A's learning rate; 1 is plain AdamW.
     """
 
     lr: LearningRateRange = LearningRateRange(low=1e-3, high=6e-3)
     dropout: list[Probability] = Field(default=[0.0, 0.1], min_length=1)
+    use_rslora: list[bool] = Field(default=[False], min_length=1)
+    init_lora_weights: list[LoraInit] = Field(default=[True], min_length=1)
+    loraplus_lr_ratio: list[Annotated[float, Field(ge=1, le=1024)]] = Field(
+        default=[1.0], min_length=1
+    )
 
 
 class LoraSpace(MethodSpaceBase):
@@ -73,15 +114,35 @@ class LoraSpace(MethodSpaceBase):
             "use_dora": self.use_dora,
             **placement,
         }
+        variants: dict[str, Any] = {}
+        # a variant enters the trial's params only when it is searched (a list of more
+        # than one value), so a space without variants samples as it always did
+        if pick(trial, f"{self.name}.use_rslora", options.use_rslora):
+            config["use_rslora"] = variants["rslora"] = True
+        init = pick(trial, f"{self.name}.init_lora_weights", options.init_lora_weights)
+        if init is not True:
+            config["init_lora_weights"] = variants["init"] = init
+        ratio = float(pick(trial, f"{self.name}.loraplus_lr_ratio", options.loraplus_lr_ratio))
+        if ratio != 1.0:
+            variants["loraplus_lr_ratio"] = ratio
         return PeftChoice(
             method=self.name,
             peft_config=config,
             learning_rate=suggest_lr(trial, self.name, options.lr),
-            summary={"rank": rank, "alpha": alpha, "dropout": dropout, **summary},
+            summary={"rank": rank, "alpha": alpha, "dropout": dropout, **summary, **variants},
+            loraplus_lr_ratio=ratio if ratio != 1.0 else None,
         )
 
     def describe(self, summary: dict[str, Any]) -> str:
-        return describe_placement(summary)
+        words = [describe_placement(summary)]
+        if summary.get("rslora"):
+            words.append("rank-stabilised scaling")
+        if "init" in summary:
+            init = str(summary["init"])
+            words.append(f"{INIT_WORDS.get(init.split('_')[0], init)} init")
+        if summary.get("loraplus_lr_ratio"):
+            words.append(f"LoRA+ ratio {summary['loraplus_lr_ratio']:g}")
+        return ", ".join(words)
 
     def calibration_config(self, info: ModelInfo) -> dict[str, Any]:
         return {

@@ -11,14 +11,16 @@ import os
 import socket
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from peftsearch.spaces.lora import changes_base_weights
 from peftsearch.trials.cost import price_per_hour
 from peftsearch.trials.deadline import STEP_SAFETY, Deadline
-from peftsearch.trials.file_transfer import saved_adapter, write_folder
+from peftsearch.trials.file_transfer import initial_adapter, saved_adapter, write_folder
 from peftsearch.trials.frozen_cache import FrozenLayers, PrefixServer
 from peftsearch.trials.jobs import BaselineJob, CalibrationJob, Job, TestScoringJob, TrialJob
 from peftsearch.trials.memory import PeakMemory, device_memory_mb, eval_rows, release_memory
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TrialRunner", "WorkerSetup"]
 
+
+EVA_BATCHES = 8  # training batches EVA's SVD cycles over (trials/_run.py: _eva_init)
 
 # (trial, step, accuracy, trainable params, seconds per step) -> keep training?
 Judge = Callable[[int, int, float, int, float], bool]
@@ -360,8 +364,15 @@ class TrialRunner:
             steps = job.max_steps
             table = table.select(range(min(job.eval_rows, len(table))))
         model = self._build(job, result)
-        if job.adapter_dir and self._save_seconds is None:
-            self._save_seconds = self._time_save(model)  # once per worker
+        # PiSSA/OLoRA: the untrained adapter, which peft's conversion at saving needs
+        initial = (
+            initial_adapter(model)
+            if job.adapter_dir and changes_base_weights(job.peft_config)
+            else None
+        )
+        if job.adapter_dir and (self._save_seconds is None or initial is not None):
+            # once per worker, and per converted save (those reload the initial adapter)
+            self._save_seconds = max(self._save_seconds or 0.0, self._time_save(model, initial))
         result.setup_seconds = time.perf_counter() - started - result.load_seconds
         # the allowance is device-seconds; this trial's clock runs at its share of one
         allowance = None if job.max_seconds is None else job.max_seconds / self.share
@@ -382,18 +393,19 @@ class TrialRunner:
                 result.cached_layers = server.boundary
                 result.cache_seconds = server.seconds
         if isinstance(job, TrialJob):
-            self._forgetting(model, job.quantization, result)
+            self._forgetting(model, job, result)
         if job.adapter_dir:  # saved from the whole model, outside the server
             # shipped back as bytes: the driver's folder may not exist on this node
             began = time.perf_counter()
-            result.adapter_files = saved_adapter(model)
+            result.adapter_files = saved_adapter(model, initial)
             result.adapter_bytes = sum(len(data) for data in result.adapter_files.values())
             saving = time.perf_counter() - began
             self._save_seconds = max(self._save_seconds or 0.0, saving)
 
-    def _forgetting(self, model: Any, quantization: str, result: TrialResult) -> None:
+    def _forgetting(self, model: Any, job: TrialJob, result: TrialResult) -> None:
         """A causal LM's forgetting (trials/forgetting.py): its loss on the reference
-        text with the adapter, less the base's (the adapter disabled; derived once per
+        text with the adapter, less the base's (the adapter disabled, or a fresh base
+        where the adapter's initialisation changed the base weights; derived once per
         worker and base)."""
         from peftsearch.trials.forgetting import (
             Reference,
@@ -407,16 +419,21 @@ class TrialRunner:
         if self.data.task != "causal-lm" or not self.settings.forgetting:
             return
         began = time.perf_counter()
+        quantization = job.quantization
         reference = self._references.get(quantization)
         with evaluation_mode(model):
             if reference is None:
-                with model.disable_adapter():
+                original: Any = model
+                if changes_base_weights(job.peft_config):
+                    original = self._base_copy(quantization).eval()
+                with model.disable_adapter() if original is model else contextlib.nullcontext():
                     found = (
                         reference_from_tokens(self.data.reference)
                         if self.data.reference
-                        else generated_reference(model, self.source.tokenizer(), self.device)
+                        else generated_reference(original, self.source.tokenizer(), self.device)
                     )
-                    base = passage_losses(model, found, self.device)
+                    base = passage_losses(original, found, self.device)
+                del original
                 reference = Reference(found.sequences, found.starts, base)
                 self._references[quantization] = reference
                 result.reference_seconds = time.perf_counter() - began
@@ -496,6 +513,7 @@ class TrialRunner:
             feed=server.feed("train") if server else None,
             micro_batch_size=job.micro_batch_size,
             widest=widest,
+            loraplus_lr_ratio=job.loraplus_lr_ratio,
         )
         result.train_seconds = sum(deadline.step_times)
         result.step_jitter = jitter(deadline.step_times[1:])
@@ -521,6 +539,34 @@ class TrialRunner:
         if hint:
             return hint * STEP_SAFETY
         return step_seconds * len(self.data.eval) / self.settings.batch_size * 0.6
+
+    def _eva_init(self, model: Any, seed: int) -> None:
+        """EVA (peft's ``initialize_lora_eva_weights``): A from the principal directions
+        of each adapted layer's inputs, found over a few training batches (cycled until
+        the directions settle); a part of the trial's setup, so its cost counts."""
+        import torch
+        from peft import initialize_lora_eva_weights
+
+        from peftsearch.trials.train import collate, evaluation_mode, rows_of
+
+        size = self.settings.batch_size
+        rows = self.data.train.shuffle(seed=seed).select(
+            range(min(len(self.data.train), EVA_BATCHES * size))
+        )
+        batches = [
+            {
+                key: value.to(self.device)
+                for key, value in collate(
+                    rows_of(rows[start : start + size]), self.data.pad_token_id
+                ).items()
+                # per-row labels (a classifier's) are no token mask: peft's EVA reads
+                # per-token labels (causal LM, tagging) to skip prompt and padding
+                if key != "row_id" and not (key == "labels" and value.dim() == 1)
+            }
+            for start in range(0, len(rows), size)
+        ]
+        with evaluation_mode(model), torch.no_grad():
+            initialize_lora_eva_weights(model, batches, show_progress_bar=False)
 
     def _score_on_test(self, job: TestScoringJob, result: TrialResult, started: float) -> None:
         """The adapter a trial saved (its files, shipped from the driver), on the base
@@ -582,11 +628,11 @@ class TrialRunner:
         result.eval_rows = len(table)
 
     @staticmethod
-    def _time_save(model: Any) -> float:
+    def _time_save(model: Any, initial: dict[str, bytes] | None) -> float:
         """How long saving this adapter takes, timed on the fresh one (same size as the
         trained one): what the deadline keeps free after the last step."""
         began = time.perf_counter()
-        saved_adapter(model)
+        saved_adapter(model, initial)
         return time.perf_counter() - began
 
     def _build(self, job: TrialJob | CalibrationJob, result: TrialResult) -> Any:
@@ -627,9 +673,13 @@ class TrialRunner:
             config["modules_to_save"] = sorted(
                 {*config.get("modules_to_save", []), *self.source.extra_modules}
             )
-        model = get_peft_model(base, get_peft_config(config))
+        with warnings.catch_warnings():  # EVA's defaults, and its note on memory
+            warnings.filterwarnings("ignore", message=".*eva.*", category=UserWarning)
+            model = get_peft_model(base, get_peft_config(config))
         if job.quantization == "none":
             model.to(self.device)
+        if config.get("init_lora_weights") == "eva":
+            self._eva_init(model, seed)
         trainable, total = model.get_nb_trainable_parameters()
         result.trainable_params, result.total_params = int(trainable), int(total)
         result.trainable_pct = 100.0 * trainable / total

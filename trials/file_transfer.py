@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ShippedModel",
     "deliver_adapter",
+    "initial_adapter",
     "local_checkpoint",
     "read_folder",
     "saved_adapter",
@@ -42,11 +44,58 @@ def read_folder(folder: str | Path) -> dict[str, bytes]:
     }
 
 
-def saved_adapter(model: Any) -> dict[str, bytes]:
-    """``model.save_pretrained`` into a private temporary folder, read back as bytes."""
+def saved_adapter(model: Any, initial: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    """``model.save_pretrained`` into a private temporary folder, read back as bytes.
+
+    ``initial``: the adapter as it was before training (``initial_adapter``) of an
+    initialisation that changed the base weights (PiSSA, OLoRA). peft then saves the
+    difference as a plain LoRA of twice the rank, for the unchanged base model.
+    """
     with tempfile.TemporaryDirectory(prefix="peftsearch-adapter-") as folder:
         model.save_pretrained(folder)
-        return read_folder(folder)
+        if initial is None:
+            return read_folder(folder)
+        start = write_folder(initial, Path(folder) / "initial" / "initial_adapter")
+        converted = Path(folder) / "converted"
+        with warnings.catch_warnings():  # "consider converting": this is that conversion
+            warnings.filterwarnings("ignore", message=".*changes the base weights.*")
+            model.save_pretrained(
+                str(converted), path_initial_model_for_weight_conversion=str(start)
+            )
+        _keep_trained_modules(Path(folder), converted)
+        return read_folder(converted)
+
+
+def _keep_trained_modules(trained: Path, converted: Path) -> None:
+    """peft's conversion (``subtract_mutated_init``, peft 0.21) keeps only the LoRA
+    matrices; the fully trained modules (``modules_to_save``: a classifier's new head)
+    are not touched by PiSSA/OLoRA, so they are copied over as trained."""
+    from safetensors.torch import load_file, save_file
+
+    name = "adapter_model.safetensors"
+    if not (trained / name).is_file() or not (converted / name).is_file():
+        return
+    kept = load_file(str(converted / name))
+    missing = {
+        key: value
+        for key, value in load_file(str(trained / name)).items()
+        if "lora_" not in key and key not in kept
+    }
+    if missing:
+        save_file({**kept, **missing}, str(converted / name), metadata={"format": "pt"})
+
+
+def initial_adapter(model: Any) -> dict[str, bytes]:
+    """The untrained adapter of a base-changing initialisation, saved as peft's weight
+    conversion wants it: with ``init_lora_weights`` true, so loading it back does not
+    decompose the (already changed) base a second time."""
+    config = model.peft_config["default"]
+    init = config.init_lora_weights
+    config.init_lora_weights = True
+    try:
+        return saved_adapter(model)
+    finally:
+        config.init_lora_weights = init
 
 
 def write_folder(

@@ -46,6 +46,8 @@ class TrialJob:
     # seconds one evaluation took when this config ran before (a re-run knows it): the
     # deadline's guess before its own evaluation is measured
     eval_hint: float | None = None
+    # LoRA+: B's learning rate as a multiple of A's (peft's create_loraplus_optimizer)
+    loraplus_lr_ratio: float | None = None
 
     @property
     def key(self) -> str:
@@ -75,6 +77,7 @@ class CalibrationJob:
     micro_batch_size = None
     gradient_checkpointing = None
     seed = None
+    loraplus_lr_ratio = None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import datasets
@@ -160,6 +160,7 @@ def train(
     feed: Feed | None = None,
     micro_batch_size: int | None = None,
     widest: list[int] | None = None,
+    loraplus_lr_ratio: float | None = None,
 ) -> list[float]:
     """AdamW with linear warmup and decay; returns the loss per step.
 
@@ -170,6 +171,8 @@ def train(
     loss weighted by its share of the batch's loss terms: the same step, in less memory.
     ``widest`` (a one-item list) gets the widest batch trained on, in tokens per row
     (batches are padded to their longest row: the memory model sizes activations by it).
+    ``loraplus_lr_ratio``: LoRA+, peft's optimizer that trains B at that multiple of A's
+    learning rate.
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -177,7 +180,19 @@ def train(
     precision = resolve_precision(settings.precision, device)
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=precision == "fp16")
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=settings.weight_decay)
+    optimizer: torch.optim.Optimizer
+    if loraplus_lr_ratio:
+        from peft.optimizers import create_loraplus_optimizer
+
+        optimizer = create_loraplus_optimizer(
+            cast("Any", model),  # a PeftModel
+            optimizer_cls=torch.optim.AdamW,
+            lr=learning_rate,
+            loraplus_lr_ratio=loraplus_lr_ratio,
+            weight_decay=settings.weight_decay,
+        )
+    else:
+        optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=settings.weight_decay)
     total = max_steps or settings.max_steps
     warmup = int(settings.warmup_ratio * total)
     schedule = get_linear_schedule_with_warmup(optimizer, warmup, total)

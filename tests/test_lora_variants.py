@@ -1,0 +1,125 @@
+"""peft's LoRA variants as searched knobs: rsLoRA, LoRA+, and the initialisations; PiSSA
+and OLoRA exports converted for the unchanged base."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from helpers import LORA, task_scores, tiny_config
+
+from peftsearch.config import parse_config
+from peftsearch.pipelines.builders import build_data, build_model_source, build_settings
+from peftsearch.spaces import get_method
+from peftsearch.spaces.lora import LoraOptions, changes_base_weights
+from peftsearch.trials import TrialJob, TrialRunner
+from peftsearch.trials.file_transfer import write_folder
+
+
+@pytest.fixture(scope="module")
+def setup(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[TrialRunner, Any]:
+    out = tmp_path_factory.mktemp("out")
+    config = parse_config(tiny_config(tiny_model_dir, tiny_data, out))
+    data = build_data(config)
+    runner = TrialRunner(
+        build_model_source(config, data),
+        data,
+        build_settings(config),
+        device="cpu",
+        device_name="cpu",
+    )
+    return runner, data
+
+
+def trained(runner: TrialRunner, tmp_path: Path, **changes: Any) -> Any:
+    ratio = changes.pop("loraplus_lr_ratio", None)
+    config = {**LORA, **changes}
+    job = TrialJob(0, "lora", config, 3e-2, str(tmp_path / "a"), loraplus_lr_ratio=ratio)
+    result = runner.run(job)
+    assert result.status == "COMPLETE", result.error
+    return result
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"use_rslora": True},
+        {"init_lora_weights": "gaussian"},
+        {"init_lora_weights": "eva"},
+        {"loraplus_lr_ratio": 16.0},
+    ],
+    ids=["rslora", "gaussian", "eva", "loraplus"],
+)
+def test_each_variant_trains_and_differs_from_plain_lora(
+    setup: tuple[TrialRunner, Any], tmp_path: Path, changes: dict[str, Any]
+) -> None:
+    runner, _ = setup
+    plain = trained(runner, tmp_path)
+    variant = trained(runner, tmp_path, **changes)
+    assert variant.losses != plain.losses  # the knob reached training
+    assert variant.trainable_params and variant.adapter_files
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_a_base_changing_init_exports_an_adapter_for_the_unchanged_base(
+    setup: tuple[TrialRunner, Any], tmp_path: Path, init: str
+) -> None:
+    """The export loads with ``PeftModel.from_pretrained`` on a fresh base and scores
+    what the trial scored, on every eval row."""
+    from peft import PeftModel
+
+    runner, data = setup
+    result = trained(runner, tmp_path, init_lora_weights=init)
+    folder = write_folder(result.adapter_files, tmp_path / "export")
+    import json
+
+    saved = json.loads((folder / "adapter_config.json").read_text())
+    assert saved["init_lora_weights"] is True and saved["r"] == 2 * LORA["r"]
+    model = PeftModel.from_pretrained(runner.source.fresh_copy(), str(folder))
+    scores = task_scores(model, data, "accuracy")
+    assert scores["score"] == pytest.approx(result.accuracy, abs=1e-9)
+
+
+def test_variants_are_searched_only_when_offered() -> None:
+    from peftsearch.spaces._model_info import ModelInfo
+
+    info = ModelInfo(
+        model_type="bert",
+        layers_pattern="layer",
+        num_layers=2,
+        block_linears=("attention.self.query", "attention.self.value"),
+        attention=("attention.self.query", "attention.self.value"),
+        mlp=(),
+        query_value=("attention.self.query", "attention.self.value"),
+        key_value=(),
+        total_params=1000,
+        decoder_only=False,
+    )
+    space = get_method("lora")
+    plain = optuna.trial.FixedTrial(
+        {
+            "lora.rank": 4,
+            "lora.alpha_ratio": 2.0,
+            "lora.dropout": 0.0,
+            "lora.lr": 1e-3,
+            "lora.targets": "qv",
+            "lora.layers": "all",
+        }
+    )
+    choice = space.suggest(plain, LoraOptions(), info)
+    assert "use_rslora" not in choice.peft_config and choice.loraplus_lr_ratio is None
+    options = LoraOptions(
+        use_rslora=[False, True], init_lora_weights=[True, "pissa"], loraplus_lr_ratio=[1, 16]
+    )
+    study = optuna.create_study()
+    trial = study.ask()
+    choice = space.suggest(trial, options, info)
+    assert {"lora.use_rslora", "lora.init_lora_weights", "lora.loraplus_lr_ratio"} <= set(
+        trial.params
+    )
+    assert changes_base_weights({"init_lora_weights": "pissa_niter_4"})
+    assert not changes_base_weights({"init_lora_weights": "eva"})
