@@ -501,6 +501,30 @@ class TrackingConfig(_Section):
         return value
 
 
+class DeploymentConfig(_Section):
+    """Where the chosen adapter will be served: its profile constrains the space before
+    anything is sampled (spaces/_deployment.py), so no trial trains what cannot ship."""
+
+    target: Literal["vllm"] | None = Field(
+        None, description="a serving profile: vllm (LoRA only, no DoRA, rank <= max_lora_rank)"
+    )
+    max_lora_rank: int | None = Field(
+        None, ge=1, le=4096, description="vllm's --max-lora-rank (default 16)"
+    )
+    merge: bool = Field(False, description="true: only methods that merge into the weights")
+
+    @model_validator(mode="after")
+    def _rank_needs_vllm(self) -> DeploymentConfig:
+        if self.max_lora_rank is not None and self.target != "vllm":
+            raise ValueError("max_lora_rank is vLLM's limit: set target: vllm with it")
+        return self
+
+    @property
+    def targets(self) -> list[str]:
+        """The profiles that apply, by name (spaces/_deployment.py: PROFILES)."""
+        return ([self.target] if self.target else []) + (["merge"] if self.merge else [])
+
+
 class _SpaceBase(_Section):
     methods: list[str] = Field(default=["lora", "dora", "ia3", "loha", "prompt_tuning"])
     max_trainable_pct: float | None = Field(
@@ -572,6 +596,7 @@ class Config(_Section):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
     storage: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<output_dir>/optuna.db"
     )
@@ -622,6 +647,19 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
+    def _deployment_leaves_a_space(self) -> Config:
+        if not self.deployment.targets:
+            return self
+        kept, removals = self.constrained_space()
+        if not kept:
+            why = "; ".join(r.why for r in removals if r.where == "space.methods")
+            raise ValueError(
+                f"deployment: no method of space.methods is left ({why}); change "
+                "deployment.target or merge, or the methods and ranks in space"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _forgetting_needs_a_causal_lm(self) -> Config:
         if self.model.task != "causal-lm" and "forgetting" in self.search.objectives:
             raise ValueError(
@@ -667,7 +705,19 @@ class Config(_Section):
         return self.tracking.experiment_name or self.search.study_name
 
     def method_options(self) -> dict[str, Any]:
-        return {name: getattr(self.space, name) for name in self.space.methods}
+        """Each searched method's options, as the deployment profiles leave them."""
+        return self.constrained_space()[0]
+
+    def constrained_space(self) -> tuple[dict[str, Any], list[Any]]:
+        """(methods' options, what ``deployment`` removed from ``space``: ``Removal``s)."""
+        from peftsearch.spaces._deployment import constrain_space
+
+        written = {name: getattr(self.space, name) for name in self.space.methods}
+        if not self.deployment.targets:
+            return written, []
+        return constrain_space(
+            written, self.model.task, self.deployment.targets, self.deployment.max_lora_rank
+        )
 
     def to_yaml(self) -> str:
         """The resolved config; ``data`` holds the shared keys and the task's own only."""

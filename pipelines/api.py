@@ -196,6 +196,33 @@ class StudyResult:
         assert trial is not None
         return trial
 
+    def check_deployment(
+        self, trial: int, target: str, max_lora_rank: int | None = None
+    ) -> str | None:
+        """None when trial ``trial``'s saved adapter fits deployment profile ``target``
+        (spaces/_deployment.py: vllm, merge), else why not. ``max_lora_rank``: vLLM's
+        limit; default the study's ``deployment.max_lora_rank``, else vLLM's default."""
+        import json
+
+        from peftsearch.results import StudyFolder
+        from peftsearch.spaces._deployment import PROFILES, check_adapter
+
+        if target not in PROFILES:
+            raise UserError(
+                f"unknown deployment target {target!r}",
+                where="--check",
+                hint=f"use one of: {', '.join(PROFILES)}",
+            )
+        folder = StudyFolder(self.study_dir)
+        row = next(r for r in self.rows if r["trial"] == trial)
+        if not folder.has_adapter(trial):
+            raise UserError(
+                f"trial {trial} has no saved adapter (status {row['status']})", where="--trial"
+            )
+        config = json.loads((folder.trial_adapter(trial) / "adapter_config.json").read_text())
+        rank = max_lora_rank or self.config.deployment.max_lora_rank
+        return check_adapter(target, config, row["method"], rank)
+
     def report(self, out: str | Path | None = None) -> Path:
         """(Re)write the self-contained HTML report; returns its path."""
         from peftsearch.results import StudyFolder, report_page

@@ -400,17 +400,24 @@ def build_space_fits(config: Config, info: ModelInfo) -> Callable[[dict[str, Any
     import optuna
 
     from peftsearch.spaces import sample_choice
+    from peftsearch.spaces._deployment import check_adapter
 
     methods = config.method_options()
+    deployment = config.deployment
 
     def fits(params: dict[str, Any]) -> bool:
         try:
             with warnings.catch_warnings():  # a learning rate outside today's range is fine
                 warnings.simplefilter("ignore")
-                sample_choice(optuna.trial.FixedTrial(params), methods, info)
+                choice = sample_choice(optuna.trial.FixedTrial(params), methods, info)
         except (ValueError, KeyError):
             return False
-        return True
+        # an earlier study's config may hold a value the profiles removed (a fixed trial
+        # takes any value of a categorical knob)
+        return not any(
+            check_adapter(target, choice.peft_config, choice.method, deployment.max_lora_rank)
+            for target in deployment.targets
+        )
 
     return fits
 
@@ -425,7 +432,7 @@ def build_initial_design(config: Config, info: ModelInfo) -> Callable[[optuna.St
         return None
     design = initial_design(config.method_options(), info)
     fits = build_space_fits(config, info)
-    methods = config.space.methods
+    methods = list(config.method_options())
     return lambda study: enqueue_initial_design(study, design, methods, fits)
 
 
@@ -440,7 +447,7 @@ def build_budget(
 
     cost_model, calibration = calibrate(
         executor,
-        config.space.methods[0],
+        next(iter(config.method_options())),
         info,
         eval_rows,
         config.training.eval_batch_size,

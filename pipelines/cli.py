@@ -115,11 +115,19 @@ def validate(
 ) -> None:
     """Check a config file and print it with every default filled in."""
     from peftsearch.config import load_config
+    from peftsearch.spaces._deployment import profile_words
 
     resolved = load_config(config, set_)
     console = _console()
     console.print(resolved.to_yaml(), markup=False)
-    console.print(f"{config}: valid. Methods: {', '.join(resolved.space.methods)}.")
+    methods, removals = resolved.constrained_space()
+    console.print(f"{config}: valid. Methods: {', '.join(methods)}.", markup=False)
+    if removals:
+        deployment = resolved.deployment
+        names = " and ".join(profile_words(t, deployment.max_lora_rank) for t in deployment.targets)
+        console.print(f"Deployment to {names} removes from the space:", markup=False)
+        for removal in removals:
+            console.print(f"  {removal.line()}", markup=False)
 
 
 @app.command()
@@ -227,7 +235,7 @@ def report(
 @user_errors
 def export(
     study_dir: StudyDir,
-    out: Annotated[Path, typer.Option(help="Folder to write the adapter to.")],
+    out: Annotated[Path | None, typer.Option(help="Folder to write the adapter to.")] = None,
     trial: Annotated[
         int | None, typer.Option(help="Trial number to export (see pareto.csv).")
     ] = None,
@@ -247,6 +255,17 @@ def export(
         str | None,
         typer.Option(help="Also register it under this name in the MLflow Model Registry."),
     ] = None,
+    check: Annotated[
+        str | None,
+        typer.Option(
+            help="vllm or merge: say in one line whether the trial's adapter fits that "
+            "deployment, and why not (exit 1); writes nothing unless --out is given too."
+        ),
+    ] = None,
+    max_lora_rank: Annotated[
+        int | None,
+        typer.Option(help="vLLM's --max-lora-rank for --check vllm (default: the study's, or 16)."),
+    ] = None,
 ) -> None:
     """Export one trial's adapter in PEFT format, with a model card and the labels."""
     from peftsearch.pipelines.api import load
@@ -260,6 +279,22 @@ def export(
         "max_memory": max_memory,
     }
     number = study.pick_trial(trial=trial, pick=pick, **limits)
+    if check is not None:
+        from peftsearch.spaces._deployment import profile_words
+
+        reason = study.check_deployment(number, check, max_lora_rank)
+        rank = max_lora_rank or study.config.deployment.max_lora_rank
+        where = profile_words(check, rank)
+        if reason is not None:
+            _console().print(f"Trial {number} does not fit {where}: {reason}.", markup=False)
+            raise typer.Exit(1)
+        _console().print(f"Trial {number} fits {where}.", markup=False)
+        if out is None:
+            return
+    if out is None:
+        from peftsearch.errors import UserError
+
+        raise UserError("say where to write the adapter", where="export", hint="pass --out DIR")
     written = study.export(out, trial=number, merge=merge, force=force, register=register)
     row = next(r for r in study.rows if r["trial"] == number)
     _console().print(f"Exported trial {number} ({row['method']}) to {written}")

@@ -124,7 +124,7 @@ def queue_first(config: Config, study: optuna.Study, info: ModelInfo, console: C
     fits = build_space_fits(config, info)
     if config.search.warm_start:
         configs = build_warm_start(config)
-        queued = enqueue_warm_start(study, configs, config.space.methods, fits)
+        queued = enqueue_warm_start(study, configs, list(config.method_options()), fits)
         console.print(
             f"Warm start: {queued} Pareto config(s) of {len(config.search.warm_start)} "
             f"earlier stud(ies) queued first ({len(configs) - queued} already tried or not "
@@ -132,7 +132,7 @@ def queue_first(config: Config, study: optuna.Study, info: ModelInfo, console: C
         )
     if config.search.uses_initial_design:
         design = initial_design(config.method_options(), info)
-        left = untried_design(study, design, config.space.methods, fits)
+        left = untried_design(study, design, list(config.method_options()), fits)
         if left:
             console.print(
                 f"Initial design: {len(left)} config(s) first, the smallest adapter of each "

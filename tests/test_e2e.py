@@ -293,3 +293,27 @@ def test_register_in_the_embedded_registry(searched: dict, tmp_path: Path) -> No
         == versions[1].tags["sha256.adapter_config.json"]
     )
     assert versions[0].tags["base_model_identity"].startswith("local:")
+
+
+def test_export_check_says_whether_an_adapter_fits_a_deployment(searched: dict) -> None:
+    """One line, exit 0 when it fits and 1 when not; nothing is written without --out."""
+    study_dir: Path = searched["study_dir"]
+    rows = [r for r in read_csv(study_dir / "trials.csv") if r["status"] == "COMPLETE"]
+    lora = next(r for r in rows if r["method"] == "lora")
+    fits = CliRunner().invoke(
+        app, ["export", str(study_dir), "--trial", lora["trial"], "--check", "merge"]
+    )
+    assert fits.exit_code == 0 and f"Trial {lora['trial']} fits a merged model." in fits.output
+    # a classifier's LoRA trains its new head as modules_to_save: vLLM cannot serve it
+    refused = CliRunner().invoke(
+        app, ["export", str(study_dir), "--trial", lora["trial"], "--check", "vllm"]
+    )
+    assert refused.exit_code == 1, refused.output
+    assert "does not fit vllm (max_lora_rank 16): vLLM serves no modules_to_save" in (
+        refused.output
+    )
+    unknown = CliRunner().invoke(
+        app, ["export", str(study_dir), "--trial", lora["trial"], "--check", "tgi"]
+    )
+    assert unknown.exit_code == 2 and "--check" in unknown.output
+    assert not list(study_dir.parent.glob("export*"))

@@ -123,3 +123,29 @@ def test_variants_are_searched_only_when_offered() -> None:
     )
     assert changes_base_weights({"init_lora_weights": "pissa_niter_4"})
     assert not changes_base_weights({"init_lora_weights": "eva"})
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"peft_type": "VERA", "r": 16, "save_projection": True},
+        {"peft_type": "HRA", "r": 4},
+    ],
+    ids=["vera", "hra"],
+)
+def test_newer_methods_train_and_their_exports_reload(
+    setup: tuple[TrialRunner, Any], tmp_path: Path, config: dict[str, Any]
+) -> None:
+    from peft import PeftModel
+
+    runner, data = setup
+    full = {"task_type": "SEQ_CLS", "target_modules": ["query", "value"], **config}
+    result = runner.run(TrialJob(0, config["peft_type"].lower(), full, 2e-2, str(tmp_path / "a")))
+    assert result.status == "COMPLETE", result.error
+    assert 0 < result.trainable_params < LORA_PARAMS_BOUND
+    folder = write_folder(result.adapter_files, tmp_path / "export")
+    model = PeftModel.from_pretrained(runner.source.fresh_copy(), str(folder))
+    assert task_scores(model, data, "accuracy")["score"] == pytest.approx(result.accuracy)
+
+
+LORA_PARAMS_BOUND = 100_000  # the tiny BERT's adapters (and head) stay far below it
