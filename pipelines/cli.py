@@ -180,7 +180,9 @@ def _summary(result: Any) -> None:
     console.print(
         f"Results: {result.study_dir} (pareto.csv, pareto.json, trials.csv, adapters/, "
         "report.html)\n"
-        f"Export one: peftsearch export {result.study_dir} --trial N --out my-adapter"
+        f"Export one: peftsearch export {result.study_dir} --trial N --out my-adapter\n"
+        f"Browse every trial: optuna-dashboard {result.config.storage_url}",
+        markup=False,
     )
 
 

@@ -317,3 +317,61 @@ def test_export_check_says_whether_an_adapter_fits_a_deployment(searched: dict) 
     )
     assert unknown.exit_code == 2 and "--check" in unknown.output
     assert not list(study_dir.parent.glob("export*"))
+
+
+def test_optuna_dashboard_reads_the_study_by_its_objective_names(searched: dict) -> None:
+    """The real optuna-dashboard server, on 127.0.0.1 against the study's storage,
+    serves the study, its objectives by name and each trial's settings."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    assert (
+        f"optuna-dashboard sqlite:///{searched['out'] / 'results' / 'optuna.db'}"
+        in (searched["output"])
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    executable = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
+    assert executable, "optuna-dashboard is a dependency: it must be installed"
+    storage = f"sqlite:///{searched['out'] / 'results' / 'optuna.db'}"
+    server = subprocess.Popen(
+        [executable, storage, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+    def get(path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+            return json.loads(reply.read())
+
+    try:
+        for _ in range(120):
+            try:
+                studies = get("/api/studies")["study_summaries"]
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+                time.sleep(0.5)
+        else:
+            raise AssertionError("optuna-dashboard did not answer within a minute")
+        study = next(s for s in studies if s["study_name"] == "tiny")
+        detail = get(f"/api/studies/{study['study_id']}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert detail["objective_names"] == ["accuracy", "trainable_params", "cost"]
+    assert detail["directions"] == ["maximize", "minimize", "minimize"]
+    trials = read_csv(searched["study_dir"] / "trials.csv")
+    assert len(detail["trials"]) >= len(trials)
+    first = detail["trials"][0]
+    attrs = {a["key"]: a["value"] for a in first["user_attrs"]}
+    # what the trial trained, readable in the dashboard's table
+    assert json.loads(attrs["peft_config"])["peft_type"]
+    assert "lr" in json.loads(attrs["summary"])
