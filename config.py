@@ -179,6 +179,9 @@ class DataConfig(_Section):
         "search; it never guides selection",
     )
     dataset_config: str | None = Field(None, description="hub dataset config name")
+    dataset_revision: str | None = Field(
+        None, description="hub datasets: a branch, tag or commit (default main)"
+    )
     eval_fraction: float = Field(0.2, gt=0, lt=1)
     max_length: int = Field(128, ge=8, le=8192)
     max_train_samples: int | None = Field(None, ge=2)

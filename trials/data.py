@@ -96,8 +96,12 @@ def read_reference(path: Path, tokenizer: Any, max_length: int) -> list[list[int
     ]
 
 
-def load_table(spec: str, *, key: str, dataset_config: str | None = None) -> pd.DataFrame:
-    """A local file, or a hub dataset written ``name:split`` (``name`` alone means train)."""
+def load_table(
+    spec: str, *, key: str, dataset_config: str | None = None, revision: str | None = None
+) -> pd.DataFrame:
+    """A local file, or a hub dataset written ``name:split`` (``name`` alone means train)
+    at ``revision``. Offline (``HF_HUB_OFFLINE=1``) a hub dataset is read from the files
+    in the Hugging Face cache (a pre-filled cache, or an air-gapped mirror of one)."""
     from peftsearch.config import is_local_table
 
     if is_local_table(spec) or Path(spec).is_file():
@@ -109,9 +113,20 @@ def load_table(spec: str, *, key: str, dataset_config: str | None = None) -> pd.
             raise UserError(f"cannot read {spec}: {error}", where=key) from None
     import datasets
 
+    from peftsearch.trials.hub_cache import cached_snapshot, offline
+
     name, _, split = spec.partition(":")
+    source = name
+    if offline():  # datasets reads only its own arrow cache offline: use the hub cache's files
+        source = str(
+            cached_snapshot(
+                name, "dataset", revision, key=key, revision_key="data.dataset_revision"
+            )
+        )
     try:
-        table = datasets.load_dataset(name, dataset_config, split=split or "train")
+        table = datasets.load_dataset(
+            source, dataset_config, split=split or "train", revision=None if offline() else revision
+        )
     except Exception as error:
         raise UserError(
             f"cannot load hub dataset {name!r} (split {split or 'train'!r}): {error}",
@@ -123,7 +138,12 @@ def load_table(spec: str, *, key: str, dataset_config: str | None = None) -> pd.
 
 def read_table(data: Any, split: str) -> pd.DataFrame:
     """``data.<split>`` (train, eval or test) of a data section, read."""
-    return load_table(getattr(data, split), key=f"data.{split}", dataset_config=data.dataset_config)
+    return load_table(
+        getattr(data, split),
+        key=f"data.{split}",
+        dataset_config=data.dataset_config,
+        revision=getattr(data, "dataset_revision", None),
+    )
 
 
 def missing_column(frame: pd.DataFrame, column: str, key: str, where: str) -> UserError | None:

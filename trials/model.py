@@ -122,6 +122,9 @@ def load_tokenizer(checkpoint: Checkpoint) -> Any:
     """The tokenizer, with a pad token: decoders such as LLaMA ship without one."""
     from transformers import AutoTokenizer
 
+    from peftsearch.trials.hub_cache import check_cached_model
+
+    check_cached_model(checkpoint.name_or_path, checkpoint.revision)
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(
