@@ -169,31 +169,75 @@ def _projection(
 
 
 def _by_method(rows: list[dict[str, Any]], marks: _Marks, metric: str = "accuracy") -> Figure:
+    """Every completed trial of each method as a point (spread across the method's
+    column so none hides another), and the method's median as a bar: scatter traces
+    only, which the report's partial plotly bundle draws."""
+    import statistics
+
     import plotly.graph_objects as go
 
     figure = go.Figure()
-    for i, method in enumerate(sorted({r["method"] for r in rows})):
-        members = [r for r in rows if r["method"] == method and r["status"] == "COMPLETE"]
-        if members:
-            figure.add_trace(
-                go.Box(
-                    y=[r["accuracy"] for r in members],
-                    name=method,
-                    boxpoints="all",
-                    marker={"color": PALETTE[i % len(PALETTE)]},
-                    hovertext=[_hover(r, marks.tolerances) for r in members],
-                    hoverinfo="text",
-                )
+    methods = sorted({r["method"] for r in rows})
+    for i, method in enumerate(methods):
+        members = sorted(
+            (r for r in rows if r["method"] == method and r["status"] == "COMPLETE"),
+            key=lambda r: r["accuracy"],
+        )
+        if not members:
+            continue
+        colour = PALETTE[i % len(PALETTE)]
+        spread = [(k / max(1, len(members) - 1) - 0.5) * 0.5 for k in range(len(members))]
+        figure.add_trace(
+            go.Scatter(
+                x=[i + offset if len(members) > 1 else i for offset in spread],
+                y=[r["accuracy"] for r in members],
+                mode="markers",
+                name=method,
+                marker={"color": colour, "size": 8},
+                hovertext=[_hover(r, marks.tolerances) for r in members],
+                hoverinfo="text",
             )
+        )
+        median = statistics.median(r["accuracy"] for r in members)
+        figure.add_trace(
+            go.Scatter(
+                x=[i - 0.35, i + 0.35],
+                y=[median, median],
+                mode="lines",
+                name=f"{method} median",
+                line={"color": colour, "width": 3},
+                hovertext=f"{method}: median {median:.3f} over {len(members)} trial(s)",
+                hoverinfo="text",
+            )
+        )
     _baseline_line(figure, marks.bound)
     figure.update_layout(
-        title=f"{metric.capitalize()} by method (completed trials)",
+        title=f"{metric.capitalize()} by method (completed trials; bars: medians)",
         yaxis_title=metric,
         template="plotly_white",
         height=380,
         showlegend=False,
     )
+    figure.update_xaxes(
+        tickvals=list(range(len(methods))), ticktext=methods, range=[-0.6, len(methods) - 0.4]
+    )
     return figure
+
+
+def plotly_script() -> str:
+    """The plotly.js the report inlines: the vendored basic partial bundle
+    (results/assets/README.md, a quarter of the full one's size) when it is the
+    plotly.js version this plotly.py writes figures for, else plotly.py's full bundle."""
+    import re
+    from importlib.resources import files
+
+    from plotly.offline import get_plotlyjs, get_plotlyjs_version
+
+    bundle = files("peftsearch.results").joinpath("assets/plotly-basic.min.js").read_text()
+    found = re.search(r"plotly\.js \(basic - minified\) v([0-9.]+)", bundle[:200])
+    if found and found.group(1) == get_plotlyjs_version():
+        return bundle
+    return get_plotlyjs()
 
 
 def _convergence(rows: list[dict[str, Any]], marks: _Marks, metric: str = "accuracy") -> Figure:
@@ -376,7 +420,7 @@ def render_report(
     figures += [_by_method(shown, marks, metric), _convergence(rows, marks, metric)]
     example = _example(rows, recommendation)
     divs = [
-        pio.to_html(f, full_html=False, include_plotlyjs=(i == 0), div_id=f"plot-{i}")
+        pio.to_html(f, full_html=False, include_plotlyjs=False, div_id=f"plot-{i}")
         for i, f in enumerate(figures)
     ]
     alternatives = "".join(f"<li>{html.escape(a)}</li>" for a in recommendation.alternatives)
@@ -386,7 +430,9 @@ def render_report(
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{STYLE}</style></head><body>
+<style>{STYLE}</style>
+<script>window.PlotlyConfig = {{MathJaxConfig: 'local'}};</script>
+<script type="text/javascript">{plotly_script()}</script></head><body>
 <h1>{html.escape(title)}</h1>
 <h2>Recommendation</h2>
 <p class="recommendation">{html.escape(recommendation.text)}</p>

@@ -238,6 +238,9 @@ def test_report_renders_in_chromium(study_dir: Path, tmp_path: Path) -> None:
     text = page.read_text()
     # Self-contained: no script or stylesheet is fetched from anywhere.
     assert not re.search(r"<(script|link)[^>]+(src|href)=", text)
+    # plotly.js's basic partial bundle, not all of it (4.8 MB): the file stays small
+    assert "plotly.js (basic - minified)" in text
+    assert page.stat().st_size <= 1_500_000, page.stat().st_size
     rows = list(csv.DictReader((study_dir / "trials.csv").open()))
     expected = len([r for r in rows if r["status"] in ("COMPLETE", "PRUNED") and r["accuracy"]])
     assert expected >= 3
