@@ -144,7 +144,7 @@ def build_worker_setup(config: Config, data: PreparedData) -> tuple[WorkerSetup,
     gpus = _gpus_per_trial(config)
     threads: int | None
     if resources.use_ray:
-        threads = config.training.num_threads or max(1, int(resources.cpus_per_trial))
+        threads = _ray_threads(config)
         kind, cpus, share_of_gpu = ("cuda" if gpus > 0 else "cpu"), resources.cpus_per_trial, gpus
     else:
         threads = config.training.num_threads
@@ -161,8 +161,33 @@ def build_worker_setup(config: Config, data: PreparedData) -> tuple[WorkerSetup,
         num_threads=threads,
         device_share=share,
         memory_limit_mb=limit * 1024 if limit is not None else None,
+        preload=config.model.quantizations[0] if resources.use_ray else None,
     )
     return setup, gpus
+
+
+def build_worker_pool(config: Config) -> Callable[[], list[Any]]:
+    """Start the Ray trial workers (``start_workers``) with the resources the executor
+    will ask for: ``start_ray`` runs it as soon as Ray is up, so the workers import the
+    training stack while the driver reads the data."""
+
+    def start() -> list[Any]:
+        from peftsearch.search.ray_executor import start_workers
+
+        resources = config.resources
+        return start_workers(
+            resources.cpus_per_trial,
+            _gpus_per_trial(config),
+            resources.max_concurrent_trials,
+            _ray_threads(config),
+        )
+
+    return start
+
+
+def _ray_threads(config: Config) -> int:
+    """A Ray trial's torch threads: ``training.num_threads``, else its reserved CPUs."""
+    return config.training.num_threads or max(1, int(config.resources.cpus_per_trial))
 
 
 @contextlib.contextmanager
@@ -197,6 +222,7 @@ def build_executor(
             gpus_per_trial=gpus,
             max_concurrent=resources.max_concurrent_trials,
             board=board,
+            workers=session.workers if session is not None else None,
         )
         try:
             yield ray_executor

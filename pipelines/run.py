@@ -358,9 +358,10 @@ def start_ray(config: Config) -> RaySession | None:
     the data and opens the study (``build_executor`` waits for it)."""
     if not config.resources.use_ray:
         return None
+    from peftsearch.pipelines.builders import build_worker_pool
     from peftsearch.search.ray_session import RaySession
 
-    return RaySession(config.resources.ray_address).start()
+    return RaySession(config.resources.ray_address).start(build_worker_pool(config))
 
 
 def run_search(config: Config, console: Console, *, resume: bool = False) -> StudyResult:

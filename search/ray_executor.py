@@ -22,13 +22,29 @@ from peftsearch.trials.file_transfer import ShippedModel, deliver_adapter, ship_
 if TYPE_CHECKING:
     from peftsearch.trials import Job, PreparedData, WorkerSetup
 
-__all__ = ["RayExecutor", "TrialWorker"]
+__all__ = ["RayExecutor", "TrialWorker", "start_workers"]
 
 
 class TrialWorker:
-    """A Ray actor body: one process, one base model, many trials."""
+    """A Ray actor body: one process, one base model, many trials.
 
-    def __init__(
+    Created early (``start_workers``, while the driver still reads the data), it imports
+    the training stack; ``attach`` then gives it the study's setup and data, and it loads
+    the base model at once, before its first job arrives.
+    """
+
+    def __init__(self, num_threads: int | None = None) -> None:
+        import torch
+
+        from peftsearch.trials._run import import_training_stack
+
+        # Ray starts workers with 1 torch thread; give the trial what it reserved.
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        import_training_stack()
+        self.runner: Any = None
+
+    def attach(
         self, setup: WorkerSetup, data: PreparedData, model: ShippedModel | None = None
     ) -> None:
         import torch
@@ -37,10 +53,11 @@ class TrialWorker:
 
         # a base model in a folder only the driver has arrives as bytes (``model``)
         setup.source.checkpoint = local_checkpoint(setup.source.checkpoint, model)
-        # Ray starts workers with 1 torch thread; give the trial what it reserved.
         if setup.num_threads:
             torch.set_num_threads(setup.num_threads)
         self.runner = setup.runner(data)
+        if setup.preload is not None:
+            self.runner.preload(setup.preload)
 
     def identity(self) -> tuple[int, str]:
         import ray
@@ -54,6 +71,36 @@ class TrialWorker:
             return bool(ray.get(board.report.remote(*report)))
 
         return self.runner.run(job, judge if board is not None else None)
+
+
+def worker_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None) -> int:
+    """How many trials run at once: what the cluster's CPUs and GPUs fit, at most
+    ``max_concurrent``."""
+    import ray
+
+    total = ray.cluster_resources()
+    counts = [math.floor(total.get("CPU", 0) / cpus_per_trial + 1e-9)]
+    if gpus_per_trial > 0:
+        counts.append(math.floor(total.get("GPU", 0) / gpus_per_trial + 1e-9))
+    fits = min(counts)
+    return max(1, min(max_concurrent, fits) if max_concurrent else fits)
+
+
+def start_workers(
+    cpus_per_trial: float,
+    gpus_per_trial: float,
+    max_concurrent: int | None,
+    num_threads: int | None,
+) -> list[Any]:
+    """The pool's actors, started now: each imports the training stack while the driver
+    goes on (``RayExecutor(workers=...)`` attaches them to the study)."""
+    import ray
+
+    actor = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_restarts=0)(
+        TrialWorker
+    )
+    slots = worker_slots(cpus_per_trial, gpus_per_trial, max_concurrent)
+    return [actor.remote(num_threads) for _ in range(slots)]
 
 
 @dataclass
@@ -93,7 +140,10 @@ class RayExecutor:
         gpus_per_trial: float,
         max_concurrent: int | None = None,
         board: RungBoard | None = None,
+        workers: list[Any] | None = None,
     ) -> None:
+        """``workers``: actors ``start_workers`` started earlier with these resources;
+        without them the pool starts its own."""
         import ray
 
         self._ray = ray
@@ -108,17 +158,22 @@ class RayExecutor:
             TrialWorker
         )
         self._setup = setup
+        self._threads = setup.num_threads
         self._data = ray.put(data)
         # a local model folder travels once per study; each node writes it once
         self._model = ray.put(ship_model(setup.source.checkpoint))
-        fits = self._fits(cpus_per_trial, gpus_per_trial)
-        self._slots = max(1, min(max_concurrent, fits) if max_concurrent else fits)
-        self._workers = [self._start_worker() for _ in range(self._slots)]
-        self.identities: dict[Any, tuple[int, str]] = {}
-        for worker, identity in zip(
-            self._workers, ray.get([w.identity.remote() for w in self._workers]), strict=True
-        ):
-            self.identities[worker] = identity
+        if not workers:
+            workers = start_workers(cpus_per_trial, gpus_per_trial, max_concurrent, self._threads)
+        self._slots = len(workers)
+        self._workers = list(workers)
+        # Each actor runs its calls in order: where it is (once its imports are done),
+        # then attach (the base model loads: the driver does not wait), then its jobs.
+        placed = [w.identity.remote() for w in self._workers]
+        for worker in self._workers:
+            worker.attach.remote(self._setup, self._data, self._model)
+        self.identities: dict[Any, tuple[int, str]] = dict(
+            zip(self._workers, ray.get(placed), strict=True)
+        )
         self._idle: deque[Any] = deque(self._workers)
         self._queue: deque[tuple[Job, int, float]] = deque()
         self._inflight: dict[Any, _Attempt] = {}
@@ -126,15 +181,10 @@ class RayExecutor:
         # shrinks the cluster, and the driver must not block until one can be placed
         self._starting: dict[Any, Any] = {}
 
-    def _fits(self, cpus: float, gpus: float) -> int:
-        total = self._ray.cluster_resources()
-        counts = [math.floor(total.get("CPU", 0) / cpus + 1e-9)]
-        if gpus > 0:
-            counts.append(math.floor(total.get("GPU", 0) / gpus + 1e-9))
-        return min(counts)
-
     def _start_worker(self) -> Any:
-        return self._actor.remote(self._setup, self._data, self._model)
+        worker: Any = self._actor.remote(self._threads)
+        worker.attach.remote(self._setup, self._data, self._model)
+        return worker
 
     @property
     def slots(self) -> int:

@@ -9,7 +9,8 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from peftsearch.errors import UserError
 
@@ -76,15 +77,25 @@ class RaySession:
         self._owned = False  # this session initialised Ray (and shuts it down)
         self._temp: str | None = None
         self._saved: dict[str, str | None] = {}
+        # what ``start``'s ``warm`` returned (the trial workers it started), else None
+        self.workers: list[Any] | None = None
 
-    def start(self) -> RaySession:
-        self._thread = threading.Thread(target=self._run, name="ray-start", daemon=True)
+    def start(self, warm: Callable[[], list[Any]] | None = None) -> RaySession:
+        """Bring Ray up in the background; then ``warm()``, in the same thread, starts
+        what should come up beside it (the trial workers: ``start_workers``). A failing
+        ``warm`` only leaves ``workers`` None: the executor starts its own."""
+        self._thread = threading.Thread(
+            target=self._run, args=(warm,), name="ray-start", daemon=True
+        )
         self._thread.start()
         return self
 
-    def _run(self) -> None:
+    def _run(self, warm: Callable[[], list[Any]] | None) -> None:
         try:
             self._init()
+            if warm is not None:
+                with contextlib.suppress(Exception):
+                    self.workers = warm()
         except BaseException as error:  # handed to wait()
             self._error = error
         finally:

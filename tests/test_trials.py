@@ -103,6 +103,29 @@ def test_loading_the_base_model_is_overhead_of_the_first_trial_only(
     assert first.cost_usd == pytest.approx((first.device_seconds - first.load_seconds) * 0.001)
 
 
+def test_a_preloaded_base_is_charged_to_the_first_job(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """A Ray worker loads the base while the driver sets up (``preload``); the job that
+    follows holds the device from then on: its clock, device time and load seconds
+    include the preload, so the budget still pays for it."""
+    import time
+
+    fresh = make_runner(tiny_model_dir, tiny_data, tmp_path / "out")
+    began = time.perf_counter()
+    fresh.preload("none")
+    loading = time.perf_counter() - began
+    assert fresh.source.loaded("none")
+    time.sleep(0.2)  # the driver still setting up: idle, not charged
+    first = fresh.run(TrialJob(0, "lora", LORA, 1e-3, None))
+    second = fresh.run(TrialJob(1, "lora", LORA, 1e-3, None))
+    assert first.status == second.status == "COMPLETE", (first.error, second.error)
+    assert first.load_seconds == pytest.approx(loading, rel=0.05, abs=0.01)
+    assert first.device_seconds >= first.load_seconds + first.train_seconds
+    assert second.load_seconds == 0
+    assert first.cost_usd == pytest.approx((first.device_seconds - first.load_seconds) * 0.001)
+
+
 def test_rung_evaluations_are_search_overhead_not_the_configs_cost(runner: TrialRunner) -> None:
     result = runner.run(TrialJob(0, "lora", LORA, 1e-3, None, rungs=(2, 4)))
     assert result.status == "COMPLETE" and result.evaluations == 3

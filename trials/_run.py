@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from peftsearch.trials.data import PreparedData
     from peftsearch.trials.model import BaseModelSource
 
-__all__ = ["TrialRunner", "WorkerSetup"]
+__all__ = ["TrialRunner", "WorkerSetup", "import_training_stack"]
 
 
 EVA_BATCHES = 8  # training batches EVA's SVD cycles over (trials/_run.py: _eva_init)
@@ -57,6 +57,9 @@ class WorkerSetup:
     # a job's memory (resources.memory_per_trial_gb): on a GPU, the caching allocator
     # is held to it, so a trial that outgrows it fails alone, not its neighbours
     memory_limit_mb: float | None = None
+    # the base (model.quantization) a Ray worker loads as soon as it has its data, while
+    # the driver still sets up (TrialRunner.preload); None: in its first job
+    preload: str | None = None
 
     def runner(self, data: PreparedData) -> TrialRunner:
         from peftsearch.trials.cost import detect_device
@@ -112,7 +115,7 @@ def _next_lever(job: TrialJob | CalibrationJob, settings: TrainSettings) -> Tria
     return None
 
 
-def _import_training_stack() -> None:
+def import_training_stack() -> None:
     """Set up, before the first job's memory is measured, what a worker's first training
     step sets up once (tens of MB: peft and the bitsandbytes it imports, the autograd
     engine, AdamW, the schedule): one step of a LoRA on a 4 x 4 linear layer."""
@@ -182,6 +185,7 @@ class TrialRunner:
         self._save_seconds: float | None = None
         # per base (quantization): the forgetting reference and the base's losses on it
         self._references: dict[str, Any] = {}
+        self._preloaded = 0.0  # seconds of a preload the next job has not yet been charged
         self.device_memory_mb = device_memory_mb(device)
         self.memory_limit_mb = memory_limit_mb
         if device.startswith("cuda") and memory_limit_mb and self.device_memory_mb:
@@ -215,7 +219,9 @@ class TrialRunner:
 
         if self.num_threads:
             torch.set_num_threads(self.num_threads)
-        started = time.perf_counter()
+        # a preloaded base (``preload``) is this job's: it holds the device from then on
+        preloaded, self._preloaded = self._preloaded, 0.0
+        started = time.perf_counter() - preloaded
         result = TrialResult(
             number=job.number,
             method=job.method,
@@ -223,7 +229,7 @@ class TrialRunner:
             job=job.key,
             task=self.data.task,
             device=self.device_name,
-            started_at=time.time(),
+            started_at=time.time() - preloaded,
             worker=self.worker_name,
             precision=self.precision,
             gradient_checkpointing=self.settings.gradient_checkpointing,
@@ -239,7 +245,7 @@ class TrialRunner:
                 )
             # once per worker, on its first job: device time (the deadline and the budget
             # count it), but neither the config's setup nor its cost
-            result.load_seconds = self._load_base(job.quantization)
+            result.load_seconds = preloaded + self._load_base(job.quantization)
             probe.start()  # the job's memory: above the worker's, with its base loaded
             if isinstance(job, BaselineJob):
                 self._baseline(job, result, started)
@@ -519,12 +525,25 @@ class TrialRunner:
         result.step_jitter = jitter(deadline.step_times[1:])
         result.train_tokens = widest[0]
 
+    def preload(self, quantization: str = "none") -> None:
+        """Load the base before the first job arrives (a Ray worker does, while the
+        driver sets up). The next job is charged for it, as if it had loaded it: its
+        clock (the deadline, the budget's device time) starts when the preload did. A
+        failure is left for that job to meet and report."""
+        began = time.perf_counter()
+        try:
+            loaded = self._load_base(quantization)
+        except Exception:
+            return
+        if loaded:
+            self._preloaded = time.perf_counter() - began
+
     def _load_base(self, quantization: str) -> float:
         """Seconds spent loading the base model: 0 once this worker has it."""
         if self.source.loaded(quantization):
             return 0.0
         began = time.perf_counter()
-        _import_training_stack()
+        import_training_stack()
         self.source.load(quantization)
         return time.perf_counter() - began
 
