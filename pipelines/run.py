@@ -29,6 +29,8 @@ from peftsearch.pipelines.studies import build_warm_start, write_study_files
 from peftsearch.search.test_scoring import planned_test_seconds
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import optuna
     from rich.console import Console
     from torch import nn
@@ -366,10 +368,16 @@ def start_ray(config: Config) -> RaySession | None:
 
 def run_search(config: Config, console: Console, *, resume: bool = False) -> StudyResult:
     """Run (or continue, or resume) the search a config describes."""
+    from concurrent.futures import ThreadPoolExecutor
+
     started = time.perf_counter()
     session = start_ray(config)
     try:
-        return _search(config, console, resume, started, session)
+        # MLflow opens its store (a new SQLite one creates its tables: seconds) while
+        # the driver reads and tokenizes the data
+        with ThreadPoolExecutor(1, thread_name_prefix="mlflow-open") as opening:
+            tracker = opening.submit(build_tracker, config)
+            return _search(config, console, resume, started, session, tracker)
     finally:
         if session is not None:
             session.close()  # a no-op when build_executor closed it
@@ -381,10 +389,11 @@ def _search(  # the phases in order; each is tested alone
     resume: bool,
     started: float,
     session: RaySession | None,
+    opening: Future[TrialTracker],
 ) -> StudyResult:
     inputs = load_inputs(config, console)
     study = build_study(config)
-    tracker = build_tracker(config)
+    tracker = opening.result()
     reconcile(study, tracker, console, resume=resume, study_dir=config.study_dir)
     queue_first(config, study, inputs.info, console)
     progress = start_progress(study, config.search.n_trials, console)
