@@ -71,6 +71,8 @@ class Row:
     step_seconds: float
     eval_seconds: float
     setup_seconds: float
+    # LoRA+ (trained with peft's create_loraplus_optimizer): not in the peft config
+    loraplus_lr_ratio: float | None = None
 
     @property
     def full_seconds(self) -> float:
@@ -98,23 +100,37 @@ def load_table(path: Path) -> list[Row]:
                     step_seconds=float(raw["step_seconds"]),
                     eval_seconds=float(raw["eval_seconds"]),
                     setup_seconds=float(raw["setup_seconds"]),
+                    loraplus_lr_ratio=_loraplus(json.loads(raw["params"])),
                 )
             )
     return rows
 
 
+def _loraplus(params: dict[str, Any]) -> float | None:
+    ratio = params.get(f"{params['method']}.loraplus_lr_ratio")
+    return None if ratio in (None, 1.0) else float(ratio)
+
+
 class Table:
-    """The measured rows, looked up by (method, peft config) and snapped learning rate."""
+    """The measured rows, looked up by (method, peft config, LoRA+ ratio) and snapped
+    learning rate."""
 
     def __init__(self, rows: list[Row]) -> None:
         self.rows = rows
-        self._by_config: dict[tuple[str, str], list[Row]] = {}
+        self._by_config: dict[tuple[str, str, float | None], list[Row]] = {}
         for row in rows:
-            self._by_config.setdefault((row.method, row.config), []).append(row)
+            key = (row.method, row.config, row.loraplus_lr_ratio)
+            self._by_config.setdefault(key, []).append(row)
 
-    def lookup(self, method: str, peft_config: dict[str, Any], lr: float) -> Row:
+    def lookup(
+        self,
+        method: str,
+        peft_config: dict[str, Any],
+        lr: float,
+        loraplus_lr_ratio: float | None = None,
+    ) -> Row:
         config = json.dumps(peft_config, sort_keys=True)
-        candidates = self._by_config.get((method, config))
+        candidates = self._by_config.get((method, config, loraplus_lr_ratio))
         if not candidates:
             # ValueError: the loop records the trial as FAIL (only a partial table has gaps)
             raise ValueError(f"not measured yet: {method} {config}")
@@ -152,7 +168,12 @@ class TableExecutor:
         if not self.pending:
             return []
         request = self.pending.pop(0)
-        row = self.table.lookup(request.method, request.peft_config, request.learning_rate)
+        row = self.table.lookup(
+            request.method,
+            request.peft_config,
+            request.learning_rate,
+            getattr(request, "loraplus_lr_ratio", None),
+        )
         if self.free_repeats and id(row) in self.measured:
             return [self.repeat(request.number, self.measured[id(row)])]
         started = self.clock.now
@@ -350,7 +371,9 @@ def replay(
         curve.append((budget.spent / exhaustive, box.hypervolume(points) / truth))
 
     def count(choice: Any) -> tuple[int, int]:
-        row = table.lookup(choice.method, choice.peft_config, choice.learning_rate)
+        row = table.lookup(
+            choice.method, choice.peft_config, choice.learning_rate, choice.loraplus_lr_ratio
+        )
         return row.trainable_params, row.total_params
 
     loop = SearchLoop(
