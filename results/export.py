@@ -172,7 +172,20 @@ tags: [peft, {peft_type.lower()}, peftsearch]
 **Base model:** `{base.name_or_path}`{revision}
 **Settings in words:** {row.get("description") or row["method"]}
 **Method:** {row["method"]} ({peft_type}); settings: {row["params"]}; learning rate {row["lr"]:.3g}
-{plugin.model_card(facts)}"""
+{_conversion_note(row)}{plugin.model_card(facts)}"""
+
+
+def _conversion_note(row: dict[str, Any]) -> str:
+    """PiSSA and OLoRA trained on a changed base; the export is peft's conversion."""
+    params = str(row.get("params") or "")
+    if "pissa" not in params and "olora" not in params:
+        return ""
+    return (
+        "**Initialisation:** it trained from a PiSSA/OLoRA start, which moves part of the "
+        "base weights into the adapter; these files are peft's conversion of it "
+        "(`path_initial_model_for_weight_conversion`) into a plain LoRA of twice the rank "
+        "for the unchanged base model, so it loads on the base as published.\n"
+    )
 
 
 def export_adapter(

@@ -149,3 +149,41 @@ def test_newer_methods_train_and_their_exports_reload(
 
 
 LORA_PARAMS_BOUND = 100_000  # the tiny BERT's adapters (and head) stay far below it
+
+
+def test_a_pissa_search_exports_an_adapter_that_scores_as_its_trial_did(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """Through the product: search with PiSSA, ``peftsearch export``, then the user's
+    own loading code (the card's) on the base as published reproduces the trial."""
+    import csv
+
+    import yaml
+    from helpers import run_card_code
+    from typer.testing import CliRunner
+
+    from peftsearch.pipelines.cli import app
+
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "out")
+    config["space"] = {
+        "methods": ["lora"],
+        "lora": {"init_lora_weights": ["pissa"], "lr": {"low": 2e-2, "high": 6e-2}},
+    }
+    config["search"].update(n_trials=2, early_stopping=False)
+    config["tracking"] = {"enabled": False}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    runner = CliRunner()
+    assert runner.invoke(app, ["run", str(path)]).exit_code == 0
+    study = tmp_path / "out" / "tiny"
+    row = next(r for r in csv.DictReader((study / "trials.csv").open()) if r["accuracy"])
+    assert "PiSSA init" in row["description"]
+    out = tmp_path / "export"
+    exported = runner.invoke(
+        app, ["export", str(study), "--trial", row["trial"], "--out", str(out)]
+    )
+    assert exported.exit_code == 0, exported.output
+    assert "**Initialisation:**" in (out / "README.md").read_text()
+    loaded = run_card_code(out)["model"]
+    data = build_data(parse_config({**config, "output_dir": str(tmp_path / "other")}))
+    assert task_scores(loaded, data, "accuracy")["score"] == pytest.approx(float(row["accuracy"]))

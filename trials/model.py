@@ -382,10 +382,15 @@ def inspect_base_model(model: nn.Module, task: str) -> ModelInfo:
 
 
 def count_trainable(model: nn.Module, peft_config: dict[str, Any]) -> tuple[int, int]:
-    """(trainable, total) parameters of a peft config, without weights or training."""
+    """(trainable, total) parameters of a peft config, without weights or training.
+    An initialisation that reads weights or data (PiSSA, OLoRA, EVA) changes values, not
+    shapes: the count uses peft's plain one, which a weightless model can run."""
     from peft import get_peft_config, get_peft_model
 
+    config = dict(peft_config)
+    if "init_lora_weights" in config:
+        config["init_lora_weights"] = True
     with quiet_transformers():
-        peft_model = get_peft_model(copy.deepcopy(model), get_peft_config(dict(peft_config)))
+        peft_model = get_peft_model(copy.deepcopy(model), get_peft_config(config))
     trainable, total = peft_model.get_nb_trainable_parameters()
     return int(trainable), int(total)
