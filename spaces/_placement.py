@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, Field
 
 from peftsearch.spaces._model_info import LAYER_SUBSETS, top_count
-from peftsearch.spaces._registry import MethodOptions
+from peftsearch.spaces._registry import MethodOptions, MethodSpaceBase, PeftChoice, suggest_lr
 
 if TYPE_CHECKING:
     import optuna
@@ -19,6 +19,8 @@ __all__ = [
     "LAYER_WORDS",
     "TARGET_WORDS",
     "LayerSubset",
+    "PlacedOptions",
+    "PlacedRankSpace",
     "Probability",
     "Rank",
     "RankedOptions",
@@ -132,3 +134,55 @@ def ranked_calibration(info: ModelInfo) -> dict[str, Any]:
         "r": 8,
         "target_modules": info.target_modules(info.query_value or info.attention, layers),
     }
+
+
+class PlacedOptions(MethodOptions):
+    """Options of a method with one rank-like knob on chosen linear layers (VeRA, HRA).
+
+    Args:
+        rank: the method's rank values to try (1 to 4096).
+        targets: which linear layers of a block carry the adapter.
+        layers: which blocks carry it.
+    """
+
+    rank: list[Rank] = Field(default=[4, 8, 16], min_length=1)
+    targets: list[TargetSet] = Field(default=["qv", "attention+mlp"], min_length=1)
+    layers: list[LayerSubset] = Field(default=["all", "top-half"], min_length=1)
+
+
+class PlacedRankSpace(MethodSpaceBase):
+    """A plug-in for a method whose peft config is ``r`` on chosen linear layers, plus
+    whatever ``method_config`` adds; peft has its layers for ``nn.Linear`` only."""
+
+    peft_type: str
+    calibration_rank = 8
+
+    def supports_quantization(self, quantization: str) -> str | None:
+        if quantization == "none":
+            return None
+        return f"peft's {self.display_name} trains on nn.Linear bases only"
+
+    def method_config(self, trial: optuna.Trial, options: MethodOptions) -> dict[str, Any]:
+        """The method's own peft keys beyond ``r`` and the placement."""
+        return {}
+
+    def suggest(self, trial: optuna.Trial, options: MethodOptions, info: ModelInfo) -> PeftChoice:
+        assert isinstance(options, PlacedOptions)
+        rank = int(trial.suggest_categorical(f"{self.name}.rank", options.rank))
+        own = self.method_config(trial, options)
+        placement, summary = suggest_placement(
+            trial, self.name, list(options.targets), list(options.layers), info
+        )
+        config = {"peft_type": self.peft_type, "task_type": info.task_type, "r": rank}
+        return PeftChoice(
+            method=self.name,
+            peft_config={**config, **own, **placement},
+            learning_rate=suggest_lr(trial, self.name, options.lr),
+            summary={"rank": rank, **summary},
+        )
+
+    def describe(self, summary: dict[str, Any]) -> str:
+        return describe_placement(summary)
+
+    def calibration_config(self, info: ModelInfo) -> dict[str, Any]:
+        return {"peft_type": self.peft_type, **ranked_calibration(info), "r": self.calibration_rank}

@@ -165,3 +165,25 @@ def lm_runner(model_dir: Path, data: Any, **settings: Any) -> Any:
     options = {"max_steps": 8, "batch_size": 8, "eval_batch_size": 16, "max_new_tokens": 3}
     options.update(settings)
     return TrialRunner(source, data, TrainSettings(**options), device="cpu", device_name="cpu")
+
+
+def tiny_runner(
+    model_dir: Path, data: dict[str, Path], out: Path, **runner_options: Any
+) -> tuple[Any, Any]:
+    """A worker's trial runner on the tiny BERT (CPU) and the data it trains on, as
+    ``tiny_config`` describes them; ``runner_options`` go to ``TrialRunner``."""
+    from peftsearch.config import parse_config
+    from peftsearch.pipelines.builders import build_data, build_model_source, build_settings
+    from peftsearch.trials import TrialRunner
+
+    config = parse_config(tiny_config(model_dir, data, out))
+    prepared = build_data(config)
+    runner = TrialRunner(
+        build_model_source(config, prepared),
+        prepared,
+        build_settings(config),
+        device="cpu",
+        device_name="cpu",
+        **runner_options,
+    )
+    return runner, prepared

@@ -7,12 +7,9 @@ from pathlib import Path
 
 import pytest
 from executor_contract import ExecutorContract
-from helpers import tiny_config
+from helpers import tiny_runner
 
-from peftsearch.config import parse_config
-from peftsearch.pipelines.builders import build_data, build_model_source, build_settings
 from peftsearch.search import InProcessExecutor
-from peftsearch.trials import TrialRunner
 
 
 class TestInProcessExecutor(ExecutorContract):
@@ -20,15 +17,7 @@ class TestInProcessExecutor(ExecutorContract):
     def executor(
         self, tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
     ) -> Iterator[InProcessExecutor]:
-        config = parse_config(tiny_config(tiny_model_dir, tiny_data, tmp_path / "out"))
-        data = build_data(config)
-        runner = TrialRunner(
-            build_model_source(config, data),
-            data,
-            build_settings(config),
-            device="cpu",
-            device_name="cpu",
-        )
+        runner, _ = tiny_runner(tiny_model_dir, tiny_data, tmp_path / "out")
         executor = InProcessExecutor(runner)
         yield executor
         executor.close()

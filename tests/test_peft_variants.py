@@ -8,10 +8,10 @@ from typing import Any
 
 import optuna
 import pytest
-from helpers import LORA, task_scores, tiny_config
+from helpers import LORA, task_scores, tiny_config, tiny_runner
 
 from peftsearch.config import parse_config
-from peftsearch.pipelines.builders import build_data, build_model_source, build_settings
+from peftsearch.pipelines.builders import build_data
 from peftsearch.spaces import get_method
 from peftsearch.spaces.lora import LoraOptions, changes_base_weights
 from peftsearch.trials import TrialJob, TrialRunner
@@ -22,17 +22,7 @@ from peftsearch.trials.file_transfer import write_folder
 def setup(
     tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[TrialRunner, Any]:
-    out = tmp_path_factory.mktemp("out")
-    config = parse_config(tiny_config(tiny_model_dir, tiny_data, out))
-    data = build_data(config)
-    runner = TrialRunner(
-        build_model_source(config, data),
-        data,
-        build_settings(config),
-        device="cpu",
-        device_name="cpu",
-    )
-    return runner, data
+    return tiny_runner(tiny_model_dir, tiny_data, tmp_path_factory.mktemp("out"))
 
 
 def trained(runner: TrialRunner, tmp_path: Path, **changes: Any) -> Any:

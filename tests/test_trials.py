@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import LORA, tiny_config
+from helpers import LORA, tiny_config, tiny_runner
 
 from peftsearch.config import parse_config
 from peftsearch.pipelines.builders import build_data, build_model_source, build_settings
@@ -14,16 +14,7 @@ from peftsearch.trials import CalibrationJob, TrialJob, TrialRunner
 
 def make_runner(tiny_model_dir: Path, tiny_data: dict[str, Path], out: Path) -> TrialRunner:
     """A worker's runner on the tiny BERT at $3.6 per device-hour ($0.001 a second)."""
-    config = parse_config(tiny_config(tiny_model_dir, tiny_data, out))
-    data = build_data(config)
-    return TrialRunner(
-        build_model_source(config, data),
-        data,
-        build_settings(config),
-        device="cpu",
-        device_name="cpu",
-        usd_per_device_hour={"cpu": 3.6},
-    )
+    return tiny_runner(tiny_model_dir, tiny_data, out, usd_per_device_hour={"cpu": 3.6})[0]
 
 
 @pytest.fixture(scope="module")
