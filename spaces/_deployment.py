@@ -101,15 +101,16 @@ def _vllm_space(
             continue
         update: dict[str, Any] = {"rank": ranks}
         inits = list(getattr(options, "init_lora_weights", [True]))
-        doubled = [i for i in inits if _changes_base(i)]
+        doubled = [i for i in inits if _may_double(i)]
         if doubled and max(ranks) * 2 > max_rank:
-            update["init_lora_weights"] = [i for i in inits if not _changes_base(i)] or [True]
+            update["init_lora_weights"] = [i for i in inits if not _may_double(i)] or [True]
             removals.append(
                 Removal(
                     f"space.{method}.init_lora_weights",
                     ", ".join(map(str, doubled)),
-                    f"their exports are converted to twice the rank, and rank {max(ranks)} "
-                    f"becomes {2 * max(ranks)} > max_lora_rank {max_rank}",
+                    "their adapters can reach twice the rank (PiSSA/OLoRA exports are "
+                    "converted to 2r; EVA moves rank between layers, up to 2r), and rank "
+                    f"{max(ranks)} becomes {2 * max(ranks)} > max_lora_rank {max_rank}",
                 )
             )
         kept[method] = options.model_copy(update=update)
@@ -120,6 +121,13 @@ def _changes_base(init: Any) -> bool:
     from peftsearch.spaces.lora import changes_base_weights
 
     return changes_base_weights({"init_lora_weights": init})
+
+
+def _may_double(init: Any) -> bool:
+    """An initialisation whose saved adapter can hold ranks up to 2r: PiSSA and OLoRA
+    (converted for export to a LoRA of 2r) and EVA (peft's default rho 2 moves rank
+    between layers)."""
+    return _changes_base(init) or init == "eva"
 
 
 def _merge_space(
@@ -196,9 +204,12 @@ def check_adapter(
         return f"vLLM serves no modules_to_save; this adapter trains {saved}"
     if str(adapter_config.get("bias", "none")) != "none":
         return "vLLM serves adapter biases only with --enable-lora-bias"
-    ranks = [int(adapter_config.get("r", 0)), *(adapter_config.get("rank_pattern") or {}).values()]
-    if _changes_base(adapter_config.get("init_lora_weights", True)):
-        ranks = [2 * r for r in ranks]  # as its export will be, once converted
+    pattern = adapter_config.get("rank_pattern") or {}
+    ranks = [int(adapter_config.get("r", 0)), *pattern.values()]
+    init = adapter_config.get("init_lora_weights", True)
+    # a config not yet trained (a sampled one): as its saved adapter may become
+    if _changes_base(init) or (init == "eva" and not pattern):
+        ranks = [2 * r for r in ranks]
     if max(ranks) > max_rank:
         return f"rank {max(ranks)} is above max_lora_rank {max_rank} (vllm --max-lora-rank)"
     return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from peftsearch.spaces._placement import (
     Probability,
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from peftsearch.spaces._model_info import ModelInfo
 
-__all__ = ["LoraOptions", "LoraSpace", "changes_base_weights"]
+__all__ = ["DoraOptions", "LoraOptions", "LoraSpace", "changes_base_weights"]
 
 # peft's ``init_lora_weights`` values that searches offer (peft/tuners/lora/config.py):
 # true is LoRA's own (B = 0); PiSSA and OLoRA start from the base weights' principal or
@@ -87,6 +87,28 @@ class LoraOptions(RankedOptions):
     )
 
 
+class DoraOptions(LoraOptions):
+    """``space.dora``: LoRA's options, less the initialisations that change the base.
+
+    DoRA learns each output feature's magnitude against the base weights; PiSSA and OLoRA
+    change those weights, and peft's conversion back to the unchanged base keeps only
+    the low-rank matrices, so such a DoRA adapter could not be exported.
+    """
+
+    @model_validator(mode="after")
+    def _keeps_the_base(self) -> DoraOptions:
+        changing = [
+            i for i in self.init_lora_weights if changes_base_weights({"init_lora_weights": i})
+        ]
+        if changing:
+            raise ValueError(
+                f"init_lora_weights {changing[0]!r} changes the base weights, and a DoRA "
+                "adapter trained on them cannot be converted back for the unchanged base; "
+                "use true, gaussian or eva"
+            )
+        return self
+
+
 class LoraSpace(MethodSpaceBase):
     """LoRA, and with ``use_dora`` its weight-decomposed variant DoRA."""
 
@@ -97,6 +119,8 @@ class LoraSpace(MethodSpaceBase):
         self.name = name
         self.display_name = display_name
         self.use_dora = use_dora
+        if use_dora:
+            self.options = DoraOptions
 
     def suggest(self, trial: optuna.Trial, options: MethodOptions, info: ModelInfo) -> PeftChoice:
         assert isinstance(options, LoraOptions)

@@ -139,3 +139,8 @@ def test_a_saved_adapter_is_checked_against_vllm(
         "feedforward_modules": [],
     }
     assert "LoRA adapters only; this is IA3" in str(check_adapter("vllm", ia3, "ia3"))
+    # EVA moves rank between layers: a config not yet trained may reach 2r; its saved
+    # adapter says exactly (rank_pattern)
+    eva = {**LM_LORA, "r": 16, "init_lora_weights": "eva"}
+    assert "rank 32 is above" in str(check_adapter("vllm", eva, "lora", 16))
+    assert check_adapter("vllm", {**eva, "rank_pattern": {"q_proj": 12}}, "lora", 16) is None

@@ -177,3 +177,17 @@ def test_a_pissa_search_exports_an_adapter_that_scores_as_its_trial_did(
     loaded = run_card_code(out)["model"]
     data = build_data(parse_config({**config, "output_dir": str(tmp_path / "other")}))
     assert task_scores(loaded, data, "accuracy")["score"] == pytest.approx(float(row["accuracy"]))
+
+
+def test_dora_refuses_an_initialisation_that_changes_the_base(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    from peftsearch.errors import UserError
+
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path)
+    config["space"] = {"methods": ["dora"], "dora": {"init_lora_weights": [True, "olora"]}}
+    with pytest.raises(UserError) as error:
+        parse_config(config)
+    assert "space.dora" in str(error.value) and "'olora'" in str(error.value)
+    config["space"]["dora"]["init_lora_weights"] = [True, "eva"]  # EVA keeps the base
+    assert parse_config(config).method_options()["dora"].init_lora_weights == [True, "eva"]
