@@ -14,6 +14,16 @@ method with its grid. Both arms of a pair are scored against the same truth: the
 hypervolume and the exhaustive cost of every row the arm's space can reach (so a variant
 that adds nothing to the front leaves the baseline's score as it was).
 
+Timings: the variant rows were measured in another session than the main table, at
+another machine load (identical-compute pairs, e.g. rsLoRA against plain LoRA of the
+same shape, ran a median 1.6x faster per step there), so measured seconds are not
+comparable across the two files. ``comparable_timings`` puts the variant rows on the
+main table's clock: a variant whose compute is plain LoRA's (rsLoRA, LoRA+, Gaussian)
+takes its plain twin's timings; PiSSA, OLoRA and EVA take the twin's step and
+evaluation times and its setup scaled by their own extra setup (the SVD or EVA pass,
+relative to identical-compute rows of their session); VeRA and HRA, which have no twin,
+are scaled by the median ratios of the identical-compute pairs.
+
 Rule (issue 24): a variant or method enters the default space only if its arm raises
 the median HV at 15% of the exhaustive cost by at least ``HV_MARGIN`` or needs at most
 95% of the baseline's budget to reach 95% of the true front's HV.
@@ -24,6 +34,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -105,8 +116,65 @@ def rows_of(space: dict[str, Any], tables: list[Path]) -> list[Row]:
     rows = []
     for path in tables:
         params = _params_by_row(path)
-        rows += [r for r, p in zip(load_table(path), params, strict=True) if fits(p, space)]
+        loaded = load_table(path)
+        if path.name.endswith("_variants.csv"):
+            loaded = comparable_timings(loaded, params, tables[0])
+        rows += [r for r, p in zip(loaded, params, strict=True) if fits(p, space)]
     return rows
+
+
+SAME_COMPUTE = ("rslora", "loraplus", "gaussian")  # plain LoRA's shapes and steps
+
+
+def _variant(params: dict[str, Any]) -> str:
+    if params["method"] != "lora":
+        return str(params["method"])
+    if params.get("lora.use_rslora"):
+        return "rslora"
+    if params.get("lora.loraplus_lr_ratio", 1.0) != 1.0:
+        return "loraplus"
+    return str(params.get("lora.init_lora_weights"))
+
+
+def comparable_timings(
+    rows: list[Row], params: list[dict[str, Any]], main_table: Path
+) -> list[Row]:
+    """The variant rows on the main table's clock (see the module docstring)."""
+    import dataclasses
+
+    twins: dict[tuple[Any, ...], Row] = {}
+    for row, p in zip(load_table(main_table), _params_by_row(main_table), strict=True):
+        if p["method"] == "lora":
+            twins[(p["lora.rank"], p["lora.targets"], p["lora.layers"], p["lora.lr"])] = row
+
+    def twin(p: dict[str, Any]) -> Row | None:
+        return twins.get((p["lora.rank"], p["lora.targets"], p["lora.layers"], p["lora.lr"]))
+
+    same = [
+        (r, t)
+        for r, p in zip(rows, params, strict=True)
+        if _variant(p) in SAME_COMPUTE and (t := twin(p)) is not None
+    ]
+    ratio = {
+        name: statistics.median(getattr(t, name) / getattr(r, name) for r, t in same)
+        for name in ("step_seconds", "eval_seconds", "setup_seconds")
+    }
+    plain_setup = statistics.median(r.setup_seconds for r, _ in same)
+    out = []
+    for row, p in zip(rows, params, strict=True):
+        kind, found = _variant(p), twin(p) if p["method"] == "lora" else None
+        if found is not None and kind in SAME_COMPUTE:
+            times = {n: getattr(found, n) for n in ratio}
+        elif found is not None:  # PiSSA, OLoRA, EVA: plain steps, their own extra setup
+            times = {
+                "step_seconds": found.step_seconds,
+                "eval_seconds": found.eval_seconds,
+                "setup_seconds": found.setup_seconds * row.setup_seconds / plain_setup,
+            }
+        else:
+            times = {n: getattr(row, n) * ratio[n] for n in ratio}
+        out.append(dataclasses.replace(row, **times))
+    return out
 
 
 def _params_by_row(path: Path) -> list[dict[str, Any]]:
