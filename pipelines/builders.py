@@ -201,8 +201,8 @@ def build_executor(
     ``session``: Ray, started early (pipelines/run.py ``start_ray``); closed here."""
     from peftsearch.search import InProcessExecutor
 
-    setup, gpus = build_worker_setup(config, data)
     if not config.resources.use_ray:
+        setup, _ = build_worker_setup(config, data)
         executor = InProcessExecutor(setup.runner(data), board)
         try:
             yield executor
@@ -215,6 +215,7 @@ def build_executor(
 
     resources = config.resources
     with ray_session(resources.ray_address, session):
+        setup, gpus = build_worker_setup(config, data)  # with Ray up: its GPUs count
         ray_executor = RayExecutor(
             setup,
             data,
@@ -296,13 +297,22 @@ def build_loop(
 
 def _gpus_per_trial(config: Config) -> float:
     """The share of a GPU each trial takes: ``resources.gpus_per_trial``, else the whole
-    GPU when this machine has CUDA (and trials may use it), else none."""
+    GPU when the trials' machines have one (and trials may use it), else none. With Ray
+    up, that is what the cluster reports (the driver may have no GPU of its own, and
+    asking Ray spares the Ray start-up thread importing torch); else this machine."""
     gpus = config.resources.gpus_per_trial
     if gpus is not None:
         return gpus
+    if config.training.device == "cpu":
+        return 0.0
+    if config.resources.use_ray:
+        import ray
+
+        if ray.is_initialized():
+            return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     import torch
 
-    return 1.0 if torch.cuda.is_available() and config.training.device != "cpu" else 0.0
+    return 1.0 if torch.cuda.is_available() else 0.0
 
 
 def build_memory_model(

@@ -73,6 +73,15 @@ class TrialWorker:
         return self.runner.run(job, judge if board is not None else None)
 
 
+def _only_this_node() -> bool:
+    """Whether the Ray cluster is the driver's own machine and nothing else."""
+    import ray
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    here = ray.get_runtime_context().get_node_id()
+    return len(alive) == 1 and alive[0].get("NodeID") == here
+
+
 def worker_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None) -> int:
     """How many trials run at once: what the cluster's CPUs and GPUs fit, at most
     ``max_concurrent``."""
@@ -160,8 +169,10 @@ class RayExecutor:
         self._setup = setup
         self._threads = setup.num_threads
         self._data = ray.put(data)
-        # a local model folder travels once per study; each node writes it once
-        self._model = ray.put(ship_model(setup.source.checkpoint))
+        # a local model folder travels once per study (each node writes it once), unless
+        # the cluster is this machine alone: then every worker reads the folder itself
+        alone = _only_this_node()
+        self._model = ray.put(None if alone else ship_model(setup.source.checkpoint))
         if not workers:
             workers = start_workers(cpus_per_trial, gpus_per_trial, max_concurrent, self._threads)
         self._slots = len(workers)
