@@ -182,9 +182,10 @@ class RayExecutor:
         placed = [w.identity.remote() for w in self._workers]
         for worker in self._workers:
             worker.attach.remote(self._setup, self._data, self._model)
-        self.identities: dict[Any, tuple[int, str]] = dict(
-            zip(self._workers, ray.get(placed), strict=True)
-        )
+        # (pid, node) per worker, asked for now and read when first needed: the driver
+        # goes on setting up while the workers finish their imports
+        self._identities: dict[Any, tuple[int, str]] = {}
+        self._placing: dict[Any, Any] = dict(zip(self._workers, placed, strict=True))
         self._idle: deque[Any] = deque(self._workers)
         self._queue: deque[tuple[Job, int, float]] = deque()
         self._inflight: dict[Any, _Attempt] = {}
@@ -207,8 +208,17 @@ class RayExecutor:
         return self._board
 
     @property
+    def identities(self) -> dict[Any, tuple[int, str]]:
+        """(pid, node id) of each worker; waits for workers still starting."""
+        if self._placing:
+            found = self._ray.get(list(self._placing.values()))
+            self._identities.update(zip(self._placing, found, strict=True))
+            self._placing.clear()
+        return self._identities
+
+    @property
     def nodes(self) -> int:
-        """How many cluster nodes the workers landed on (the start-up line says it)."""
+        """How many cluster nodes the workers landed on (waits for them to start)."""
         return len({node for _, node in self.identities.values()})
 
     def submit(self, job: Job) -> None:
@@ -228,7 +238,7 @@ class RayExecutor:
 
         worker = self._starting.pop(ref)
         try:
-            self.identities[worker] = self._ray.get(ref)
+            self._identities[worker] = self._ray.get(ref)
         except RayActorError:
             self._workers.remove(worker)
             return
@@ -263,7 +273,8 @@ class RayExecutor:
     def _worker_died(self, attempt: _Attempt, error: Exception) -> list[TrialResult]:
         dead = attempt.worker
         self._workers.remove(dead)
-        self.identities.pop(dead, None)
+        self._placing.pop(dead, None)
+        self._identities.pop(dead, None)
         replacement = self._start_worker()
         self._workers.append(replacement)
         # It joins the idle pool once placed (maybe never, if the cluster lost a node);
@@ -299,7 +310,19 @@ class RayExecutor:
         ]
 
     def describe(self) -> str:
-        return f"Ray: {self.slots} worker(s) on {self.nodes} node(s) running trials in parallel."
+        """The start-up line; it does not wait for workers still importing: then it
+        names the cluster's nodes they start on."""
+        pending = list(self._placing.values())
+        ready = self._ray.wait(pending, num_returns=len(pending), timeout=0)[0] if pending else []
+        if len(ready) == len(pending):
+            return (
+                f"Ray: {self.slots} worker(s) on {self.nodes} node(s) running trials in parallel."
+            )
+        alive = sum(1 for n in self._ray.nodes() if n.get("Alive"))
+        return (
+            f"Ray: {self.slots} worker(s) starting on a {alive}-node cluster, to run trials "
+            "in parallel."
+        )
 
     def close(self) -> None:
         for worker in self._workers:
