@@ -116,6 +116,7 @@ def busy_worker_pid(executor: RayExecutor, not_pid: int | None = None) -> int:
     ``ray::TrialWorker.run`` (other searches on the machine have workers of their own)."""
     import psutil
 
+    executor.identities  # noqa: B018  (waits for the workers' start-up: not the trial's)
     deadline = time.time() + 90
     while time.time() < deadline:
         for pid in {pid for pid, _ in executor.identities.values()} - {not_pid}:
