@@ -70,6 +70,14 @@ class TrialWorker:
         def judge(*report: Any) -> bool:
             return bool(ray.get(board.report.remote(*report)))
 
+        if self.runner is None:  # attach raised: its error is in this worker's log
+            return TrialResult(
+                number=job.number,
+                method=job.method,
+                status="FAIL",
+                job=job.key,
+                error="the worker could not take the study's setup and data (see its Ray log)",
+            )
         return self.runner.run(job, judge if board is not None else None)
 
 
@@ -103,13 +111,16 @@ def start_workers(
 ) -> list[Any]:
     """The pool's actors, started now: each imports the training stack while the driver
     goes on (``RayExecutor(workers=...)`` attaches them to the study)."""
-    import ray
-
-    actor = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_restarts=0)(
-        TrialWorker
-    )
+    actor = _worker_actor(cpus_per_trial, gpus_per_trial)
     slots = worker_slots(cpus_per_trial, gpus_per_trial, max_concurrent)
     return [actor.remote(num_threads) for _ in range(slots)]
+
+
+def _worker_actor(cpus_per_trial: float, gpus_per_trial: float) -> Any:
+    """``TrialWorker`` as a Ray actor class holding one trial's resources."""
+    import ray
+
+    return ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_restarts=0)(TrialWorker)
 
 
 @dataclass
@@ -163,9 +174,7 @@ class RayExecutor:
             if board is not None
             else None
         )
-        self._actor = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_restarts=0)(
-            TrialWorker
-        )
+        self._actor = _worker_actor(cpus_per_trial, gpus_per_trial)
         self._setup = setup
         self._threads = setup.num_threads
         self._data = ray.put(data)
