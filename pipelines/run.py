@@ -356,8 +356,9 @@ def finish(
 
 
 def start_ray(config: Config) -> RaySession | None:
-    """Phase 0: a local Ray takes seconds to start; it comes up while the driver reads
-    the data and opens the study (``build_executor`` waits for it)."""
+    """Phase 0: a local Ray takes seconds to start; its trial workers import the
+    training stack and load the base model while the driver reads the data and opens
+    the study (``run_search`` waits for Ray itself before those)."""
     if not config.resources.use_ray:
         return None
     from peftsearch.pipelines.builders import build_worker_pool
@@ -373,6 +374,11 @@ def run_search(config: Config, console: Console, *, resume: bool = False) -> Stu
     started = time.perf_counter()
     session = start_ray(config)
     try:
+        if session is not None:
+            # Ray first, alone: the driver's imports below hold the GIL, and beside
+            # them Ray's start took 6-9 s instead of 3-4 (the workers' imports, the
+            # longest path to the first trial, wait for it)
+            session.wait()
         # MLflow opens its store (a new SQLite one creates its tables: seconds) while
         # the driver reads and tokenizes the data
         with ThreadPoolExecutor(1, thread_name_prefix="mlflow-open") as opening:

@@ -33,3 +33,24 @@ def test_a_task_keeps_the_contract(name: str) -> None:
 def test_one_task_is_the_default() -> None:
     assert default_task() == "sequence-classification"
     assert sum(bool(getattr(get_task(n), "default", False)) for n in task_names()) == 1
+
+
+@pytest.mark.parametrize(("fraction", "seed"), [(0.2, 0), (0.15, 7), (0.5, 3)])
+def test_the_stratified_hold_out_takes_the_rows_datasets_would(fraction: float, seed: int) -> None:
+    """``stratified_split`` reads the labels in one batch but must keep datasets' own
+    split: the same rows, in the same order, as ``train_test_split`` gives."""
+    import datasets
+
+    from peftsearch.trials.data import stratified_split
+
+    labels = [i % 3 if i % 7 else 0 for i in range(301)]
+    table = datasets.Dataset.from_dict(
+        {"text": [f"row {i}" for i in range(301)], "label": labels},
+        features=datasets.Features(
+            {"text": datasets.Value("string"), "label": datasets.ClassLabel(num_classes=3)}
+        ),
+    ).select(range(300, -1, -1))  # an indices mapping, as after a filter or shuffle
+    expected = table.train_test_split(test_size=fraction, seed=seed, stratify_by_column="label")
+    train, held = stratified_split(table, fraction, seed, "label")
+    assert train["text"] == expected["train"]["text"]
+    assert held["text"] == expected["test"]["text"]

@@ -24,6 +24,7 @@ __all__ = [
     "missing_column",
     "read_reference",
     "read_table",
+    "stratified_split",
     "subsample",
 ]
 
@@ -171,9 +172,34 @@ def hold_out(
         if stratify is not None:
             counts = train.to_pandas()[stratify].value_counts()
             stratify = stratify if counts.min() >= 2 else None
-        split = train.train_test_split(test_size=fraction, seed=seed, stratify_by_column=stratify)
-        train, eval = split["train"], split["test"]
+        if stratify is None:
+            split = train.train_test_split(test_size=fraction, seed=seed)
+            train, eval = split["train"], split["test"]
+        else:
+            train, eval = stratified_split(train, fraction, seed, stratify)
     return subsample(train, max_train, seed), subsample(eval, max_eval, seed)
+
+
+def stratified_split(
+    table: datasets.Dataset, fraction: float, seed: int, column: str
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """datasets' stratified ``train_test_split(test_size=fraction, seed=seed)``, the
+    same rows in the same order, from datasets' own index generator: its method reads
+    the label column row by row (1.5 s for 13k rows with datasets 5), this reads it in
+    one batch."""
+    import math
+
+    import numpy as np
+    from datasets.utils.stratify import stratified_shuffle_split_generate_indices
+
+    labels = np.asarray(table.select_columns([column]).with_format("numpy")[:][column])
+    n_test = math.ceil(fraction * len(table))
+    train, test = next(
+        stratified_shuffle_split_generate_indices(
+            labels, len(table) - n_test, n_test, rng=np.random.default_rng(seed)
+        )
+    )
+    return table.select(train), table.select(test)
 
 
 def subsample(table: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
