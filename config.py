@@ -237,6 +237,12 @@ class EarlyStoppingConfig(_Section):
     # is still near its start, so judging there stopped trials that made the front
     rungs: int = Field(1, ge=1, le=4)
     min_trials: int = Field(3, ge=2, description="trials at a rung before any is stopped")
+    rung_metric: str | None = Field(
+        None,
+        description="what a rung scores: by default the task's cheaper signal for the "
+        "searched metric (causal-lm exact_match: token_accuracy, one forward pass and no "
+        "generation), else the searched metric; or one of the task's metrics, in full",
+    )
 
 
 class EvaluationConfig(_Section):

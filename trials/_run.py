@@ -636,11 +636,22 @@ class TrialRunner:
             feed=server.feed("eval") if server else None,
             full_model=server.full_model if server else None,
         )
+        metric, cheaper = self.settings.metric, rung
+        if rung and self.settings.rung_metric is not None:
+            metric, cheaper = self.settings.rung_metric, False
         metrics = get_task(self.data.task).evaluate(
-            model, table, context, metric=self.settings.metric, rung=rung
+            model, table, context, metric=metric, rung=cheaper
         )
         result.accuracy = float(metrics.pop("score"))
-        if not rung:
+        generating = float(metrics.pop("generation_seconds", 0.0))
+        result.generation_seconds += generating
+        if rung:
+            numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+            seconds = time.perf_counter() - began
+            result.rung_metrics.append(
+                {**numbers, "seconds": seconds, "generation_seconds": generating}
+            )
+        else:
             result.metrics = metrics
         result.eval_seconds += time.perf_counter() - began
         result.evaluations += 1

@@ -80,9 +80,13 @@ class TrialResult:
     # timing noise of the machine it ran on, for the cost tie rule (results/noise.py)
     step_jitter: float | None = None
     eval_seconds: float = 0.0
+    # of eval_seconds and rung_seconds, generating (a causal LM's exact match)
+    generation_seconds: float = 0.0
     evaluations: int = 0
     eval_rows: int | None = None
     rungs: list[list[float]] = field(default_factory=list)
+    # every number the task reported at each rung (``rungs``' scores are one of them)
+    rung_metrics: list[dict[str, float]] = field(default_factory=list)
     estimated_seconds: float | None = None
     attempts: int = 1
     started_at: float | None = None
@@ -109,7 +113,8 @@ class TrialResult:
         fresh = TrialResult(self.number, self.method, self.status)
         for name in (
             "accuracy", "steps", "train_seconds", "eval_seconds", "evaluations", "rungs",
-            "losses", "metrics", "rung_seconds", "cached_layers", "cache_seconds",
+            "rung_metrics", "losses", "metrics", "rung_seconds", "cached_layers",
+            "cache_seconds", "generation_seconds",
         ):  # fmt: skip
             setattr(self, name, getattr(fresh, name))
 

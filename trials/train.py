@@ -48,6 +48,9 @@ class TrainSettings:
     precision: str = "auto"  # auto, fp32, bf16, fp16 (see resolve_precision)
     gradient_checkpointing: bool = False
     metric: str = "accuracy"  # the task's searched metric (evaluation.metric)
+    # what a rung scores (search.early_stopping.rung_metric): None, the task's cheaper
+    # signal for ``metric``; else that metric in full
+    rung_metric: str | None = None
     max_new_tokens: int = 32
     cache_frozen_layers: bool = True  # trials/frozen_cache.py
     cache_max_mb: int = 2048  # per worker

@@ -272,12 +272,15 @@ def check_task_config(config: Any, table_suffixes: tuple[str, ...]) -> None:
                 f"{task.name} reads {', '.join(table_suffixes)} files"
             )
     choices = [m.name for m in task.metrics]
-    metric = config.evaluation.metric
-    if metric is not None and metric not in choices:
-        raise ValueError(
-            f"evaluation.metric: {metric!r} is not a metric of {task.name}; choose one of "
-            f"{', '.join(choices)}"
-        )
+    for key, metric in (
+        ("evaluation.metric", config.evaluation.metric),
+        ("search.early_stopping.rung_metric", config.search.early_stopping.rung_metric),
+    ):
+        if metric is not None and metric not in choices:
+            raise ValueError(
+                f"{key}: {metric!r} is not a metric of {task.name}; choose one of "
+                f"{', '.join(choices)}"
+            )
 
 
 def metric_label(name: str | None) -> str:
