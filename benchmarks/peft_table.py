@@ -227,13 +227,13 @@ def variant_params() -> list[tuple[str, dict[str, Any]]]:
         axes["lora.lr"] = sorted(LORA_SUBGRID_LRS)
         for knob, values in knobs.items():
             axes[f"lora.{knob}"] = values[1:]
-        for values in itertools.product(*axes.values()):
-            rows.append((name, {"method": "lora", **dict(zip(axes, values, strict=True))}))
+        for combo in itertools.product(*axes.values()):
+            rows.append((name, {"method": "lora", **dict(zip(axes, combo, strict=True))}))
     for method, knobs in NEW_METHODS.items():
         axes = {f"{method}.{k}": v for k, v in knobs.items()}
         axes[f"{method}.lr"] = lr_grid(*NEW_METHOD_LR[method], 3)
-        for values in itertools.product(*axes.values()):
-            rows.append((method, {"method": method, **dict(zip(axes, values, strict=True))}))
+        for combo in itertools.product(*axes.values()):
+            rows.append((method, {"method": method, **dict(zip(axes, combo, strict=True))}))
     return rows
 
 

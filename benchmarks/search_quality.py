@@ -38,11 +38,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from peft_table import (
-    EVAL_ROWS,
-    STEPS,
+    LLM_DATASETS,
     TABLES,
     grid_params,
     table_config,
+    table_name,
     table_space,
 )
 
@@ -71,23 +71,35 @@ class Row:
     step_seconds: float
     eval_seconds: float
     setup_seconds: float
+    steps: int
+    eval_rows: int
+    # what one rung's evaluation costs: the final evaluation's seconds, or for a causal
+    # LM, whose default rung scores token accuracy, its teacher-forced pass alone
+    rung_seconds: float
     # LoRA+ (trained with peft's create_loraplus_optimizer): not in the peft config
     loraplus_lr_ratio: float | None = None
+    # a causal LM's rungs scored by exact match too (generating: the full evaluation's cost)
+    rungs_exact_match: dict[int, float] = field(default_factory=dict)
 
     @property
     def full_seconds(self) -> float:
         """The config run in full with its one final evaluation: the true front's cost
         (rung evaluations are what early stopping pays on top)."""
-        return self.setup_seconds + STEPS * self.step_seconds + self.eval_seconds
+        return self.setup_seconds + self.steps * self.step_seconds + self.eval_seconds
 
 
 def load_table(path: Path) -> list[Row]:
+    """The table's COMPLETE seed-0 rows. A causal-LM table's rungs are its token accuracy
+    (the product's default rung signal), each at the cost of its teacher-forced pass."""
     rows = []
     with path.open() as handle:
         for raw in csv.DictReader(handle):
             if raw["status"] != "COMPLETE" or int(raw.get("seed") or 0):
                 continue  # other training seeds are the seed-spread rows (peft_table.py)
             steps = json.loads(raw["rung_steps"])
+            eval_seconds = float(raw["eval_seconds"])
+            teacher_forced = json.loads(raw.get("rung_tf_seconds") or "[]")
+            exact = json.loads(raw.get("rung_exact_match") or "[]")
             rows.append(
                 Row(
                     method=raw["method"],
@@ -98,12 +110,61 @@ def load_table(path: Path) -> list[Row]:
                     trainable_params=int(raw["trainable_params"]),
                     total_params=int(raw["total_params"]),
                     step_seconds=float(raw["step_seconds"]),
-                    eval_seconds=float(raw["eval_seconds"]),
+                    eval_seconds=eval_seconds,
                     setup_seconds=float(raw["setup_seconds"]),
+                    steps=int(raw["steps"]),
+                    eval_rows=int(raw["eval_rows"]),
+                    rung_seconds=(
+                        statistics.mean(teacher_forced) if teacher_forced else eval_seconds
+                    ),
                     loraplus_lr_ratio=_loraplus(json.loads(raw["params"])),
+                    rungs_exact_match=dict(zip(steps, exact, strict=True)) if exact else {},
                 )
             )
     return rows
+
+
+def table_path(dataset: str) -> Path:
+    return TABLES / f"{table_name(dataset)}.csv"
+
+
+def exact_match_rungs(table: Table) -> Table:
+    """The causal-LM table as a search with ``rung_metric: exact_match`` sees it: rungs
+    that generate, at the cost of a full evaluation."""
+    import dataclasses
+
+    return Table(
+        [
+            dataclasses.replace(r, rungs=r.rungs_exact_match, rung_seconds=r.eval_seconds)
+            for r in table.rows
+        ]
+    )
+
+
+def rung_signals(table: Table) -> dict[str, Any]:
+    """How well each rung signal ranks the configs as the final exact match does
+    (Spearman's rank correlation over the table's rows), and what a rung costs with each
+    (median seconds): token accuracy (teacher-forced) against exact match (generating)."""
+    import pandas as pd
+
+    (step,) = sorted({s for r in table.rows for s in r.rungs})[-1:]
+    final = pd.Series([r.accuracy for r in table.rows])
+
+    def rho(values: list[float]) -> float:
+        return float(pd.Series(values).corr(final, method="spearman"))
+
+    return {
+        "rows": len(table.rows),
+        "rung_step": step,
+        "spearman_with_final_exact_match": {
+            "token_accuracy": rho([r.rungs[step] for r in table.rows]),
+            "exact_match": rho([r.rungs_exact_match[step] for r in table.rows]),
+        },
+        "rung_seconds": {
+            "token_accuracy": statistics.median(r.rung_seconds for r in table.rows),
+            "exact_match": statistics.median(r.eval_seconds for r in table.rows),
+        },
+    }
 
 
 def _loraplus(params: dict[str, Any]) -> float | None:
@@ -117,6 +178,9 @@ class Table:
 
     def __init__(self, rows: list[Row]) -> None:
         self.rows = rows
+        # the table's trial shape (every row has it)
+        self.steps = max((r.steps for r in rows), default=0)
+        self.eval_rows = max((r.eval_rows for r in rows), default=0)
         self._by_config: dict[tuple[str, str, float | None], list[Row]] = {}
         for row in rows:
             key = (row.method, row.config, row.loraplus_lr_ratio)
@@ -189,14 +253,14 @@ class TableExecutor:
             setup_seconds=row.setup_seconds,
         )
         self.clock.now += row.setup_seconds
-        total = STEPS
+        total = row.steps
         for step in range(1, total + 1):
             self.clock.now += row.step_seconds
             deadline.record_step(row.step_seconds)
             result.steps = step
             if step in request.rungs and step < total:
-                self.clock.now += row.eval_seconds
-                result.rung_seconds += row.eval_seconds
+                self.clock.now += row.rung_seconds
+                result.rung_seconds += row.rung_seconds
                 result.evaluations += 1
                 result.accuracy = row.rungs.get(step, row.accuracy)
                 if self.board is not None and not self.board.report(
@@ -211,9 +275,11 @@ class TableExecutor:
             self.clock.now += row.eval_seconds
             result.evaluations += 1
             result.accuracy = row.accuracy
-            result.eval_rows = EVAL_ROWS
+            result.eval_rows = row.eval_rows
         result.train_seconds = result.steps * row.step_seconds
-        result.eval_seconds = result.evaluations * row.eval_seconds
+        result.eval_seconds = result.rung_seconds + (
+            row.eval_seconds if result.status == "COMPLETE" else 0.0
+        )
         result.device_seconds = self.clock.now - started
         result.spent_usd = result.device_seconds / 3600  # at $1 per device-hour
         result.cost_usd = (result.device_seconds - result.rung_seconds) / 3600
@@ -333,8 +399,8 @@ def replay(
             setup_seconds=reference.setup_seconds,
             trainable_params=reference.trainable_params,
         ),
-        EVAL_ROWS,
-        EVAL_ROWS,
+        table.eval_rows,
+        table.eval_rows,
     )
     with optuna_quiet():
         study = optuna.create_study(
@@ -343,7 +409,7 @@ def replay(
         )
     # the product's early-stopping defaults and rung policy, as a search of this table
     # builds them: off when the budget affords too few trials for them to pay
-    rungs, board = build_early_stopping(config, EVAL_ROWS) if early else ((), None)
+    rungs, board = build_early_stopping(config, table.eval_rows) if early else ((), None)
     replay = config.model_copy(
         update={"search": config.search.model_copy(update={"n_trials": max_trials})}
     )
@@ -384,7 +450,7 @@ def replay(
         adapter_root=Path("unused"),
         count_params=count,
         num_layers=info.num_layers,
-        max_steps=STEPS,
+        max_steps=table.steps,
         budget=budget,
         cost_model=cost_model,
         rungs=rungs,
@@ -425,7 +491,12 @@ def model_info_and_options(dataset: str) -> tuple[Any, dict[str, Any], Any]:
 
     with tempfile.TemporaryDirectory() as temp:
         config = parse_config(table_config(dataset, Path(temp)))
-        labels = 6 if dataset == "trec" else 2
+        if dataset in LLM_DATASETS:
+            # the table measured the product's default rung (its metrics recorded both)
+            early = config.search.early_stopping.model_copy(update={"rung_metric": None})
+            search = config.search.model_copy(update={"early_stopping": early})
+            config = config.model_copy(update={"search": search})
+        labels = {"trec": 6}.get(dataset, 0 if dataset in LLM_DATASETS else 2)
         info, _ = build_model_info(config, [str(label) for label in range(labels)])
         return info, config.method_options(), config
 
@@ -464,9 +535,15 @@ def summarise(replays: list[Replay], horizon: float, reach: float = 0.95) -> dic
 
 
 def evaluate(
-    dataset: str, seeds: int, partial: bool = False, names: list[str] | None = None
+    dataset: str,
+    seeds: int,
+    partial: bool = False,
+    names: list[str] | None = None,
+    rung_signal: str = "token_accuracy",
 ) -> dict[str, Any]:
-    table = Table(load_table(TABLES / f"{dataset}_minilm.csv"))
+    table = Table(load_table(table_path(dataset)))
+    if rung_signal == "exact_match":
+        table = exact_match_rungs(table)
     info, options, config = model_info_and_options(dataset)
     if not partial:
         check_complete(table, options, dataset)
@@ -483,8 +560,8 @@ def warm_start_value(seeds: int, source: str = "sst2", target: str = "trec") -> 
     """Hypervolume on ``target`` at 5/10/15% of its exhaustive cost, with and without a
     warm start from the front of a default search on ``source`` at 15% of its cost. The
     source search uses the target's space, as a team reusing its settings would."""
-    source_table = Table(load_table(TABLES / f"{source}_minilm.csv"))
-    target_table = Table(load_table(TABLES / f"{target}_minilm.csv"))
+    source_table = Table(load_table(table_path(source)))
+    target_table = Table(load_table(table_path(target)))
     source_info, _, _ = model_info_and_options(source)
     target_info, options, config = model_info_and_options(target)
     check_complete(target_table, options, target)
@@ -558,7 +635,7 @@ def verify(dataset: str, count: int) -> float:
     """Re-measure ``count`` random rows for real with the product's runner."""
     import random
 
-    table = Table(load_table(TABLES / f"{dataset}_minilm.csv"))
+    table = Table(load_table(table_path(dataset)))
     picked = random.Random(1).sample(table.rows, count)
     info, options, _ = model_info_and_options(dataset)
     worst = 0.0
@@ -594,7 +671,7 @@ def verify_design(dataset: str) -> dict[str, Any]:
     with, in one run: how far the replay's credit for the design rests on its snapping."""
     from peftsearch.spaces import initial_design
 
-    table = Table(load_table(TABLES / f"{dataset}_minilm.csv"))
+    table = Table(load_table(table_path(dataset)))
     info, options, _ = model_info_and_options(dataset)
     rows = []
     with live_runner(dataset, num_threads=2) as measure:
@@ -655,6 +732,12 @@ def main() -> None:
         help="train the initial design for real at its own and at the table's learning rates",
     )
     parser.add_argument("--dataset", default="sst2")
+    parser.add_argument(
+        "--rung-signal",
+        choices=["token_accuracy", "exact_match"],
+        default="token_accuracy",
+        help="causal-LM tables: what rungs score (the product's default: token accuracy)",
+    )
     parser.add_argument("--strategies", nargs="*", choices=list(STRATEGIES), default=None)
     parser.add_argument("--plot", type=Path, default=None, help="write the curves as HTML here")
     parser.add_argument(
@@ -675,10 +758,12 @@ def main() -> None:
     if args.verify_design:
         print(json.dumps(verify_design(args.dataset)))
         return
-    figures = evaluate(args.dataset, args.seeds, args.allow_partial, args.strategies)
+    figures = evaluate(
+        args.dataset, args.seeds, args.allow_partial, args.strategies, args.rung_signal
+    )
     tables = {args.dataset: {"rows": figures["rows"]}}
     for other in ("sst2", "trec"):
-        path = TABLES / f"{other}_minilm.csv"
+        path = table_path(other)
         if other not in tables and path.is_file():
             tables[other] = {"rows": len(load_table(path))}
     output: dict[str, Any] = {
@@ -687,6 +772,9 @@ def main() -> None:
         "strategies": figures["strategies"],
         "table_space": table_space(args.dataset)[0],
     }
+    if args.dataset in LLM_DATASETS:
+        output["rung_signal"] = args.rung_signal
+        output["rung_signals"] = rung_signals(Table(load_table(table_path(args.dataset))))
     if args.warm_start:
         output["warm_start"] = warm_start_value(args.seeds)
     if args.plot:

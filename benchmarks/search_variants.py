@@ -58,13 +58,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from search_quality import (
-    TABLES,
     Box,
     Table,
     load_table,
     model_info_and_options,
     replay,
     summarise,
+    table_path,
     true_hypervolume,
 )
 
@@ -296,7 +296,7 @@ def main() -> None:
     parser.add_argument("--horizon", type=float, default=HORIZON)
     args = parser.parse_args()
     horizon = args.horizon
-    table = Table(load_table(TABLES / f"{args.dataset}_minilm.csv"))
+    table = Table(load_table(table_path(args.dataset)))
     info, options, config = model_info_and_options(args.dataset)
     figures: dict[str, Any] = {
         "dataset": args.dataset,

@@ -31,6 +31,9 @@ def row(lr: float, accuracy: float, rungs: dict[int, float], params: int = 1000)
         step_seconds=1.0,
         eval_seconds=4.0,
         setup_seconds=2.0,
+        steps=60,
+        eval_rows=256,
+        rung_seconds=4.0,
     )
 
 
@@ -70,6 +73,51 @@ def test_a_full_trial_costs_what_the_row_measured(table: sq.Table) -> None:
     assert result.spent_usd * 3600 == pytest.approx(result.device_seconds)
     assert result.trainable_params == 900
     assert executor.wait() == []
+
+
+def test_a_causal_lm_rung_costs_its_teacher_forced_pass(tmp_path: Path) -> None:
+    """A causal-LM table's row: its rungs are token accuracy (the product's default rung
+    signal) at the cost of the teacher-forced pass; exact match at the rung is kept."""
+    import csv
+
+    from peft_table import LLM_COLUMNS
+
+    values = {column: "" for column in LLM_COLUMNS}
+    values.update(
+        method="lora",
+        params=json.dumps({"method": "lora", "lora.lr": 1e-3}),
+        peft_config=json.dumps(CONFIG, sort_keys=True),
+        lr="0.001",
+        status="COMPLETE",
+        steps="32",
+        accuracy="0.7",
+        rung_steps="[10]",
+        rung_accuracy="[0.81]",
+        rung_exact_match="[0.4]",
+        rung_tf_seconds="[1.5]",
+        trainable_params="1000",
+        total_params="100000",
+        step_seconds="1.0",
+        eval_seconds="4.0",
+        setup_seconds="2.0",
+        eval_rows="48",
+        seed="0",
+    )
+    path = tmp_path / "table.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LLM_COLUMNS)
+        writer.writeheader()
+        writer.writerow(values)
+    (loaded,) = sq.load_table(path)
+    assert loaded.rungs == {10: 0.81} and loaded.rungs_exact_match == {10: 0.4}
+    table = sq.Table([loaded])
+    assert (table.steps, table.eval_rows) == (32, 48)
+    executor = sq.TableExecutor(table, Clock())
+    executor.submit(request(1e-3, rungs=(10,)))
+    (result,) = executor.wait()
+    assert result.device_seconds == pytest.approx(2 + 32 * 1 + 1.5 + 4)
+    assert result.cost_usd * 3600 == pytest.approx(2 + 32 * 1 + 4)
+    assert result.eval_seconds == pytest.approx(1.5 + 4)
 
 
 def test_early_stopping_sees_the_rung_accuracies(table: sq.Table) -> None:
