@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from peftsearch.config import Config, load_config
     from peftsearch.errors import UserError
-    from peftsearch.pipelines.api import StudyResult, load, resume, run
+    from peftsearch.pipelines.api import StudyResult, load, resume, run, verify
 
 __version__ = "0.1.0"
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "load_config",
     "resume",
     "run",
+    "verify",
 ]
 
 _LAZY = {
@@ -41,6 +42,7 @@ _LAZY = {
     "load": "peftsearch.pipelines.api",
     "resume": "peftsearch.pipelines.api",
     "run": "peftsearch.pipelines.api",
+    "verify": "peftsearch.pipelines.api",
 }
 
 

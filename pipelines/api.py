@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 
     from peftsearch.config import Config
     from peftsearch.results import Recommendation
+    from peftsearch.results.verify import Verification
 
-__all__ = ["StudyResult", "load", "resume", "run"]
+__all__ = ["StudyResult", "load", "resume", "run", "verify"]
 
 
 @dataclass
@@ -123,6 +124,13 @@ class StudyResult:
             merge=merge,
             force=force,
             max_new_tokens=self.config.evaluation.max_new_tokens,
+            evaluation={
+                "metric": self.config.metric,
+                "eval_batch_size": self.config.training.eval_batch_size,
+                "batch_size": self.config.training.batch_size,
+                "precision": self.config.training.precision,
+            },
+            tracking_uri=self.config.mlflow_uri if self.config.tracking.enabled else None,
         )
         if register:
             self.register_adapter(register, written, row)
@@ -307,3 +315,23 @@ def load(study_dir: str | Path) -> StudyResult:
     folder = Path(study_dir)
     config, rows, front, extra = load_results(folder)
     return StudyResult(folder, config, rows, front, extra)
+
+
+def verify(
+    folder: str | Path,
+    *,
+    registry: str | None = None,
+    revision: str | None = None,
+    tracking_uri: str | None = None,
+) -> Verification:
+    """Check an exported adapter folder: its files against the sha256 its export
+    recorded (or, with ``registry="NAME[/VERSION]"``, the registered version's), its
+    config against the recorded base, and the base itself where it is on this machine.
+    ``revision``: the base revision it is to be deployed on. ``.ok``, ``.line()``."""
+    from peftsearch.results.verify import read_record, registry_record, verify_export
+
+    path = Path(folder)
+    record = read_record(path)
+    if registry is not None:
+        record = registry_record(registry, tracking_uri or record.get("tracking_uri"), record)
+    return verify_export(path, record, revision=revision)

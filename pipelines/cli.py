@@ -310,6 +310,33 @@ def export(
         _console().print(f"Registered it in MLflow as model {register!r}.")
 
 
+@app.command()
+@user_errors
+def verify(
+    folder: Annotated[Path, typer.Argument(help="An exported adapter folder.")],
+    registry: Annotated[
+        str | None,
+        typer.Option(help="NAME or NAME/VERSION: check against that registered version."),
+    ] = None,
+    revision: Annotated[
+        str | None,
+        typer.Option(help="The base model revision it is to be deployed on."),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="The MLflow store of --registry (default: the study's)."),
+    ] = None,
+) -> None:
+    """Check an exported adapter against what its export (or registry version) recorded:
+    one line, exit 0 when it matches, 1 when it does not."""
+    from peftsearch.pipelines.api import verify as verify_folder
+
+    checked = verify_folder(folder, registry=registry, revision=revision, tracking_uri=tracking_uri)
+    _console().print(checked.line(), markup=False, soft_wrap=True)
+    if not checked.ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

@@ -15,9 +15,20 @@ if TYPE_CHECKING:
     from peftsearch.trials import Checkpoint
     from peftsearch.trials.tasks import Task
 
-__all__ = ["adapter_digests", "base_identity", "export_adapter", "model_card"]
+__all__ = [
+    "EXPORT_RECORD",
+    "adapter_digests",
+    "base_identity",
+    "cached_commit",
+    "export_adapter",
+    "export_record",
+    "model_card",
+]
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+# what the export pins, for ``peftsearch verify`` and ``peftsearch evaluate`` to read back
+EXPORT_RECORD = "peftsearch_export.json"
+RECORD_FORMAT = 1
 
 
 def adapter_digests(folder: Path) -> dict[str, str]:
@@ -48,6 +59,88 @@ def base_identity(base: Checkpoint) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return f"local:{folder.name}:sha256:{digest.hexdigest()}"
+
+
+def cached_commit(base: Checkpoint) -> str | None:
+    """The commit a hub base's revision resolves to in the local Hugging Face cache
+    (what the trials loaded), or None: a local folder, or not cached."""
+    if Path(base.name_or_path).exists():
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(base.name_or_path, revision=base.revision, local_files_only=True)
+    except Exception:  # not cached, or not a hub id: nothing to pin
+        return None
+    return Path(folder).name
+
+
+def _binomial(value: Any, rows: Any) -> float | None:
+    import math
+
+    if not isinstance(value, int | float) or not rows:
+        return None
+    return math.sqrt(max(float(value) * (1 - float(value)), 0.0) / int(rows))
+
+
+def export_record(
+    *,
+    row: dict[str, Any],
+    base: Checkpoint,
+    quantization: str,
+    data: dict[str, Any],
+    evaluation: dict[str, Any],
+    study_name: str,
+    task: str,
+    digests: dict[str, str],
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """The export's record: its files' sha256, exactly which base (``identity``: hub
+    id@revision and the commit the cache resolved it to, or the sha256 of a local
+    folder's files), how the search read and scored the data (the data section and the
+    evaluation settings), and the adapter's own scores with their standard errors:
+    ``eval`` is the trial's measurement (not a mean over confirmation seeds), ``test``
+    the held-out test score when the study had one."""
+    eval_value = row.get("search_accuracy")
+    if not isinstance(eval_value, int | float):
+        eval_value = row.get("accuracy")
+    eval_se = row.get("accuracy_se")
+    if not isinstance(eval_se, int | float):
+        eval_se = _binomial(eval_value, row.get("eval_rows"))
+    test = row.get("test_accuracy")
+    return {
+        "format": RECORD_FORMAT,
+        "study": study_name,
+        "trial": int(row["trial"]),
+        "method": row["method"],
+        "task": task,
+        "metric": row.get("metric") or "accuracy",
+        "files": digests,
+        "base": {
+            "name_or_path": base.name_or_path,
+            "revision": base.revision,
+            "gguf_file": base.gguf_file,
+            "trust_remote_code": base.trust_remote_code,
+            "quantization": quantization,
+            "identity": base_identity(base),
+            "commit": cached_commit(base),
+        },
+        "data": data,
+        "evaluation": evaluation,
+        "scores": {
+            "eval": {"value": eval_value, "se": eval_se, "rows": row.get("eval_rows")},
+            "test": (
+                {
+                    "value": test,
+                    "se": _binomial(test, row.get("test_rows")),
+                    "rows": row.get("test_rows"),
+                }
+                if isinstance(test, int | float)
+                else None
+            ),
+        },
+        "tracking_uri": tracking_uri,
+    }
 
 
 def _files_section(digests: dict[str, str]) -> str:
@@ -199,13 +292,18 @@ def export_adapter(
     merge: bool = False,
     force: bool = False,
     max_new_tokens: int = 32,
+    evaluation: dict[str, Any] | None = None,
+    tracking_uri: str | None = None,
 ) -> Path:
-    """Write the adapter, ``labels.json`` and ``README.md`` to ``out``, all or nothing.
+    """Write the adapter, ``labels.json``, ``README.md`` and the record
+    (``EXPORT_RECORD``, ``export_record``) to ``out``, all or nothing.
 
-    ``data`` is the study's data section (for the card). With ``merge``, the adapter is
-    also merged into ``base`` (same revision, remote code and float32 weights as the
-    search) and written to ``out/merged``. ``max_new_tokens``: a causal-LM card
-    generates as the evaluation did (``evaluation.max_new_tokens``).
+    ``data`` is the study's data section (for the card and the record). With
+    ``merge``, the adapter is also merged into ``base`` (same revision, remote code and
+    float32 weights as the search) and written to ``out/merged``. ``max_new_tokens``: a
+    causal-LM card generates as the evaluation did (``evaluation.max_new_tokens``).
+    ``evaluation``: how the search scored (metric, batch size, precision, generated
+    tokens), for ``peftsearch evaluate``; ``tracking_uri``: the study's MLflow store.
     """
 
     number = row["trial"]
@@ -248,7 +346,20 @@ def export_adapter(
             max_new_tokens=max_new_tokens,
             quantization=quantization,
         )
-        (staging / "README.md").write_text(card + _files_section(adapter_digests(staging)))
+        digests = adapter_digests(staging)
+        (staging / "README.md").write_text(card + _files_section(digests))
+        record = export_record(
+            row=row,
+            base=base,
+            quantization=quantization,
+            data=data,
+            evaluation={"max_new_tokens": max_new_tokens, **(evaluation or {})},
+            study_name=study_name,
+            task=meta["task"],
+            digests=digests,
+            tracking_uri=tracking_uri,
+        )
+        (staging / EXPORT_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
         if merge:
             _merge(staging, base, meta, quantization)
         if out.exists():

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from peftsearch.trials import TrialResult
 
-__all__ = ["NullTracker", "Tracker", "TrialTracker", "flatten"]
+__all__ = ["NullTracker", "Tracker", "TrialTracker", "flatten", "model_version"]
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -109,6 +109,39 @@ def _quiet_mlflow() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def model_version(name: str, version: str | None, tracking_uri: str | None) -> Any:
+    """Version ``version`` (default: the latest) of registered model ``name`` in the
+    MLflow store at ``tracking_uri``, or a UserError naming what is not there."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from peftsearch.errors import UserError
+
+    if not tracking_uri:
+        raise UserError(
+            "the export does not say which MLflow store holds its registry",
+            where="--registry",
+            hint="pass --tracking-uri (the study's tracking.mlflow_uri)",
+        )
+    with _quiet_mlflow():
+        client = MlflowClient(tracking_uri=tracking_uri)
+        try:
+            if version is None:
+                found = client.search_model_versions(f"name = '{name}'")
+                if not found:
+                    raise MlflowException(f"no versions of {name}")
+                return max(found, key=lambda v: int(v.version))
+            return client.get_model_version(name, version)
+        except MlflowException:
+            raise UserError(
+                f"no registered model {name!r}"
+                + (f" version {version}" if version else "")
+                + f" in {tracking_uri}",
+                where="--registry",
+                hint="the name (and version) `peftsearch export --register` gave it",
+            ) from None
 
 
 class Tracker:

@@ -243,9 +243,9 @@ def test_a_rung_scores_token_accuracy_unless_told_to_score_exact_match(
     _, data, _ = lm
     job = TrialJob(0, "lora", METHOD_CONFIGS["lora"], 5e-2, str(tmp_path), rungs=(4,))
     cheap = lm_runner(tiny_llama_dir, data, metric="exact_match").run(job)
-    full = lm_runner(
-        tiny_llama_dir, data, metric="exact_match", rung_metric="exact_match"
-    ).run(dataclasses.replace(job, adapter_dir=str(tmp_path / "full")))
+    full = lm_runner(tiny_llama_dir, data, metric="exact_match", rung_metric="exact_match").run(
+        dataclasses.replace(job, adapter_dir=str(tmp_path / "full"))
+    )
     assert cheap.status == full.status == "COMPLETE"
     assert "exact_match" not in cheap.rung_metrics[0]
     assert cheap.rungs[0][1] == cheap.rung_metrics[0]["token_accuracy"]
