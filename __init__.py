@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from peftsearch.config import Config, load_config
     from peftsearch.errors import UserError
-    from peftsearch.pipelines.api import StudyResult, load, resume, run, verify
+    from peftsearch.pipelines.api import StudyResult, evaluate, load, resume, run, verify
 
 __version__ = "0.1.0"
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "StudyResult",
     "UserError",
     "__version__",
+    "evaluate",
     "load",
     "load_config",
     "resume",
@@ -43,6 +44,7 @@ _LAZY = {
     "resume": "peftsearch.pipelines.api",
     "run": "peftsearch.pipelines.api",
     "verify": "peftsearch.pipelines.api",
+    "evaluate": "peftsearch.pipelines.api",
 }
 
 

@@ -13,6 +13,7 @@ result = peftsearch.load("peftsearch-out/my-study")   # a finished study, later
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from peftsearch.results import Recommendation
     from peftsearch.results.verify import Verification
 
-__all__ = ["StudyResult", "load", "resume", "run", "verify"]
+__all__ = ["StudyResult", "evaluate", "load", "resume", "run", "verify"]
 
 
 @dataclass
@@ -129,6 +130,7 @@ class StudyResult:
                 "eval_batch_size": self.config.training.eval_batch_size,
                 "batch_size": self.config.training.batch_size,
                 "precision": self.config.training.precision,
+                "seed": self.config.search.seed,  # the new head's init (no-adapter score)
             },
             tracking_uri=self.config.mlflow_uri if self.config.tracking.enabled else None,
         )
@@ -335,3 +337,42 @@ def verify(
     if registry is not None:
         record = registry_record(registry, tracking_uri or record.get("tracking_uri"), record)
     return verify_export(path, record, revision=revision)
+
+
+def evaluate(
+    folder: str | Path,
+    data: str | Path,
+    *,
+    device: str = "auto",
+    registry: str | None = None,
+    tracking_uri: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Score an exported adapter on new labelled data, as the search scored it (its
+    task, metric, columns and preprocessing, from the export), beside its recorded
+    scores and the base model without it; ``["verdict"]`` says whether it moved beyond
+    noise. ``registry="NAME[/VERSION]"``: also log the review to MLflow against that
+    model version. ``progress(done, total)`` hears the rows scored."""
+    import json
+
+    from peftsearch.results.review import review
+    from peftsearch.results.study_folder import LABELS_FILE
+    from peftsearch.results.verify import read_record
+    from peftsearch.trials.adapter_eval import score_export
+
+    path = Path(folder)
+    record = read_record(path)
+    try:
+        labels = json.loads((path / LABELS_FILE).read_text())
+    except FileNotFoundError:
+        raise UserError(f"no {LABELS_FILE} in the adapter folder", where=str(path)) from None
+    scores = score_export(path, record, labels, Path(data), device=device, progress=progress)
+    result = review(record, scores, str(data))
+    if registry is not None:
+        from peftsearch.search.tracking import log_review
+
+        model, _, version = registry.partition("/")
+        result["logged"] = log_review(
+            model, version or None, tracking_uri or record.get("tracking_uri"), result
+        )
+    return result

@@ -337,6 +337,67 @@ def verify(
         raise typer.Exit(1)
 
 
+@app.command()
+@user_errors
+def evaluate(
+    folder: Annotated[Path, typer.Argument(help="An exported adapter folder.")],
+    data: Annotated[Path, typer.Option(help="New labelled data, in the search's format.")],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    registry: Annotated[
+        str | None,
+        typer.Option(help="NAME or NAME/VERSION: log the review to that registered version."),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="The MLflow store of --registry (default: the study's)."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Score an exported adapter on new labelled data as the search scored it, beside its
+    recorded scores and the base model without it, with a verdict on drift."""
+    import json
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from peftsearch.pipelines.api import evaluate as evaluate_adapter
+    from peftsearch.results.review import review_lines
+
+    with Progress(
+        TextColumn("scoring"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} row passes"),
+        TimeRemainingColumn(),
+        console=_console(stderr=True),
+        transient=True,
+        disable=json_output,
+    ) as bar:
+        task = bar.add_task("scoring", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = evaluate_adapter(
+            folder,
+            data,
+            device=device,
+            registry=registry,
+            tracking_uri=tracking_uri,
+            progress=advance,
+        )
+    if json_output:
+        print(json.dumps(result, default=str))
+        return
+    for line in review_lines(result):
+        _console().print(line, markup=False, soft_wrap=True)
+    if result.get("logged"):
+        logged = result["logged"]
+        _console().print(
+            f"logged to MLflow: model {logged['model']!r} version {logged['version']}, "
+            f"run {logged['run_id']}",
+            markup=False,
+        )
+
+
 def main() -> None:
     try:
         app()

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from peftsearch.trials import TrialResult
 
-__all__ = ["NullTracker", "Tracker", "TrialTracker", "flatten", "model_version"]
+__all__ = ["NullTracker", "Tracker", "TrialTracker", "flatten", "log_review", "model_version"]
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -142,6 +142,52 @@ def model_version(name: str, version: str | None, tracking_uri: str | None) -> A
                 where="--registry",
                 hint="the name (and version) `peftsearch export --register` gave it",
             ) from None
+
+
+def log_review(
+    name: str, version: str | None, tracking_uri: str | None, result: dict[str, Any]
+) -> dict[str, str]:
+    """A review (``peftsearch evaluate``) as a run in the experiment of the registered
+    version's own run, tagged with the model and version, its scores as metrics; the
+    version's ``peftsearch.last_review`` tag points at it. Reviews of one version so
+    build a history: search runs by ``tags.`peftsearch.model_version```."""
+    from mlflow.entities import Metric, RunTag
+
+    found = model_version(name, version, tracking_uri)
+    with _quiet_mlflow():
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri)
+        experiment = client.get_run(found.run_id).info.experiment_id
+        run = client.create_run(
+            experiment,
+            run_name=f"review of {name} v{found.version}",
+            tags={
+                "peftsearch.kind": "review",
+                "peftsearch.model": name,
+                "peftsearch.model_version": str(found.version),
+            },
+        )
+        now = int(time.time() * 1000)
+        numbers = {
+            "score": result["score"],
+            "score_se": result["score_se"],
+            "no_adapter_score": result["no_adapter"]["score"],
+            "change": result["change"],
+            "rows": result["rows"],
+        }
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in numbers.items() if v is not None],
+            tags=[
+                RunTag("verdict", result["verdict"]),
+                RunTag("data", str(result["data"])),
+                RunTag("beyond_noise", str(result["beyond_noise"]).lower()),
+            ],
+        )
+        client.set_terminated(run.info.run_id, "FINISHED")
+        client.set_model_version_tag(name, found.version, "peftsearch.last_review", run.info.run_id)
+    return {"run_id": run.info.run_id, "model": name, "version": str(found.version)}
 
 
 class Tracker:

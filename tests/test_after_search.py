@@ -142,3 +142,136 @@ def test_a_folder_without_a_record_is_a_user_error(tmp_path: Path) -> None:
     assert "peftsearch_export.json" in result.output and "Traceback" not in result.output
     missing = cli("verify", str(tmp_path), "--registry", "no-such-model")
     assert missing.exit_code == 2
+
+
+def _evaluate(*args: str) -> dict[str, Any]:
+    result = cli("evaluate", *args, "--json")
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.output))
+
+
+def _record(folder: Path) -> dict[str, Any]:
+    return dict(json.loads((folder / "peftsearch_export.json").read_text()))
+
+
+def test_evaluate_on_the_searchs_eval_data_reproduces_its_figure(
+    study: dict[str, Any], tiny_data: dict[str, Path]
+) -> None:
+    result = _evaluate(str(study["export"]), "--data", str(tiny_data["eval"]))
+    recorded = _record(study["export"])["scores"]["eval"]
+    assert result["rows"] == recorded["rows"] == 48
+    assert result["score"] == recorded["value"]  # the same rows, the same model: exactly
+    assert result["verdict"].startswith("within noise of the search's")
+    assert not result["beyond_noise"]
+    assert result["score_se"] == pytest.approx(recorded["se"])
+    # the base with its new head untrained, on the same rows
+    assert result["no_adapter"]["score"] < result["score"]
+    words = cli("evaluate", str(study["export"]), "--data", str(tiny_data["eval"]))
+    assert words.exit_code == 0, words.output
+    assert "verdict: within noise of the search's" in words.output
+    assert "without the adapter, same rows:" in words.output
+
+
+def test_evaluate_flags_a_drop_beyond_noise(
+    study: dict[str, Any], tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """The eval rows with their labels permuted (each one swapped for the other): the
+    adapter's answers no longer fit, and the verdict says so."""
+    import pandas as pd
+
+    frame = pd.read_csv(tiny_data["eval"])
+    values = sorted(frame["label"].unique())
+    frame["label"] = frame["label"].map(dict(zip(values, values[::-1], strict=True)))
+    permuted = tmp_path / "permuted.csv"
+    frame.to_csv(permuted, index=False)
+    assert _record(study["export"])["scores"]["eval"]["value"] >= 0.75  # it learned
+    result = _evaluate(str(study["export"]), "--data", str(permuted))
+    assert result["beyond_noise"] and result["change"] < 0
+    assert result["verdict"].startswith("dropped ") and "beyond noise" in result["verdict"]
+    assert result["verdict"].endswith("review it")
+
+
+def test_a_label_the_adapter_never_saw_is_one_line_naming_it(
+    study: dict[str, Any], tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    lines = tiny_data["eval"].read_text().splitlines()
+    extra = tmp_path / "extra.csv"
+    extra.write_text("\n".join([*lines, "a puzzling film,maybe"]) + "\n")
+    result = cli("evaluate", str(study["export"]), "--data", str(extra))
+    assert result.exit_code == 2, result.output
+    assert "label 'maybe' is not one the adapter was trained on" in result.output
+    assert str(extra) in result.output.replace("\n", "") and "Traceback" not in result.output
+
+
+def test_evaluate_scores_a_bottleneck_adapter(
+    study: dict[str, Any], tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    trial = study["rows"]["bottleneck_adapter"]["trial"]
+    folder = tmp_path / "bottleneck"
+    done = cli("export", str(study["study_dir"]), "--trial", str(trial), "--out", str(folder))
+    assert done.exit_code == 0, done.output
+    result = _evaluate(str(folder), "--data", str(tiny_data["eval"]))
+    assert result["score"] == _record(folder)["scores"]["eval"]["value"]
+
+
+def test_a_review_is_logged_to_the_registered_version(
+    study: dict[str, Any], tiny_data: dict[str, Path]
+) -> None:
+    from mlflow import MlflowClient
+
+    result = _evaluate(
+        str(study["export"]), "--data", str(tiny_data["eval"]), "--registry", "tiny-lora/1"
+    )
+    logged = result["logged"]
+    client = MlflowClient(tracking_uri=_record(study["export"])["tracking_uri"])
+    version = client.get_model_version("tiny-lora", "1")
+    assert version.tags["peftsearch.last_review"] == logged["run_id"]
+    run = client.get_run(logged["run_id"])
+    assert run.data.tags["peftsearch.model_version"] == "1"
+    assert run.data.metrics["score"] == pytest.approx(result["score"])
+    assert run.data.tags["verdict"] == result["verdict"]
+    # a second review adds to the history
+    _evaluate(str(study["export"]), "--data", str(tiny_data["eval"]), "--registry", "tiny-lora")
+    experiment = run.info.experiment_id
+    reviews = client.search_runs(
+        [experiment], "tags.`peftsearch.model_version` = '1' and tags.`peftsearch.kind` = 'review'"
+    )
+    assert len(reviews) == 2
+
+
+def test_evaluate_scores_a_causal_lm_export_by_exact_match(
+    tiny_llama_dir: Path, tiny_lm_data: dict[str, Path], tmp_path: Path
+) -> None:
+    config = tiny_config(tiny_llama_dir, tiny_lm_data, tmp_path / "out")
+    config["model"]["task"] = "causal-lm"
+    config["space"] = {"methods": ["lora"], "lora": {"lr": {"low": 3e-2, "high": 6e-2}}}
+    config["search"].update(n_trials=1, early_stopping=False)
+    config["evaluation"] = {"metric": "exact_match", "max_new_tokens": 3, "forgetting": False}
+    config["tracking"] = {"enabled": False}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    ran = cli("run", str(path))
+    assert ran.exit_code == 0, ran.output
+    folder = tmp_path / "lm-adapter"
+    done = cli("export", str(tmp_path / "out" / "tiny"), "--trial", "0", "--out", str(folder))
+    assert done.exit_code == 0, done.output
+    result = _evaluate(str(folder), "--data", str(tiny_lm_data["eval"]))
+    recorded = _record(folder)["scores"]["eval"]
+    assert result["metric"] == "exact_match" and result["rows"] == 24
+    assert result["score"] == recorded["value"]
+    assert {"exact_match", "token_accuracy"} <= set(result["metrics"])
+
+
+def test_data_with_one_class_only_is_scored_on_the_adapters_labels(
+    study: dict[str, Any], tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """A review's data may hold some of the labels: they keep the adapter's ids."""
+    import pandas as pd
+
+    frame = pd.read_csv(tiny_data["eval"])
+    first = sorted(frame["label"].unique())[-1]
+    only = tmp_path / "one-class.csv"
+    frame[frame["label"] == first].to_csv(only, index=False)
+    result = _evaluate(str(study["export"]), "--data", str(only))
+    assert result["rows"] == int((frame["label"] == first).sum())
+    assert result["score"] >= 0.5  # scored against the right class, not a renumbered one
