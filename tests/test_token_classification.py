@@ -256,6 +256,11 @@ def test_a_tagging_search_recommends_and_exports(
     # the exported adapter is the search's own run (confirmation re-ran its config with
     # other seeds: ``accuracy`` is their mean when it did)
     assert again["score"] == pytest.approx(picked["search_accuracy"], abs=1e-9)
+    # and ``peftsearch evaluate`` scores it so on the same file, tags mapped to its head
+    review = peftsearch.evaluate(out, files["eval"])
+    assert review["score"] == pytest.approx(picked["search_accuracy"], abs=1e-9)
+    assert review["metric"] == "entity_f1" and not review["beyond_noise"]
+    assert review["score_se"] == pytest.approx(picked["accuracy_se"])
 
 
 def test_a_byte_level_tokenizer_reads_words_with_a_prefix_space(tmp_path: Path) -> None:

@@ -143,7 +143,7 @@ def _prepare(
         max_train_samples=2,  # prepare wants a train split; none is used
         max_eval_samples=None,
     )
-    if "labels" in section:
+    if "labels" in task.data_options.model_fields:
         section["labels"] = names or None
     for key in ("dataset_config", "dataset_revision"):
         section.pop(key, None)
@@ -154,9 +154,8 @@ def _prepare(
             f"the export's data settings do not read as data options here: {error}",
             where="peftsearch_export.json: data",
         ) from None
-    column = getattr(data, "label_column", None)
-    if column is not None and names:
-        _check_labels(data, column, names, data_file)
+    if "label_column" in task.data_options.model_fields and names:  # a classifier's
+        _check_labels(data, data.label_column, names, data_file)
     return task.prepare(data, seed=int((record.get("evaluation") or {}).get("seed") or 0),
                         tokenizer=tokenizer)  # fmt: skip
 
