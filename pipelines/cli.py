@@ -43,6 +43,11 @@ Prefer = Annotated[
     ),
 ]
 
+AdapterFolder = Annotated[Path, typer.Argument(help="An exported adapter folder.")]
+TrackingUri = Annotated[
+    str | None, typer.Option(help="The MLflow store of --registry (default: the study's).")
+]
+
 
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
@@ -313,7 +318,7 @@ def export(
 @app.command()
 @user_errors
 def verify(
-    folder: Annotated[Path, typer.Argument(help="An exported adapter folder.")],
+    folder: AdapterFolder,
     registry: Annotated[
         str | None,
         typer.Option(help="NAME or NAME/VERSION: check against that registered version."),
@@ -322,10 +327,7 @@ def verify(
         str | None,
         typer.Option(help="The base model revision it is to be deployed on."),
     ] = None,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(help="The MLflow store of --registry (default: the study's)."),
-    ] = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Check an exported adapter against what its export (or registry version) recorded:
     one line, exit 0 when it matches, 1 when it does not."""
@@ -340,17 +342,14 @@ def verify(
 @app.command()
 @user_errors
 def evaluate(
-    folder: Annotated[Path, typer.Argument(help="An exported adapter folder.")],
+    folder: AdapterFolder,
     data: Annotated[Path, typer.Option(help="New labelled data, in the search's format.")],
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     registry: Annotated[
         str | None,
         typer.Option(help="NAME or NAME/VERSION: log the review to that registered version."),
     ] = None,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(help="The MLflow store of --registry (default: the study's)."),
-    ] = None,
+    tracking_uri: TrackingUri = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score an exported adapter on new labelled data as the search scored it, beside its
