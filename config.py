@@ -679,6 +679,31 @@ class Config(_Section):
             raise ValueError("search.objectives: forgetting needs evaluation.forgetting: true")
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_method_defaults(cls, raw: Any) -> Any:
+        """The task's own defaults for the methods' options (its plug-in's
+        ``method_defaults``) under what the config writes: a method's key the config
+        sets is the config's, whole (an ``lr`` written replaces the task's ``lr``)."""
+        from peftsearch.trials.tasks import default_task, get_task, task_names
+
+        if not isinstance(raw, dict):
+            return raw
+        model = raw.get("model")
+        name = (model.get("task") if isinstance(model, dict) else None) or default_task()
+        if name not in task_names():
+            return raw  # the task's own error names it
+        defaults = get_task(name).method_defaults
+        space = raw.get("space") if raw.get("space") is not None else {}
+        if not defaults or not isinstance(space, dict):
+            return raw
+        merged = dict(space)
+        for method, options in defaults.items():
+            written = merged.get(method)
+            if written is None or isinstance(written, dict):
+                merged[method] = {**dict(options), **(written or {})}
+        return {**raw, "space": merged}
+
     @model_validator(mode="after")
     def _task_keys(self) -> Config:
         """The chosen task reads its own ``data`` keys: another task's key set to other than

@@ -3,6 +3,8 @@ what the config, the tables and the card rely on."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from peftsearch.config import DataConfig
@@ -54,3 +56,34 @@ def test_the_stratified_hold_out_takes_the_rows_datasets_would(fraction: float, 
     train, held = stratified_split(table, fraction, seed, "label")
     assert train["text"] == expected["train"]["text"]
     assert held["text"] == expected["test"]["text"]
+
+
+def test_a_task_sets_its_own_method_defaults_under_what_the_config_writes(
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_llama_dir: Path,
+    tiny_lm_data: dict[str, Path],
+    tiny_model_dir: Path,
+    tiny_data: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    """``method_defaults`` (a task's own defaults, chosen on its own table) fill what the
+    config leaves out, key by key; another task's config does not see them."""
+    from helpers import tiny_config
+
+    from peftsearch.config import parse_config
+
+    task = get_task("causal-lm")
+    ours = {
+        "lora": {"lr": {"low": 1e-3, "high": 2e-2}, "rank": [8]},
+        "ia3": {"lr": {"low": 0.2, "high": 0.4}},
+    }
+    monkeypatch.setattr(task, "method_defaults", ours)
+    raw = tiny_config(tiny_llama_dir, tiny_lm_data, tmp_path / "out")
+    raw["model"]["task"] = "causal-lm"
+    raw["space"] = {"methods": ["lora", "ia3"], "lora": {"rank": [4]}}
+    parsed = parse_config(raw)
+    assert (parsed.space.lora.lr.low, parsed.space.lora.lr.high) == (1e-3, 2e-2)
+    assert parsed.space.lora.rank == [4]  # written: the config's
+    assert parsed.space.ia3.lr.low == 0.2
+    classifier = parse_config(tiny_config(tiny_model_dir, tiny_data, tmp_path / "other"))
+    assert classifier.space.ia3.lr.low != 0.2

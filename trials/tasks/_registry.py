@@ -8,7 +8,7 @@ peftsearch asks the task; nothing outside a task's own file compares task names.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -133,7 +133,10 @@ class Task(Protocol):
     early-stopping rungs compare). ``baselines`` scores what answering without a model
     gives (the majority class, tagging everything ``O``); ``base_model_baseline`` names
     the base model scored as it is. ``describe_data`` is the run's one data line;
-    ``model_card`` the export's README. Nothing may import torch at module import time.
+    ``model_card`` the export's README. ``method_defaults`` are the task's own defaults
+    for methods' ``space`` options (``{"lora": {"lr": {"low": ..., "high": ...}}}``), for
+    what its models want other than the plug-ins' defaults (chosen on encoder tables); a
+    config's own values win. Nothing may import torch at module import time.
     """
 
     name: str
@@ -146,6 +149,7 @@ class Task(Protocol):
     data_options: type[DataOptions]
     file_suffixes: tuple[str, ...]
     base_model_baseline: str
+    method_defaults: Mapping[str, Mapping[str, Any]]
 
     def check(self, config: Any) -> None: ...
 
@@ -187,6 +191,7 @@ class TaskBase:
     data_options: type[DataOptions] = DataOptions
     file_suffixes: tuple[str, ...] = ()
     base_model_baseline = "no adapter: the base model as it is"
+    method_defaults: Mapping[str, Mapping[str, Any]] = {}
 
     def check(self, config: Any) -> None:
         return None
