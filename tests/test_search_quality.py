@@ -143,3 +143,20 @@ def test_the_true_front_scores_one(table: sq.Table) -> None:
     best = table.rows[1]
     alone = box.hypervolume([box.point(best.accuracy, best.trainable_params, best.full_seconds)])
     assert alone / truth == pytest.approx(1.0)  # the other row is dominated
+
+
+def test_lr_ranges_span_the_learning_rates_within_noise_of_the_best() -> None:
+    import lr_ranges
+
+    rows = [
+        row(1e-3, 0.60, {}),
+        row(1e-2, 0.80, {}),
+        row(3e-2, 0.78, {}),
+        row(3e-2, 0.40, {}, params=500),
+    ]
+    table = sq.Table(rows)
+    (lora,) = lr_ranges.method_ranges(table, floor=0.5).values()
+    assert lora["best"] == 0.80
+    assert lora["in_reach"] == [1e-2, 3e-2]  # 0.78 is tied with 0.80 at 256 rows; 0.60 is not
+    assert [g["at_chance"] for g in lora["grid"]] == [0, 0, 1]
+    assert lora["best_median_lr"] == 1e-2
