@@ -118,16 +118,19 @@ def busy_worker_pid(executor: RayExecutor, not_pid: int | None = None) -> int:
 
     executor.identities  # noqa: B018  (waits for the workers' start-up: not the trial's)
     deadline = time.time() + 90
+    titles: dict[int, str] = {}
     while time.time() < deadline:
-        for pid in {pid for pid, _ in executor.identities.values()} - {not_pid}:
+        titles = {}
+        for pid in {pid for pid, _ in dict(executor.identities).values()} - {not_pid}:
             try:
-                title = " ".join(psutil.Process(pid).cmdline()).strip()
+                titles[pid] = " ".join(psutil.Process(pid).cmdline()).strip()
             except psutil.Error:
+                titles[pid] = "gone"
                 continue
-            if title == "ray::TrialWorker.run":
+            if titles[pid] == "ray::TrialWorker.run":
                 return pid
         time.sleep(0.2)
-    raise AssertionError("no worker started the trial")
+    raise AssertionError(f"no worker started the trial; the workers were {titles}")
 
 
 def run_and_kill(
