@@ -111,7 +111,9 @@ def test_workers_judge_rungs_on_one_board(
         executor.close()
 
 
-def busy_worker_pid(executor: RayExecutor, not_pid: int | None = None) -> int:
+def busy_worker_pid(
+    executor: RayExecutor, not_pid: int | None = None, results: list | None = None
+) -> int:
     """This executor's worker process that runs a trial: Ray titles it
     ``ray::TrialWorker.run`` (other searches on the machine have workers of their own)."""
     import psutil
@@ -130,7 +132,10 @@ def busy_worker_pid(executor: RayExecutor, not_pid: int | None = None) -> int:
             if titles[pid] == "ray::TrialWorker.run":
                 return pid
         time.sleep(0.2)
-    raise AssertionError(f"no worker started the trial; the workers were {titles}")
+    came_back = [(r.status, r.error) for r in results or []]
+    raise AssertionError(
+        f"no worker started the trial; the workers were {titles}, results so far {came_back}"
+    )
 
 
 def run_and_kill(
@@ -147,7 +152,7 @@ def run_and_kill(
     thread.start()
     killed: list[int] = []
     for _ in range(kills):
-        pid = busy_worker_pid(executor, not_pid=killed[-1] if killed else None)
+        pid = busy_worker_pid(executor, killed[-1] if killed else None, results)
         time.sleep(1.0)  # well inside training
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
