@@ -164,7 +164,9 @@ def run_and_kill(
 def test_killed_worker_retries_once_on_another(
     cluster: Any, tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
-    executor = executor_for(tiny_model_dir, tiny_data, tmp_path, steps=600)
+    # long enough to be killed mid-training: a worker that preloaded its model trains 600
+    # steps of the tiny model in about a second, inside the test's wait before the kill
+    executor = executor_for(tiny_model_dir, tiny_data, tmp_path, steps=3000)
     try:
         results, killed = run_and_kill(executor, kills=1)
     finally:
@@ -215,7 +217,8 @@ class TestRayExecutor(ExecutorContract):
 def test_worker_killed_twice_fails_and_search_goes_on(
     cluster: Any, tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
 ) -> None:
-    executor = executor_for(tiny_model_dir, tiny_data, tmp_path, steps=600)
+    # killed twice before it could finish (see test_killed_worker_retries_once_on_another)
+    executor = executor_for(tiny_model_dir, tiny_data, tmp_path, steps=3000)
     try:
         results, _ = run_and_kill(executor, kills=2)
         executor.submit(request(1))
