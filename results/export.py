@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from peftsearch.errors import UserError
 from peftsearch.results.study_folder import LABELS_FILE, StudyFolder
+from peftsearch.trials.result import score_error
 
 if TYPE_CHECKING:
     from peftsearch.trials import Checkpoint
@@ -75,14 +76,6 @@ def cached_commit(base: Checkpoint) -> str | None:
     return Path(folder).name
 
 
-def _binomial(value: Any, rows: Any) -> float | None:
-    import math
-
-    if not isinstance(value, int | float) or not rows:
-        return None
-    return math.sqrt(max(float(value) * (1 - float(value)), 0.0) / int(rows))
-
-
 def export_record(
     *,
     row: dict[str, Any],
@@ -104,9 +97,7 @@ def export_record(
     eval_value = row.get("search_accuracy")
     if not isinstance(eval_value, int | float):
         eval_value = row.get("accuracy")
-    eval_se = row.get("accuracy_se")
-    if not isinstance(eval_se, int | float):
-        eval_se = _binomial(eval_value, row.get("eval_rows"))
+    eval_se = score_error(eval_value, row.get("eval_rows"), row.get("accuracy_se"))
     test = row.get("test_accuracy")
     return {
         "format": RECORD_FORMAT,
@@ -132,7 +123,7 @@ def export_record(
             "test": (
                 {
                     "value": test,
-                    "se": _binomial(test, row.get("test_rows")),
+                    "se": score_error(test, row.get("test_rows")),
                     "rows": row.get("test_rows"),
                 }
                 if isinstance(test, int | float)

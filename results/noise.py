@@ -46,6 +46,8 @@ import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from peftsearch.trials.result import score_error
+
 __all__ = [
     "Tolerances",
     "accuracy_error",
@@ -70,11 +72,8 @@ def accuracy_error(row: dict[str, Any], seed_var: float = 0.0) -> float | None:
     accuracy, rows = row.get("accuracy"), row.get("eval_rows")
     if accuracy is None:
         return None
-    if row.get("accuracy_se") is not None:
-        evaluation = float(row["accuracy_se"])
-    elif rows:
-        evaluation = math.sqrt(max(accuracy * (1 - accuracy), 0.0) / rows)
-    else:
+    evaluation = score_error(accuracy, rows, row.get("accuracy_se"))
+    if evaluation is None:
         return math.sqrt(seed_var) if seed_var else None
     seeds = int(row.get("seeds") or 1)
     return math.sqrt(evaluation * evaluation + seed_var / seeds)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftsearch.errors import UserError
+from peftsearch.trials.result import score_error
 
 if TYPE_CHECKING:
     import datasets
@@ -119,10 +120,10 @@ def score_export(
     return AdapterScores(
         rows=len(table),
         score=score,
-        score_se=_error(scored, score, len(table)),
+        score_se=score_error(score, len(table), scored.get("score_error")),
         metrics={k: v for k, v in scored.items() if k != "generation_seconds"},
         base_score=base_score,
-        base_se=_error(bare, base_score, len(table)),
+        base_se=score_error(base_score, len(table), bare.get("score_error")),
         device=device,
     )
 
@@ -227,18 +228,6 @@ def _passes(task: str, metric: str, max_new_tokens: int) -> int:
     """Forward calls per row in one evaluation: one, or for exact match the
     teacher-forced pass, the prompt and each generated token."""
     return 1 + max_new_tokens if task == "causal-lm" and metric == "exact_match" else 1
-
-
-def _error(metrics: dict[str, Any], score: float, rows: int) -> float | None:
-    """The score's standard error: the task's own where it measured one, else binomial
-    over the rows (as the search's noise rule has it, results/noise.py)."""
-    import math
-
-    if isinstance(metrics.get("score_error"), int | float):
-        return float(metrics["score_error"])
-    if not rows:
-        return None
-    return math.sqrt(max(score * (1 - score), 0.0) / rows)
 
 
 class _RowCounter:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["MEASUREMENTS", "TrialResult", "TrialStatus"]
+__all__ = ["MEASUREMENTS", "TrialResult", "TrialStatus", "score_error"]
 
 TrialStatus = Literal["COMPLETE", "FAIL", "PRUNED"]
 
@@ -22,6 +22,19 @@ MEASUREMENTS = (
     "peak_memory_mb",
     "predicted_memory_mb",
 )
+
+
+def score_error(score: Any, rows: Any, measured: Any = None) -> float | None:
+    """A score's standard error: the task's own measure where it has one (``measured``,
+    e.g. a tagger's bootstrap), else binomial over the ``rows`` it was scored on; None
+    without either. One formula for the noise rule, the export record and re-evaluation."""
+    import math
+
+    if isinstance(measured, int | float):
+        return float(measured)
+    if not isinstance(score, int | float) or not rows:
+        return None
+    return math.sqrt(max(float(score) * (1 - float(score)), 0.0) / int(rows))
 
 
 @dataclass
