@@ -37,6 +37,15 @@ def save_tiny_bert(folder: Path, initializer_range: float, dropout: float = 0.1)
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def peftsearch_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One machine cache for the session (GGUF conversions: trials/gguf_cache.py), not the
+    user's: the first SmolLM2 load converts, the later ones read the conversion."""
+    folder = tmp_path_factory.mktemp("peftsearch-cache")
+    os.environ["PEFTSEARCH_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny BERT; a wider init than BERT's makes token identity reach [CLS] (and no

