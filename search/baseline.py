@@ -2,7 +2,10 @@
 
 One route: the loop runs a ``BaselineJob`` (the base model scored as it is) as a side
 job on a worker, and the task (trials/tasks/) computes every score, its model-free ones
-(the majority class, every word tagged ``O``) included. With a budget the job runs
+(the majority class, every word tagged ``O``) included. A base that lacks the task's head
+(a classifier or tagger built on a bare encoder or LM) is not scored: its new head's
+random weights score chance, which the model-free baselines state exactly, so the job
+only loads it and ends. With a budget the job runs
 beside the first trial, its estimate held; without one it takes a slot the last trials
 leave idle (run first, it would hold a worker back while it loads the model). A budget
 too small for it drops the job, and the model-free baselines are recorded alone.
@@ -69,7 +72,8 @@ def record_baseline(
     baseline: dict[str, Any] = {
         key: {**entry, **free} for key, entry in task.baselines(data, metric).items()
     }
-    if result is not None and result.status == "COMPLETE":
+    # not scored (accuracy None): a new head's random weights (trials/_run.py: NEW_HEAD)
+    if result is not None and result.status == "COMPLETE" and result.accuracy is not None:
         baseline["base_model"] = {
             "method": task.base_model_baseline,
             "accuracy": result.accuracy,

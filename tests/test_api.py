@@ -262,19 +262,18 @@ def test_warm_start_leaves_out_configs_the_space_cannot_express(
 
 
 def test_the_model_without_an_adapter_is_the_baseline(study: dict[str, Any]) -> None:
-    """Once per study: the majority class and the untrained head, in pareto.json and in
-    the recommendation, so a non-expert sees what fine-tuning bought."""
+    """Once per study: the majority class, in pareto.json and in the recommendation, so
+    a non-expert sees what fine-tuning bought; the tiny BERT has no classifier head, so
+    the base model is not scored (a new head's random weights score chance)."""
     import json
 
     result = study["result"]
     saved = json.loads((result.study_dir / "pareto.json").read_text())
     baseline = saved["summary"]["baseline"]
-    assert set(baseline) == {"majority_class", "base_model"}
+    assert set(baseline) == {"majority_class"}
     for plain in baseline.values():
         assert {"accuracy", "macro_f1", "trainable_params", "cost_usd"} <= set(plain)
         assert plain["trainable_params"] == 0
     assert baseline["majority_class"]["accuracy"] == pytest.approx(0.5)  # balanced tiny data
-    assert baseline["base_model"]["device_seconds"] > 0
-    assert baseline["base_model"]["method"] == "no adapter: the base model, its new head untrained"
     text = peftsearch.load(result.study_dir).recommend().text
     assert "Fine-tuning adds " in text and "over the model as it is" in text

@@ -64,7 +64,9 @@ def test_a_new_task_in_one_file(throwaway: str, tiny_model_dir: Path, tmp_path: 
     assert list(rows["status"]) == ["COMPLETE"] * 2
     assert set(rows["metric"]) == {"pair_accuracy"}
     saved = json.loads((result.study_dir / "pareto.json").read_text())
-    assert set(saved["summary"]["baseline"]) == {"majority_pair", "base_model"}
+    # the plug-in's model-free baseline; the tiny BERT has no head of the task's, so the
+    # base model is not scored (its new head is random)
+    assert set(saved["summary"]["baseline"]) == {"majority_pair"}
 
     advice = result.recommend()
     assert advice.met and "pair accuracy" in advice.text and "eval pairs" in advice.text

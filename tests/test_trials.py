@@ -9,7 +9,7 @@ from helpers import LORA, tiny_config, tiny_runner
 
 from peftsearch.config import parse_config
 from peftsearch.pipelines.builders import build_data, build_model_source, build_settings
-from peftsearch.trials import CalibrationJob, TrialJob, TrialRunner
+from peftsearch.trials import BaselineJob, CalibrationJob, TrialJob, TrialRunner
 
 
 def make_runner(tiny_model_dir: Path, tiny_data: dict[str, Path], out: Path) -> TrialRunner:
@@ -239,3 +239,30 @@ def test_a_training_seed_draws_another_run_and_the_same_seed_the_same(
     assert runs[1].losses == again.losses and runs[1].accuracy == again.accuracy
     assert runs[1].losses[0] != runs[0].losses[0] != runs[2].losses[0]
     assert runs[1].job == "trial 0 seed 1" and runs[None].job == "trial 0"
+
+
+def test_the_base_model_is_a_baseline_only_with_its_own_head(
+    runner: TrialRunner, tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """A bare encoder's new head is random (it scores chance, which the majority class
+    says for free): the baseline job loads it and scores nothing. A checkpoint with its
+    own classifier head (a fine-tuned model) is scored as it is."""
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification
+
+    bare = runner.run(BaselineJob())
+    assert bare.status == "COMPLETE", bare.error
+    assert bare.accuracy is None and bare.evaluations == 0
+    assert bare.metrics["not_scored"].startswith("its head is new")
+
+    with_head = tmp_path / "with-head"
+    shutil.copytree(tiny_model_dir, with_head)
+    AutoModelForSequenceClassification.from_pretrained(
+        tiny_model_dir, num_labels=2
+    ).save_pretrained(with_head)
+    scored_runner, _ = tiny_runner(with_head, tiny_data, tmp_path / "out")
+    scored = scored_runner.run(BaselineJob())
+    assert scored.status == "COMPLETE", scored.error
+    assert scored.accuracy is not None and 0 <= scored.accuracy <= 1
+    assert "not_scored" not in scored.metrics and scored.evaluations == 1

@@ -35,7 +35,7 @@ class PairTask(TaskBase):
     peft_task_type = "SEQ_CLS"
     metrics = (Metric("pair_accuracy", "pair accuracy", "the share of pairs labelled right"),)
     data_options = PairData
-    base_model_baseline = "no adapter: the base model, its new head untrained"
+    base_model_baseline = "no adapter: the base model with its own head"
 
     def model_class(self) -> Any:
         from transformers import AutoModelForSequenceClassification

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["TrialRunner", "WorkerSetup", "import_training_stack"]
 
 
+# why a base without the task's head is not scored as a baseline (BaselineJob)
+NEW_HEAD = "its head is new: untrained weights score chance, as the model-free baselines say"
 EVA_BATCHES = 8  # training batches EVA's SVD cycles over (trials/_run.py: _eva_init)
 
 # (trial, step, accuracy, trainable params, seconds per step) -> keep training?
@@ -350,10 +352,15 @@ class TrialRunner:
         return model if quantization != "none" else model.to(self.device)
 
     def _baseline(self, job: BaselineJob, result: TrialResult, started: float) -> None:
-        """The base model as it is, scored by the task on the evaluation split."""
+        """The base model as it is, scored by the task on the evaluation split; not
+        scored when the checkpoint lacked the task's head (a new head's random weights
+        score chance, which the task's model-free baselines say exactly and for free)."""
         model = self._base_copy(job.quantization)
         result.setup_seconds = time.perf_counter() - started - result.load_seconds
         result.trainable_params, result.total_params = 0, _count(model)
+        if self.source.head_modules:
+            result.metrics = {"not_scored": NEW_HEAD}
+            return
         self._evaluate(model, self.split("eval"), result)
 
     def _fine_tune(

@@ -6,8 +6,8 @@ it, the evaluation's batch size, precision and generated tokens, and which base 
 trained on. ``score_export`` reads ``data_file`` through the task's own ``prepare``
 with those settings, maps its labels onto the adapter's (a label the adapter never saw
 is one error naming it), loads the base and the adapter with ``PeftModel`` and scores
-it with the task's own ``evaluate``; then the same base with the adapter disabled (a
-new head untrained, as the search's no-adapter baseline had it).
+it with the task's own ``evaluate``; then the same base with the adapter disabled (for
+a classifier built on a bare encoder, its new head untrained: what the adapter added).
 """
 
 from __future__ import annotations

@@ -82,8 +82,10 @@ class CalibrationJob:
 
 @dataclass(frozen=True)
 class BaselineJob:
-    """The base model as it is (a classifier's new head untrained, a causal LM
-    zero-shot), scored on the evaluation split: what fine-tuning is measured against."""
+    """The base model as it is (a causal LM zero-shot, a classifier with the head its
+    checkpoint has), scored on the evaluation split: what fine-tuning is measured
+    against. A base without the task's head is loaded and not scored (its new head's
+    random weights score chance: the task's model-free baselines stand for it)."""
 
     method: str = "baseline"
     quantization: str = "none"

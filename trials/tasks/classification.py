@@ -112,7 +112,7 @@ class ClassificationTask(TaskBase):
     )
     columns = ("macro_f1",)
     data_options = ClassificationData
-    base_model_baseline = "no adapter: the base model, its new head untrained"
+    base_model_baseline = "no adapter: the base model with its own head"
 
     def model_class(self) -> Any:
         from transformers import AutoModelForSequenceClassification

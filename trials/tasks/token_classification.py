@@ -195,7 +195,7 @@ class TokenClassificationTask(TaskBase):
     columns = ("entity_precision", "entity_recall", "token_accuracy")
     data_options = TokenClassificationData
     file_suffixes = CONLL_SUFFIXES
-    base_model_baseline = "no adapter: the base model, its new head untrained"
+    base_model_baseline = "no adapter: the base model with its own head"
 
     def model_class(self) -> Any:
         from transformers import AutoModelForTokenClassification
