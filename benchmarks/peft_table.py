@@ -410,6 +410,7 @@ LLM_COLUMNS = [
     "rung_steps",
     "rung_accuracy",
     "rung_exact_match",
+    "rung_eval_loss",  # from row 26 on (empty before): the teacher-forced pass's loss
     "rung_tf_seconds",
     "trainable_params",
     "total_params",
@@ -466,8 +467,8 @@ def to_row(
 def to_llm_row(
     params: dict[str, Any], choice: Any, result: Any, dataset: str, seed: int = 0
 ) -> dict[str, Any]:
-    """A causal-LM row: the common columns and, per rung, exact match, token accuracy
-    and the teacher-forced pass's seconds."""
+    """A causal-LM row: the common columns and, per rung, exact match, token accuracy,
+    eval loss and the teacher-forced pass's seconds."""
     row = to_row(params, choice, result, dataset, seed)
     rungs = result.rung_metrics
     tf = [r["seconds"] - r["generation_seconds"] for r in rungs]
@@ -479,6 +480,7 @@ def to_llm_row(
             "eval_loss": result.metrics.get("eval_loss"),
             "rung_accuracy": json.dumps([r.get("token_accuracy") for r in rungs]),
             "rung_exact_match": json.dumps([r.get("exact_match") for r in rungs]),
+            "rung_eval_loss": json.dumps([r.get("eval_loss") for r in rungs]),
             "rung_tf_seconds": json.dumps(tf),
             "eval_seconds": final_eval if result.evaluations else None,
             "eval_tf_seconds": final_eval - final_generation if result.evaluations else None,

@@ -80,6 +80,9 @@ class Row:
     loraplus_lr_ratio: float | None = None
     # a causal LM's rungs scored by exact match too (generating: the full evaluation's cost)
     rungs_exact_match: dict[int, float] = field(default_factory=dict)
+    # and their eval loss (the teacher-forced pass's, as token accuracy: no extra cost);
+    # measured from the table's 26th row on
+    rungs_eval_loss: dict[int, float] = field(default_factory=dict)
 
     @property
     def full_seconds(self) -> float:
@@ -100,6 +103,7 @@ def load_table(path: Path) -> list[Row]:
             eval_seconds = float(raw["eval_seconds"])
             teacher_forced = json.loads(raw.get("rung_tf_seconds") or "[]")
             exact = json.loads(raw.get("rung_exact_match") or "[]")
+            losses = json.loads(raw.get("rung_eval_loss") or "[]")
             rows.append(
                 Row(
                     method=raw["method"],
@@ -119,6 +123,7 @@ def load_table(path: Path) -> list[Row]:
                     ),
                     loraplus_lr_ratio=_loraplus(json.loads(raw["params"])),
                     rungs_exact_match=dict(zip(steps, exact, strict=True)) if exact else {},
+                    rungs_eval_loss=dict(zip(steps, losses, strict=True)) if losses else {},
                 )
             )
     return rows
@@ -141,27 +146,56 @@ def exact_match_rungs(table: Table) -> Table:
     )
 
 
+def eval_loss_rungs(table: Table) -> Table:
+    """The causal-LM table as a search with ``rung_metric: eval_loss`` sees it: rungs
+    scored by 1/perplexity (the task's score for eval loss) at the teacher-forced
+    pass's cost; only the rows that recorded their rung loss."""
+    import dataclasses
+
+    return Table(
+        [
+            dataclasses.replace(
+                r, rungs={step: math.exp(-loss) for step, loss in r.rungs_eval_loss.items()}
+            )
+            for r in table.rows
+            if r.rungs_eval_loss
+        ]
+    )
+
+
 def rung_signals(table: Table) -> dict[str, Any]:
     """How well each rung signal ranks the configs as the final exact match does
     (Spearman's rank correlation over the table's rows), and what a rung costs with each
-    (median seconds): token accuracy (teacher-forced) against exact match (generating)."""
+    (median seconds): token accuracy and eval loss (one teacher-forced pass) against exact
+    match (generating). Eval loss, recorded from the 26th row on, is compared on those
+    rows, beside the other two on the same rows."""
     import pandas as pd
 
     (step,) = sorted({s for r in table.rows for s in r.rungs})[-1:]
-    final = pd.Series([r.accuracy for r in table.rows])
 
-    def rho(values: list[float]) -> float:
+    def rho(rows: list[Row], values: list[float]) -> float:
+        final = pd.Series([r.accuracy for r in rows])
         return float(pd.Series(values).corr(final, method="spearman"))
 
+    def signals(rows: list[Row]) -> dict[str, float]:
+        found = {
+            "token_accuracy": rho(rows, [r.rungs[step] for r in rows]),
+            "exact_match": rho(rows, [r.rungs_exact_match[step] for r in rows]),
+        }
+        if rows and all(r.rungs_eval_loss for r in rows):
+            found["eval_loss"] = rho(rows, [-r.rungs_eval_loss[step] for r in rows])
+        return found
+
+    with_loss = [r for r in table.rows if r.rungs_eval_loss]
     return {
         "rows": len(table.rows),
         "rung_step": step,
-        "spearman_with_final_exact_match": {
-            "token_accuracy": rho([r.rungs[step] for r in table.rows]),
-            "exact_match": rho([r.rungs_exact_match[step] for r in table.rows]),
-        },
+        "spearman_with_final_exact_match": signals(table.rows),
+        "rows_with_eval_loss": len(with_loss),
+        "spearman_on_rows_with_eval_loss": signals(with_loss) if len(with_loss) > 2 else None,
         "rung_seconds": {
             "token_accuracy": statistics.median(r.rung_seconds for r in table.rows),
+            "eval_loss": statistics.median(r.rung_seconds for r in table.rows),
             "exact_match": statistics.median(r.eval_seconds for r in table.rows),
         },
     }
@@ -544,6 +578,8 @@ def evaluate(
     table = Table(load_table(table_path(dataset)))
     if rung_signal == "exact_match":
         table = exact_match_rungs(table)
+    elif rung_signal == "eval_loss":
+        table = eval_loss_rungs(table)
     info, options, config = model_info_and_options(dataset)
     if not partial:
         check_complete(table, options, dataset)
@@ -734,9 +770,10 @@ def main() -> None:
     parser.add_argument("--dataset", default="sst2")
     parser.add_argument(
         "--rung-signal",
-        choices=["token_accuracy", "exact_match"],
+        choices=["token_accuracy", "exact_match", "eval_loss"],
         default="token_accuracy",
-        help="causal-LM tables: what rungs score (the product's default: token accuracy)",
+        help="causal-LM tables: what rungs score (the product's default: token accuracy); "
+        "eval_loss replays only the rows that recorded it (with --allow-partial)",
     )
     parser.add_argument("--strategies", nargs="*", choices=list(STRATEGIES), default=None)
     parser.add_argument("--plot", type=Path, default=None, help="write the curves as HTML here")

@@ -4,6 +4,7 @@ exact lookups, simulated time, rungs, early stopping and allowances as the runne
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -94,6 +95,7 @@ def test_a_causal_lm_rung_costs_its_teacher_forced_pass(tmp_path: Path) -> None:
         rung_steps="[10]",
         rung_accuracy="[0.81]",
         rung_exact_match="[0.4]",
+        rung_eval_loss="[0.5]",
         rung_tf_seconds="[1.5]",
         trainable_params="1000",
         total_params="100000",
@@ -110,6 +112,10 @@ def test_a_causal_lm_rung_costs_its_teacher_forced_pass(tmp_path: Path) -> None:
         writer.writerow(values)
     (loaded,) = sq.load_table(path)
     assert loaded.rungs == {10: 0.81} and loaded.rungs_exact_match == {10: 0.4}
+    assert loaded.rungs_eval_loss == {10: 0.5}
+    # an eval-loss rung scores 1/perplexity at the same teacher-forced cost
+    (by_loss,) = sq.eval_loss_rungs(sq.Table([loaded])).rows
+    assert by_loss.rungs == {10: pytest.approx(math.exp(-0.5))} and by_loss.rung_seconds == 1.5
     table = sq.Table([loaded])
     assert (table.steps, table.eval_rows) == (32, 48)
     executor = sq.TableExecutor(table, Clock())
