@@ -296,6 +296,15 @@ def test_bf16_autocast_is_recorded_and_trains(
     assert result.precision == "bf16" and result.accuracy is not None
 
 
+def demo_check(study: Path) -> dict[str, Any]:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from llm_demo_check import check
+
+    return check(study)
+
+
 def trial_rows_of(study: Path) -> list[dict[str, Any]]:
     from peftsearch.pipelines.api import load
 
@@ -342,6 +351,16 @@ def test_a_causal_lm_search_names_its_metric_and_its_zero_shot_baseline(
     assert said.startswith("No trial beats the model with no adapter (no adapter: always")
     assert "exact match 0.083" in said
     assert pareto["pareto"] == [] and pareto["summary"]["below_baseline"]
+    # the LLM demo's live check (benchmarks/llm_demo_check.py) reads the same study: its
+    # design trials against the most common answer, the best against zero-shot
+    checked = demo_check(study)
+    assert checked["zero_shot"] == zero_shot["accuracy"]
+    assert checked["most_common_answer"] == pytest.approx(2 / 24)
+    labels = [d["label"] for d in checked["design"]]
+    assert labels and labels[0].startswith("lora") and len(set(labels)) == len(labels)
+    assert {d["verdict"] for d in checked["design"]} <= {"at chance", "not finished"}
+    assert not checked["meets_design"]
+    assert checked["meets_margin"] == (checked["margin_over_zero_shot"] >= 0.40)
     # export: the card's code loads the adapter and generates the trial's own example
     row = next(r for r in trial_rows_of(study) if r["status"] == "COMPLETE")
     out = tmp_path / "export"
