@@ -191,6 +191,18 @@ def _results(row: dict[str, Any], task: Task) -> str:
     return "\n".join(lines)
 
 
+def _prompt_learning(peft_type: str) -> bool:
+    """Whether peft counts the method as prompt learning (virtual tokens: prompt, prefix,
+    p-tuning), by its config class."""
+    from peft import PeftType, PromptLearningConfig
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    if peft_type not in PeftType.__members__:
+        return False  # a type registered by a plug-in (bottleneck adapters): not prompts
+    config = PEFT_TYPE_TO_CONFIG_MAPPING.get(PeftType[peft_type])
+    return config is not None and issubclass(config, PromptLearningConfig)
+
+
 def _plugin_import(peft_type: str, quantization: str = "none", gguf: bool = False) -> str:
     """A peft method of peftsearch's own (the bottleneck adapter) is registered with peft
     by ``import peftsearch``; peft's own methods need nothing. A quantized base needs
@@ -244,6 +256,7 @@ def model_card(
         max_new_tokens=max_new_tokens,
         results=_results(row, plugin),
         labels_file=LABELS_FILE,
+        extra={"prompt_learning": _prompt_learning(peft_type)},
     )
     return f"""---
 library_name: peft

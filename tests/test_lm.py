@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from helpers import LM_LORA, lm_runner, prepare_lm, run_card_code, tiny_config
+from helpers import FILLER, LM_LORA, lm_runner, prepare_lm, run_card_code, tiny_config
 from typer.testing import CliRunner
 
 from peftsearch.pipelines.cli import app
@@ -361,19 +361,23 @@ def test_a_causal_lm_search_names_its_metric_and_its_zero_shot_baseline(
     assert {d["verdict"] for d in checked["design"]} <= {"at chance", "not finished"}
     assert not checked["meets_design"]
     assert checked["meets_margin"] == (checked["margin_over_zero_shot"] >= 0.40)
-    # export: the card's code loads the adapter and generates the trial's own example
-    row = next(r for r in trial_rows_of(study) if r["status"] == "COMPLETE")
-    out = tmp_path / "export"
-    exported = runner.invoke(
-        app, ["export", str(study), "--trial", str(row["trial"]), "--out", str(out)]
-    )
-    assert exported.exit_code == 0, exported.output
-    card = (out / "README.md").read_text()
-    assert f"exact match on 24 eval prompts | {row['accuracy']:.4f}" in card
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        run_card_code(out)
-    assert printed.getvalue().strip() == json.loads(row["example"])["generated"]
+    # export: the card's code loads the adapter and generates the trial's own example,
+    # prefix tuning's by forward passes (its cached generate gives other tokens)
+    finished = [r for r in trial_rows_of(study) if r["status"] == "COMPLETE"]
+    for method in ("lora", "prefix_tuning"):
+        row = next(r for r in finished if r["method"] == method)
+        out = tmp_path / f"export-{method}"
+        exported = runner.invoke(
+            app, ["export", str(study), "--trial", str(row["trial"]), "--out", str(out)]
+        )
+        assert exported.exit_code == 0, exported.output
+        card = (out / "README.md").read_text()
+        assert f"exact match on 24 eval prompts | {row['accuracy']:.4f}" in card
+        assert ("model.generate(" in card) == (method == "lora")
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            run_card_code(out)
+        assert printed.getvalue().strip() == json.loads(row["example"])["generated"], method
     report = (study / "report.html").read_text()
     assert "Exact match vs trainable parameters" in report and "its answer" in report
     # --merge: LoRA folds into the causal LM; prefix tuning is refused in one plain line
@@ -456,3 +460,75 @@ def test_the_llm_example_config_is_valid_offline(tmp_path: Path) -> None:
     assert "bottleneck_adapter" in checked.output and "causal-lm" in checked.output
     wrong = runner.invoke(app, ["init", str(tmp_path / "x.yaml"), "--example", "gpt"])
     assert wrong.exit_code == 2 and "--example" in wrong.output
+
+
+def own_greedy(model: Any, prompt: list[int], steps: int, eos: int) -> list[int]:
+    """The model's own greedy continuation: one unpadded full forward pass per token."""
+    import torch
+
+    ids, new = list(prompt), []
+    for _ in range(steps):
+        logits = model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids))).logits
+        token = int(logits[0, -1].argmax())
+        ids.append(token)
+        new.append(token)
+        if token == eos:
+            break
+    return new
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning", "lora"])
+def test_greedy_answers_are_the_models_own_continuation_in_any_batch(
+    lm: tuple[Any, Any, Any], method: str
+) -> None:
+    """Exact match generates what the model itself continues with, whatever the batch:
+    peft's virtual-token methods too, whose cached ``generate`` on transformers 5 gives
+    other tokens (they decode by full forward passes, trials/lm_eval.py)."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
+
+    from peftsearch.trials.lm_eval import generates_with_cache, greedy_ids
+
+    base, data, tokenizer = lm
+    config = {
+        "prompt_tuning": PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4),
+        "prefix_tuning": PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4),
+        "lora": LoraConfig(
+            task_type="CAUSAL_LM", r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+        ),
+    }[method]
+    torch.manual_seed(0)
+    model = get_peft_model(copy.deepcopy(base), config).eval()
+    if method != "lora":  # a trained prompt, not peft's small initial one
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if parameter.requires_grad:
+                    parameter.normal_(0.0, 1.0)
+    assert generates_with_cache(model) == (method == "lora")
+    # 0..5 more filler words in front: prompts of six lengths, so a batch is padded
+    filler = tokenizer.convert_tokens_to_ids(FILLER[:5])
+    prompts = [filler[:i] + list(p) for i, p in enumerate(data.eval["prompt_ids"][:6])]
+    assert len({len(p) for p in prompts}) == 6
+    eos = tokenizer.eos_token_id
+    with torch.inference_mode():
+        own = [own_greedy(model, p, 4, eos) for p in prompts]
+        for batch in (1, 6):
+            found = [
+                ids[: len(mine)]
+                for start in range(0, len(prompts), batch)
+                for ids, mine in zip(
+                    greedy_ids(
+                        model,
+                        prompts[start : start + batch],
+                        pad_token_id=tokenizer.pad_token_id,
+                        eos_token_id=eos,
+                        max_new_tokens=4,
+                        device="cpu",
+                    ),
+                    own[start : start + batch],
+                    strict=True,
+                )
+            ]
+            assert found == own, (method, batch)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import datasets
     from torch import nn
 
-__all__ = ["evaluate_lm", "normalise_answer"]
+__all__ = ["evaluate_lm", "generates_with_cache", "greedy_ids", "normalise_answer"]
 
 
 def normalise_answer(text: str) -> str:
@@ -85,28 +85,22 @@ def _exact_match(
     device: str,
     max_new_tokens: int,
 ) -> tuple[float, dict[str, str]]:
-    """Greedy generation, batched and left-padded (so every prompt ends where generation
-    starts); returns the share of exact answers and the first row as an example."""
-    import torch
-
-    pad = int(tokenizer.pad_token_id)
+    """Greedy generation in batches (``greedy_ids``); returns the share of exact answers
+    and the first row as an example."""
     hits = 0
     example: dict[str, str] = {}
     for start in range(0, len(table), batch_size):
         chunk = table[start : start + batch_size]
         prompts, answers = chunk["prompt_ids"], chunk["answer"]
-        width = max(len(p) for p in prompts)
-        input_ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        output = model.generate(  # type: ignore[operator]
-            input_ids=input_ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
+        generated = greedy_ids(
+            model,
+            prompts,
+            pad_token_id=int(tokenizer.pad_token_id),
             eos_token_id=tokenizer.eos_token_id,
+            max_new_tokens=max_new_tokens,
+            device=device,
         )
-        texts = tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+        texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
         for text, answer in zip(texts, answers, strict=True):
             hits += normalise_answer(text) == normalise_answer(answer)
         if not example:
@@ -117,6 +111,87 @@ def _exact_match(
                 "reference": answers[0],
             }
     return hits / len(table), example
+
+
+def generates_with_cache(model: nn.Module) -> bool:
+    """Whether ``generate`` continues ``model`` as its own forward pass does. Not for
+    peft's prompt-learning methods (prompt, prefix, p-tuning) on transformers 5 with peft
+    0.21: with its KV cache, ``generate`` places the tokens after the first at other
+    positions than the virtual tokens imply, and peft drops the position ids that would
+    make a left-padded batch right, so greedy answers change with the batch and differ
+    from the model's own greedy continuation (tests/test_lm.py)."""
+    config = getattr(model, "active_peft_config", None)
+    return not getattr(config, "is_prompt_learning", False)
+
+
+def greedy_ids(
+    model: nn.Module,
+    prompts: list[list[int]],
+    *,
+    pad_token_id: int,
+    eos_token_id: int | None,
+    max_new_tokens: int,
+    device: str,
+) -> list[list[int]]:
+    """The greedy continuation of each prompt (up to and with EOS). ``generate`` with its
+    KV cache, left-padded so every prompt ends where generation starts; for a model it
+    cannot continue (``generates_with_cache``), full forward passes over the right-padded
+    batch, one per new token: the very computation training and the teacher-forced pass
+    run, at the cost of re-reading each prompt per token."""
+    import torch
+
+    if not generates_with_cache(model):
+        return _greedy_by_forward(
+            model, prompts, pad=pad_token_id, eos=eos_token_id, steps=max_new_tokens, device=device
+        )
+    width = max(len(p) for p in prompts)
+    input_ids = torch.tensor([[pad_token_id] * (width - len(p)) + list(p) for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    output = model.generate(  # type: ignore[operator]
+        input_ids=input_ids.to(device),
+        attention_mask=mask.to(device),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
+    )
+    return [list(map(int, row)) for row in output[:, width:].tolist()]
+
+
+def _greedy_by_forward(
+    model: nn.Module,
+    prompts: list[list[int]],
+    *,
+    pad: int,
+    eos: int | None,
+    steps: int,
+    device: str,
+) -> list[list[int]]:
+    import torch
+
+    sequences = [list(p) for p in prompts]
+    new: list[list[int]] = [[] for _ in prompts]
+    open_rows = list(range(len(prompts)))
+    for _ in range(steps):
+        if not open_rows:
+            break
+        rows = [sequences[i] for i in open_rows]
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        # prompt tuning prepends its virtual tokens to the outputs: keep the inputs'
+        last = torch.tensor([len(r) - 1 for r in rows], device=device)
+        chosen = logits[:, -width:][torch.arange(len(rows), device=device), last].argmax(-1)
+        del logits
+        still = []
+        for row, token in zip(open_rows, chosen.tolist(), strict=True):
+            sequences[row].append(int(token))
+            new[row].append(int(token))
+            if token != eos:
+                still.append(row)
+        open_rows = still
+    return new
 
 
 def evaluate_lm(

@@ -259,10 +259,35 @@ tokenizer = AutoTokenizer.from_pretrained("{facts.base_model}",{extra}
 # the prompt as the search rendered it (chat template and special tokens included)
 prompt = {prompt!r}
 inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-output = model.generate(**inputs, max_new_tokens={facts.max_new_tokens}, do_sample=False)
-print(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
+{_generation_code(facts)}
 ```
 """
+
+
+def _generation_code(facts: CardFacts) -> str:
+    """The card's greedy decoding, as the search scored it (trials/lm_eval.py:
+    ``greedy_ids``): ``generate``, or for peft's prompt-learning methods (prompt,
+    prefix tuning) one forward pass per token, which ``generate`` does not reproduce."""
+    steps = facts.max_new_tokens
+    if not facts.extra.get("prompt_learning"):
+        return (
+            f"output = model.generate(**inputs, max_new_tokens={steps}, do_sample=False)\n"
+            'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], '
+            "skip_special_tokens=True))"
+        )
+    return f"""# {facts.row.get("method")}: transformers' cached generate continues virtual
+# tokens at other positions than the model's own forward pass does: decode greedily by
+# forward passes, as the search scored it
+import torch
+
+ids = inputs["input_ids"]
+with torch.inference_mode():
+    for _ in range({steps}):
+        token = model(input_ids=ids).logits[:, -1:].argmax(-1)
+        ids = torch.cat([ids, token], dim=1)
+        if token.item() == tokenizer.eos_token_id:
+            break
+print(tokenizer.decode(ids[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))"""
 
 
 def _most_common(answers: list[str]) -> str | None:
