@@ -199,8 +199,7 @@ def build_executor(
     session: RaySession | None = None,
 ) -> Iterator[TrialExecutor]:
     """Ray workers by default; in-process when ``resources.use_ray`` is false.
-    ``session``: Ray, started early (pipelines/run.py ``start_ray``): its shutdown starts
-    here, in a thread, and ``run_search`` waits for it after the finish phase."""
+    ``session``: Ray, started early (pipelines/run.py ``start_ray``); closed here."""
     from peftsearch.search import InProcessExecutor
 
     if not config.resources.use_ray:

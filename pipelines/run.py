@@ -386,8 +386,7 @@ def run_search(config: Config, console: Console, *, resume: bool = False) -> Stu
             return _search(config, console, resume, started, session, tracker)
     finally:
         if session is not None:
-            # build_executor started closing it (beside the finish phase): wait for that
-            session.close()
+            session.close()  # a no-op when build_executor closed it
 
 
 def _search(  # the phases in order; each is tested alone

@@ -79,7 +79,6 @@ class RaySession:
         self._saved: dict[str, str | None] = {}
         # what ``start``'s ``warm`` returned (the trial workers it started), else None
         self.workers: list[Any] | None = None
-        self._closing: threading.Thread | None = None  # ``close_later``'s
 
     def start(self, warm: Callable[[], list[Any]] | None = None) -> RaySession:
         """Bring Ray up in the background; then ``warm()``, in the same thread, starts
@@ -137,23 +136,8 @@ class RaySession:
         if self._error is not None:
             raise self._error
 
-    def close_later(self) -> None:
-        """Shut Ray down in a thread (stopping its daemons and workers takes a second
-        or more): the study's tables and report are written meanwhile. ``close`` waits
-        for it."""
-        if self._thread is None or self._closing is not None:
-            return
-        self._closing = threading.Thread(target=self._close, name="ray-close")
-        self._closing.start()
-
     def close(self) -> None:
-        """Idempotent; also after a failed start; waits for ``close_later``'s."""
-        if self._closing is not None:
-            self._closing.join()
-            self._closing = None
-        self._close()
-
-    def _close(self) -> None:
+        """Idempotent; also after a failed start."""
         if self._thread is None:
             return
         self._ready.wait()
@@ -181,15 +165,10 @@ class RaySession:
 @contextlib.contextmanager
 def ray_session(address: str = "", session: RaySession | None = None) -> Iterator[None]:
     """Ray for the duration of the block (see ``RaySession``); ``session``: one started
-    earlier, which this block then owns and starts closing (``close_later``; its
-    starter's own ``close`` waits for it)."""
-    given = session is not None
+    earlier, which this block then owns and closes."""
     session = session or RaySession(address)
     try:
         session.wait()
         yield
     finally:
-        if given:
-            session.close_later()
-        else:
-            session.close()
+        session.close()

@@ -422,3 +422,31 @@ def test_a_lost_node_costs_one_retry_and_the_search_finishes(
     assert results[doomed].device_seconds <= 600.0
     assert all(results[n].attempts == 1 for n in results if n != doomed)
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+
+
+def test_ray_is_down_when_its_block_ends() -> None:
+    """The driver drops actor handles and object references after the block; Ray ends the
+    process (exit status 1) if one is dropped while ``ray.shutdown`` runs in another
+    thread, so the block shuts Ray down before it returns."""
+    import gc
+
+    import ray
+
+    from peftsearch.search.ray_session import RaySession, ray_session
+
+    assert not ray.is_initialized()
+
+    @ray.remote(num_cpus=0)
+    class Echo:
+        def ping(self) -> int:
+            return 1
+
+    session = RaySession().start()
+    with ray_session(session=session):
+        handle = Echo.remote()  # type: ignore[attr-defined]
+        reference = handle.ping.remote()
+        assert ray.get(reference) == 1
+    assert not ray.is_initialized()
+    del handle, reference
+    gc.collect()
+    session.close()
