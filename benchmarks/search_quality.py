@@ -705,13 +705,13 @@ def verify_design(dataset: str) -> dict[str, Any]:
     """The initial design's configs trained for real at their own learning rates (the top
     of each method's range) and at the learning rate of the row the replay answers them
     with, in one run: how far the replay's credit for the design rests on its snapping."""
-    from peftsearch.spaces import initial_design
+    from peftsearch.pipelines.builders import build_design_configs
 
     table = Table(load_table(table_path(dataset)))
-    info, options, _ = model_info_and_options(dataset)
+    info, options, config = model_info_and_options(dataset)
     rows = []
     with live_runner(dataset, num_threads=2) as measure:
-        for label, method, params in initial_design(options, info):
+        for label, method, params in build_design_configs(config, info):
             row = row_of(table, params, options, info)
             own = measure(params)
             snapped = own if math.isclose(row.lr, params[f"{method}.lr"]) else None

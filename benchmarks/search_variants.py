@@ -34,6 +34,10 @@ with those ``optuna.samplers.NSGAIISampler`` arguments, e.g. ``population_size=1
 before the initial design), ``design_lr=<position>`` (the initial design's learning rate
 at that position of each method's log range, 1 being its top, as the product has it),
 ``design_one_placement`` (the initial design with each method's first placement only),
+``design_skip=<method>+<method>`` (the initial design without those methods: the sampler
+still reaches them), ``design_layers=<subset>`` (the design's adapters on that layer
+subset, e.g. ``all``, in place of the fewest blocks; ``design_layers=all@lora+dora`` for
+those methods only); design changes combine with ``&``,
 ``random`` and ``no_early_stopping``. Searches run to 30% of the exhaustive cost
 (``--horizon``), with early stopping as the default has it (random without, as in
 search_quality.py).
@@ -156,14 +160,29 @@ def design_changed(variant: str) -> Iterator[None]:
 
     product = design.smallest_configs
 
-    def changed(method: str, options: Any, info: Any) -> list[dict[str, Any]]:
-        configs = product(method, options, info)
-        if variant == "design_one_placement":
+    def changed_by(part: str, method: str, configs: list[dict[str, Any]], options: Any) -> Any:
+        if part == "design_one_placement":
             return configs[:1]
-        position = float(variant.split("=", 1)[1])
+        if part.startswith("design_skip="):
+            return [] if method in part.split("=", 1)[1].split("+") else configs
+        if part.startswith("design_layers="):
+            layers, _, only = part.split("=", 1)[1].partition("@")  # @lora+dora: those only
+            if only and method not in only.split("+"):
+                return configs
+            return [
+                {**config, f"{method}.layers": layers} if f"{method}.layers" in config else config
+                for config in configs
+            ]
+        position = float(part.split("=", 1)[1])
         low, high = math.log(options.lr.low), math.log(options.lr.high)
         lr = math.exp(low + position * (high - low))
         return [{**config, f"{method}.lr": lr} for config in configs]
+
+    def changed(method: str, options: Any, info: Any) -> list[dict[str, Any]]:
+        configs = product(method, options, info)
+        for part in variant.split("&"):  # design changes combine: a&b
+            configs = changed_by(part, method, configs, options)
+        return configs
 
     if variant.startswith("design_"):
         design.smallest_configs = changed
@@ -292,7 +311,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
-    parser.add_argument("--dataset", default="sst2", choices=["sst2", "trec"])
+    parser.add_argument("--dataset", default="sst2", choices=["sst2", "trec", "rt_instruct"])
     parser.add_argument("--horizon", type=float, default=HORIZON)
     args = parser.parse_args()
     horizon = args.horizon

@@ -459,15 +459,23 @@ def build_space_fits(config: Config, info: ModelInfo) -> Callable[[dict[str, Any
     return fits
 
 
+def build_design_configs(config: Config, info: ModelInfo) -> list[tuple[str, str, dict[str, Any]]]:
+    """The initial design's configs for this config's space and task."""
+    from peftsearch.spaces import initial_design
+    from peftsearch.trials.tasks import get_task
+
+    most_blocks = get_task(config.model.task).design_most_blocks
+    return initial_design(config.method_options(), info, most_blocks)
+
+
 def build_initial_design(config: Config, info: ModelInfo) -> Callable[[optuna.Study], bool] | None:
     """The loop's ``before_ask``: queues the initial design one config at a time; None
     when ``search.initial_design`` is off (by default for the random and nsga2 samplers)."""
     from peftsearch.search.first_configs import enqueue_initial_design
-    from peftsearch.spaces import initial_design
 
     if not config.search.uses_initial_design:
         return None
-    design = initial_design(config.method_options(), info)
+    design = build_design_configs(config, info)
     fits = build_space_fits(config, info)
     methods = list(config.method_options())
     return lambda study: enqueue_initial_design(study, design, methods, fits)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from peftsearch.pipelines.builders import (
     build_budget,
     build_data,
+    build_design_configs,
     build_early_stopping,
     build_executor,
     build_loop,
@@ -121,7 +122,6 @@ def queue_first(config: Config, study: optuna.Study, info: ModelInfo, console: C
     this space cannot express, a rank or target set it does not offer, is left out), and
     say what the initial design will try before the sampler (the loop queues it)."""
     from peftsearch.search.first_configs import enqueue_warm_start, untried_design
-    from peftsearch.spaces import initial_design
 
     fits = build_space_fits(config, info)
     if config.search.warm_start:
@@ -133,11 +133,11 @@ def queue_first(config: Config, study: optuna.Study, info: ModelInfo, console: C
             "in the space)."
         )
     if config.search.uses_initial_design:
-        design = initial_design(config.method_options(), info)
+        design = build_design_configs(config, info)
         left = untried_design(study, design, list(config.method_options()), fits)
         if left:
             console.print(
-                f"Initial design: {len(left)} config(s) first, the smallest adapter of each "
+                f"Initial design: {len(left)} config(s) first, a small adapter of each "
                 "method and target set at the top of its learning-rate range; then the "
                 "sampler (search.initial_design: false samples from the first trial)."
             )

@@ -63,15 +63,22 @@ def _layer_key(subset: str, info: ModelInfo) -> tuple[int, int]:
 
 
 def initial_design(
-    methods: dict[str, MethodOptions], info: ModelInfo
+    methods: dict[str, MethodOptions],
+    info: ModelInfo,
+    most_blocks: frozenset[str] = frozenset(),
 ) -> list[tuple[str, str, dict[str, Any]]]:
     """``(label, method, params)`` of every method's design, in rounds: the first
     placement of each method, then the second of each, and so on, so that a budget which
-    ends inside the design has tried every method once first."""
+    ends inside the design has tried every method once first. The methods in
+    ``most_blocks`` (the task's ``design_most_blocks``) span the most blocks their
+    ``layers`` allow instead of the fewest."""
     from peftsearch.spaces._registry import get_method
 
     designs = {
-        method: get_method(method).initial_configs(options, info)
+        method: [
+            _on_most_blocks(config, method, options, info) if method in most_blocks else config
+            for config in get_method(method).initial_configs(options, info)
+        ]
         for method, options in methods.items()
     }
     queued = []
@@ -81,6 +88,19 @@ def initial_design(
                 params = {"method": method, **configs[round_]}
                 queued.append((_label(method, params), method, params))
     return queued
+
+
+def _on_most_blocks(
+    config: dict[str, Any], method: str, options: MethodOptions, info: ModelInfo
+) -> dict[str, Any]:
+    """``config`` with its layer subset the one of most blocks (of equal counts, the
+    first listed); unchanged when the method has no layer choice."""
+    key = f"{method}.layers"
+    values = getattr(options, "layers", None)
+    if key not in config or not isinstance(values, list) or not values:
+        return config
+    most = max(values, key=lambda subset: len(info.layer_indices(subset)))
+    return {**config, key: most}
 
 
 def _label(method: str, params: dict[str, Any]) -> str:

@@ -458,6 +458,20 @@ def test_the_llm_example_config_is_valid_offline(tmp_path: Path) -> None:
     checked = runner.invoke(app, ["validate", str(path)])
     assert checked.exit_code == 0, checked.output
     assert "bottleneck_adapter" in checked.output and "causal-lm" in checked.output
+    # no hand-set learning rates: the causal-LM task's own defaults apply
+    import yaml
+
+    from peftsearch.config import parse_config
+    from peftsearch.trials.tasks import get_task
+
+    raw = yaml.safe_load(path.read_text())
+    sections = [s for s in raw["space"].values() if isinstance(s, dict)]
+    assert sections and all("lr" not in section for section in sections)
+    config = parse_config(raw)
+    for method in config.space.methods:
+        task_lr = get_task("causal-lm").method_defaults[method]["lr"]
+        lr = getattr(config.space, method).lr
+        assert (lr.low, lr.high) == (task_lr["low"], task_lr["high"]), method
     wrong = runner.invoke(app, ["init", str(tmp_path / "x.yaml"), "--example", "gpt"])
     assert wrong.exit_code == 2 and "--example" in wrong.output
 

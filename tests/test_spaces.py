@@ -307,3 +307,37 @@ def test_ia3_layer_subset(models: dict) -> None:
 def test_model_info_round_trips(models: dict) -> None:
     info = models["llama"][1]
     assert ModelInfo.from_dict(info.to_dict()) == info
+
+
+def test_a_task_can_have_its_design_span_the_most_blocks(models: dict) -> None:
+    """A causal LM's LoRA-family design trials span every block (its table: on the top
+    half they stay near chance); IA3's stays the smallest; the encoder's is unchanged."""
+    from peftsearch.pipelines.builders import build_design_configs
+    from peftsearch.spaces import initial_design
+    from peftsearch.trials.tasks import get_task
+
+    _, info = models["llama"]
+    space = space_config_class()()
+    methods = {m: getattr(space, m) for m in ("lora", "dora", "ia3")}
+    most = get_task("causal-lm").design_most_blocks
+    assert {"lora", "dora"} <= most and "ia3" not in most
+    fewest = {label: params for label, _, params in initial_design(methods, info)}
+    spanned = {label: params for label, _, params in initial_design(methods, info, most)}
+    assert fewest.keys() == spanned.keys()
+    for label, params in spanned.items():
+        method = params["method"]
+        if method == "ia3":
+            assert params == fewest[label]
+        else:
+            assert fewest[label][f"{method}.layers"] == "top-half"
+            assert params == {**fewest[label], f"{method}.layers": "all"}
+    assert get_task("sequence-classification").design_most_blocks == frozenset()
+
+    class Config:  # what build_design_configs reads
+        model = type("Model", (), {"task": "causal-lm"})()
+
+        def method_options(self) -> dict[str, Any]:
+            return methods
+
+    built = build_design_configs(Config(), info)  # type: ignore[arg-type]
+    assert {label: params for label, _, params in built} == spanned

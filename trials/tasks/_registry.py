@@ -136,7 +136,10 @@ class Task(Protocol):
     ``model_card`` the export's README. ``method_defaults`` are the task's own defaults
     for methods' ``space`` options (``{"lora": {"lr": {"low": ..., "high": ...}}}``), for
     what its models want other than the plug-ins' defaults (chosen on encoder tables); a
-    config's own values win. Nothing may import torch at module import time.
+    config's own values win. ``design_most_blocks`` names the methods whose initial-design
+    trials span the most blocks their ``layers`` allow, not the fewest (where the task's
+    table shows small adapters on few blocks staying at chance). Nothing may import torch
+    at module import time.
     """
 
     name: str
@@ -150,6 +153,7 @@ class Task(Protocol):
     file_suffixes: tuple[str, ...]
     base_model_baseline: str
     method_defaults: Mapping[str, Mapping[str, Any]]
+    design_most_blocks: frozenset[str]
 
     def check(self, config: Any) -> None: ...
 
@@ -192,6 +196,7 @@ class TaskBase:
     file_suffixes: tuple[str, ...] = ()
     base_model_baseline = "no adapter: the base model as it is"
     method_defaults: Mapping[str, Mapping[str, Any]] = {}
+    design_most_blocks: frozenset[str] = frozenset()
 
     def check(self, config: Any) -> None:
         return None
