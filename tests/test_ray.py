@@ -400,7 +400,9 @@ def test_a_lost_node_costs_one_retry_and_the_search_finishes(
 
     extra = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    executor = executor_for(tiny_model_dir, tiny_data, tmp_path, steps=400)
+    # mid-trial at the removal (see test_killed_worker_retries_once_on_another): a worker
+    # that preloaded its model trains 400 steps inside the wait before it
+    executor = executor_for(tiny_model_dir, tiny_data, tmp_path, steps=3000)
     try:
         assert executor.slots == 3
         node_of = {worker: node for worker, (_, node) in executor.identities.items()}
@@ -424,29 +426,49 @@ def test_a_lost_node_costs_one_retry_and_the_search_finishes(
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
 
 
-def test_ray_is_down_when_its_block_ends() -> None:
+RAY_DOWN_SCRIPT = """
+import gc
+
+import ray
+
+from peftsearch.search.ray_session import RaySession, ray_session
+
+
+@ray.remote(num_cpus=0)
+class Echo:
+    def ping(self):
+        return 1
+
+
+session = RaySession().start()
+with ray_session(session=session):
+    handle = Echo.remote()
+    reference = handle.ping.remote()
+    assert ray.get(reference) == 1
+assert not ray.is_initialized(), "Ray is still up after its block"
+del handle, reference
+gc.collect()
+session.close()
+print("survived")
+"""
+
+
+def test_ray_is_down_when_its_block_ends(tmp_path: Path) -> None:
     """The driver drops actor handles and object references after the block; Ray ends the
     process (exit status 1) if one is dropped while ``ray.shutdown`` runs in another
-    thread, so the block shuts Ray down before it returns."""
-    import gc
-
-    import ray
-
-    from peftsearch.search.ray_session import RaySession, ray_session
-
-    assert not ray.is_initialized()
-
-    @ray.remote(num_cpus=0)
-    class Echo:
-        def ping(self) -> int:
-            return 1
-
-    session = RaySession().start()
-    with ray_session(session=session):
-        handle = Echo.remote()  # type: ignore[attr-defined]
-        reference = handle.ping.remote()
-        assert ray.get(reference) == 1
-    assert not ray.is_initialized()
-    del handle, reference
-    gc.collect()
-    session.close()
+    thread, so the block shuts Ray down before it returns. In a fresh process: this one
+    may be joined to a test cluster."""
+    temp = Path(tempfile.mkdtemp(prefix="ps-", dir="/tmp"))  # short: Ray's socket paths
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["TMPDIR"] = str(temp)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", RAY_DOWN_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-3000:]
