@@ -7,7 +7,9 @@ show one pattern on both tasks: the smallest adapter of a method at the top of i
 learning-rate range learns, and it is the cheap end of the front. So the design is, for
 each method and each placement it offers (target set), the smallest adapter its options
 allow (fewest blocks, lowest rank, fewest virtual tokens, no dropout) at the top of its
-learning-rate range. The sampler then searches on from these trials.
+learning-rate range. The sampler then searches on from these trials. A task may name
+methods whose design spans the most blocks instead (``design_most_blocks``: on the
+causal-LM table, LoRA on the top half of a decoder's blocks stays near chance).
 """
 
 from __future__ import annotations
