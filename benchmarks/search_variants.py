@@ -160,7 +160,9 @@ def design_changed(variant: str) -> Iterator[None]:
 
     product = design.smallest_configs
 
-    def changed_by(part: str, method: str, configs: list[dict[str, Any]], options: Any) -> Any:
+    def changed_by(
+        part: str, method: str, configs: list[dict[str, Any]], options: Any
+    ) -> list[dict[str, Any]]:
         if part == "design_one_placement":
             return configs[:1]
         if part.startswith("design_skip="):

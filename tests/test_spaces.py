@@ -309,9 +309,10 @@ def test_model_info_round_trips(models: dict) -> None:
     assert ModelInfo.from_dict(info.to_dict()) == info
 
 
-def test_a_task_can_have_its_design_span_the_most_blocks(models: dict) -> None:
+def test_a_task_can_have_its_design_span_the_most_blocks(models: dict, tmp_path: Any) -> None:
     """A causal LM's LoRA-family design trials span every block (its table: on the top
     half they stay near chance); IA3's stays the smallest; the encoder's is unchanged."""
+    from peftsearch.config import parse_config
     from peftsearch.pipelines.builders import build_design_configs
     from peftsearch.spaces import initial_design
     from peftsearch.trials.tasks import get_task
@@ -333,11 +334,17 @@ def test_a_task_can_have_its_design_span_the_most_blocks(models: dict) -> None:
             assert params == {**fewest[label], f"{method}.layers": "all"}
     assert get_task("sequence-classification").design_most_blocks == frozenset()
 
-    class Config:  # what build_design_configs reads
-        model = type("Model", (), {"task": "causal-lm"})()
-
-        def method_options(self) -> dict[str, Any]:
-            return methods
-
-    built = build_design_configs(Config(), info)  # type: ignore[arg-type]
-    assert {label: params for label, _, params in built} == spanned
+    # a causal-LM config's design, as the search queues it
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"prompt": "a", "response": "b"}\n')
+    config = parse_config(
+        {
+            "model": {"name_or_path": "some/model", "task": "causal-lm"},
+            "data": {"train": str(train)},
+            "space": {"methods": ["lora", "dora", "ia3"]},
+        }
+    )
+    built = build_design_configs(config, info)
+    assert built == initial_design(config.method_options(), info, most)
+    layers = {params["method"]: params[f"{params['method']}.layers"] for _, _, params in built}
+    assert layers == {"lora": "all", "dora": "all", "ia3": "top-half"}
