@@ -27,6 +27,7 @@ from peftsearch.pipelines.builders import (
     describe_budget,
 )
 from peftsearch.pipelines.studies import build_warm_start, write_study_files
+from peftsearch.search.start_up import freeze_start_up, pause_collection, release_start_up
 from peftsearch.search.test_scoring import planned_test_seconds
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from peftsearch.search.cost_model import CostModel
     from peftsearch.search.memory_model import MemoryModel
     from peftsearch.search.ray_session import RaySession
+    from peftsearch.search.start_up import CollectorState
     from peftsearch.spaces import ModelInfo
     from peftsearch.trials import PreparedData
 
@@ -372,6 +374,7 @@ def run_search(config: Config, console: Console, *, resume: bool = False) -> Stu
     from concurrent.futures import ThreadPoolExecutor
 
     started = time.perf_counter()
+    collector = pause_collection()  # frozen before the first trial (search/start_up.py)
     session = start_ray(config)
     try:
         if session is not None:
@@ -383,10 +386,11 @@ def run_search(config: Config, console: Console, *, resume: bool = False) -> Stu
         # the driver reads and tokenizes the data
         with ThreadPoolExecutor(1, thread_name_prefix="mlflow-open") as opening:
             tracker = opening.submit(build_tracker, config)
-            return _search(config, console, resume, started, session, tracker)
+            return _search(config, console, resume, started, session, tracker, collector)
     finally:
         if session is not None:
             session.close()  # a no-op when build_executor closed it
+        release_start_up(collector)
 
 
 def _search(  # the phases in order; each is tested alone
@@ -396,6 +400,7 @@ def _search(  # the phases in order; each is tested alone
     started: float,
     session: RaySession | None,
     opening: Future[TrialTracker],
+    collector: CollectorState,
 ) -> StudyResult:
     inputs = load_inputs(config, console)
     study = build_study(config)
@@ -431,6 +436,7 @@ def _search(  # the phases in order; each is tested alone
             )
             loop.kept_for_test = planned_test_seconds(cost_model, inputs.data)
             schedule_baseline(loop, study, inputs, console, config.model.quantizations[0])
+            freeze_start_up(collector)
             reason = drive(loop, progress, console)
             confirm(config, study, executor, inputs.data, budget, cost_model, console)
             score_on_test(config, study, executor, inputs, budget, cost_model, console)

