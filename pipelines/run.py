@@ -374,8 +374,9 @@ def run_search(config: Config, console: Console, *, resume: bool = False) -> Stu
     from concurrent.futures import ThreadPoolExecutor
 
     started = time.perf_counter()
-    collector = pause_collection()  # frozen before the first trial (search/start_up.py)
     session = start_ray(config)
+    # from here to the first trial, collection pauses (search/start_up.py)
+    collector = pause_collection()
     try:
         if session is not None:
             # Ray first, alone: the driver's imports below hold the GIL, and beside

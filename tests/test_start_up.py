@@ -111,3 +111,17 @@ def test_the_command_freezes_everything_before_the_process_ends(
         cli.main()
     assert exit_.value.code == 0
     assert gc.get_freeze_count() > 0
+
+
+def test_a_search_that_fails_in_its_start_up_gives_the_collector_back(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    import peftsearch
+
+    broken = tmp_path / "train.csv"
+    broken.write_text("words,grade\nfine,1\nbad,0\n")  # not the text/label columns
+    config = tiny_config(tiny_model_dir, {**tiny_data, "train": broken}, tmp_path / "out")
+    config["tracking"] = {"enabled": False}
+    with pytest.raises(peftsearch.UserError):
+        peftsearch.run(config, quiet=True)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
