@@ -44,10 +44,9 @@ def freeze_start_up(state: CollectorState) -> None:
 def release_start_up(state: CollectorState) -> None:
     """The frozen objects are collectable again (a driver inside a longer-lived process:
     a notebook's second search must not keep the first one's garbage), unless the host
-    process had frozen objects of its own; collection is as it was."""
+    process had frozen objects of its own; collection is as it was (off since
+    ``pause_collection``, unless ``freeze_start_up`` turned it back on)."""
     if not state.frozen:
         gc.unfreeze()
     if state.enabled:
         gc.enable()
-    else:
-        gc.disable()
