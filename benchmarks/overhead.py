@@ -21,7 +21,10 @@ design depend on which trials finished first); the ratio is the median of the pa
 Identical trials took 20 to 38 s in different runs of the same hour on this machine, so
 each pair runs back to back and a run reports every pair. ``--no-cache`` runs the
 studies without the frozen-layer cache, which the bare loop lacks: the start-up
-overhead alone.
+overhead alone. ``--variant-env KEY=VALUE`` (repeatable) adds, to each repeat, a study
+run with that environment against the same bare loop, the two studies taking turns
+before and after it: an A/B of a setting in one run (``RAY_worker_niceness=0``: Ray's
+workers at the command's own priority instead of Ray's nice 15).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import argparse
 import copy
 import json
 import multiprocessing
+import os
 import statistics
 import subprocess
 import sys
@@ -60,13 +64,14 @@ def study_config(out: Path, name: str, cache: bool = True) -> Path:
     return path
 
 
-def run_study(out: Path, name: str, cache: bool = True) -> float:
+def run_study(out: Path, name: str, cache: bool = True, env: dict[str, str] | None = None) -> float:
     path = study_config(out, name, cache)
     began = time.perf_counter()
     subprocess.run(
         [str(Path(sys.executable).with_name("peftsearch")), "run", str(path)],
         check=True,
         stdout=subprocess.DEVNULL,
+        env={**os.environ, **env} if env else None,
     )
     return time.perf_counter() - began
 
@@ -204,22 +209,43 @@ def main() -> None:
         help="studies without the frozen-layer cache: the overhead alone, as the bare loop "
         "has no cache either (by default, the product as it ships)",
     )
+    parser.add_argument(
+        "--variant-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also run, in each repeat, a study with this environment (e.g. "
+        "RAY_worker_niceness=0) against the same bare loop: an A/B of a setting in one "
+        "run; the two studies take turns on either side of the bare loop",
+    )
     args = parser.parse_args()
     cache = not args.no_cache
+    variant_env = dict(item.split("=", 1) for item in args.variant_env)
     with tempfile.TemporaryDirectory() as temp:
         out = Path(temp)
         first = run_study(out, "warmup", cache)
         config = yaml.safe_load(study_config(out, "warmup").read_text())
         print(f"first study: {first:.1f} s", file=sys.stderr)
         pairs = []
+        variant: list[float] = []
         for repeat in range(args.repeats):
+            before = variant_env and repeat % 2 == 1
+            if before:
+                variant.append(run_study(out, f"variant{repeat}", cache, variant_env))
             study = run_study(out, f"study{repeat}", cache)
             trials = study_trials(out, f"study{repeat}")
             bare = run_bare(trials, config)
+            if variant_env and not before:
+                variant.append(run_study(out, f"variant{repeat}", cache, variant_env))
             pairs.append((study, bare))
             print(
                 f"repeat {repeat}: study {study:.1f} s, bare loop {bare:.1f} s, "
-                f"ratio {study / bare:.3f}",
+                f"ratio {study / bare:.3f}"
+                + (
+                    f"; with {variant_env} {variant[-1]:.1f} s, ratio {variant[-1] / bare:.3f}"
+                    if variant_env
+                    else ""
+                ),
                 file=sys.stderr,
             )
     ratio = statistics.median(s / b for s, b in pairs)
@@ -235,6 +261,14 @@ def main() -> None:
         "target": TARGET,
         "meets_target": ratio <= TARGET,
     }
+    if variant_env:
+        figures["variant_env"] = variant_env
+        figures["variant_ratio"] = statistics.median(
+            b / bare for b, (_, bare) in zip(variant, pairs, strict=True)
+        )
+        figures["variant_pairs"] = [
+            round(b / bare, 3) for b, (_, bare) in zip(variant, pairs, strict=True)
+        ]
     print(
         f"study {figures['study_seconds']:.1f} s vs bare loop {figures['bare_seconds']:.1f} s: "
         f"ratio {ratio:.3f} (target <= {TARGET})"
