@@ -87,3 +87,34 @@ def test_a_task_sets_its_own_method_defaults_under_what_the_config_writes(
     assert parsed.space.ia3.lr.low == 0.2
     classifier = parse_config(tiny_config(tiny_model_dir, tiny_data, tmp_path / "other"))
     assert classifier.space.ia3.lr.low != 0.2
+
+
+def test_tokenizing_names_its_inputs_instead_of_hashing_the_tokenizer(
+    tiny_model_dir: Path, tiny_data: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """datasets fingerprints a map by hashing its function with dill, tokenizer and all
+    (about 1 s of the driver's start-up); the classification task names what the result
+    depends on instead, so another max_length or tokenizer still gets another name."""
+    from datasets.fingerprint import Hasher
+    from helpers import prepare
+
+    from peftsearch.trials.model import Checkpoint, load_tokenizer
+
+    hashed: list[str] = []
+    plain_update = Hasher.update
+
+    def spy(self: Hasher, value: object) -> None:
+        hashed.append(type(value).__name__)
+        plain_update(self, value)
+
+    monkeypatch.setattr(Hasher, "update", spy)
+    tokenizer = load_tokenizer(Checkpoint(str(tiny_model_dir)))
+    kwargs = {"train": tiny_data["train"], "eval": tiny_data["eval"], "tokenizer": tokenizer}
+    first = prepare(tiny_model_dir, "sequence-classification", max_length=32, **kwargs)
+    assert hashed and "function" not in hashed  # the map's function held the tokenizer
+    again = prepare(tiny_model_dir, "sequence-classification", max_length=32, **kwargs)
+    shorter = prepare(tiny_model_dir, "sequence-classification", max_length=4, **kwargs)
+    assert first.train._fingerprint == again.train._fingerprint
+    assert first.train._fingerprint != shorter.train._fingerprint
+    tokens = [list(data.train["input_ids"]) for data in (first, again, shorter)]
+    assert tokens[0] == tokens[1] != tokens[2]

@@ -122,6 +122,7 @@ class ClassificationTask(TaskBase):
     def prepare(self, data: Any, *, seed: int, tokenizer: Any) -> PreparedData:
         """Load, clean, map labels, split (stratified), subsample and tokenize."""
         import datasets
+        from datasets.fingerprint import Hasher
 
         train_frame, dropped = _clean(read_table(data, "train"), data, "data.train")
         frames = [train_frame]
@@ -169,13 +170,18 @@ class ClassificationTask(TaskBase):
             where = "data.eval" if data.eval else "data.eval_fraction"
             raise UserError("no usable evaluation rows", where=where)
 
-        max_length = data.max_length  # the map's cache key hashes what the function holds
+        max_length = data.max_length
+        # what the map's result depends on, named: by default datasets hashes the
+        # function with dill, tokenizer and all (about 1 s of the driver's start-up)
+        tokenizer_key = (type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer))
 
         def tokenize(table: datasets.Dataset) -> datasets.Dataset:
+            key = (table._fingerprint, tokenizer_key, max_length)
             tokens = table.map(
                 lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
                 batched=True,
                 remove_columns=["text"],
+                new_fingerprint=Hasher.hash(key),
             )
             keep = [c for c in (*TOKEN_COLUMNS, "label") if c in tokens.column_names]
             return tokens.select_columns(keep)
