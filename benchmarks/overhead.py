@@ -229,7 +229,7 @@ def main() -> None:
         pairs = []
         variant: list[float] = []
         for repeat in range(args.repeats):
-            before = variant_env and repeat % 2 == 1
+            before = bool(variant_env) and repeat % 2 == 1
             if before:
                 variant.append(run_study(out, f"variant{repeat}", cache, variant_env))
             study = run_study(out, f"study{repeat}", cache)

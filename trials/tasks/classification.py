@@ -172,8 +172,14 @@ class ClassificationTask(TaskBase):
 
         max_length = data.max_length
         # what the map's result depends on, named: by default datasets hashes the
-        # function with dill, tokenizer and all (about 1 s of the driver's start-up)
-        tokenizer_key = (type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer))
+        # function with dill, tokenizer and all (about 1 s of the driver's start-up).
+        # The data is in memory, so no cache file is ever read back by this name.
+        tokenizer_key = (
+            type(tokenizer).__name__,
+            tokenizer.name_or_path,
+            len(tokenizer),
+            tokenizer.truncation_side,
+        )
 
         def tokenize(table: datasets.Dataset) -> datasets.Dataset:
             key = (table._fingerprint, tokenizer_key, max_length)
